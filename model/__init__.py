@@ -1,0 +1,2 @@
+"""model: Llama as pure functions of (params, inputs, cache) -> (outputs, cache), its checkpoints,
+tokenizer, generator and command line."""

@@ -1,0 +1,129 @@
+"""ModelArgs: the architecture of a Llama model plus the run's limits, with tt-metal's names.
+
+ModelArgs is frozen and hashable so it can be a static argument of jit: every field that
+changes a shape (max_seq_len, max_batch_size, n_layers) changes the compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from model.errors import ConfigError
+
+TILE_SIZE = 32
+
+
+@dataclass(frozen=True, kw_only=True)
+class RopeScaling:
+    """Llama 3.1/3.2 ("llama3") or linear RoPE frequency scaling."""
+
+    rope_type: str  # "llama3" or "linear"
+    factor: float
+    original_max_position_embeddings: int = 8192
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+
+    def __post_init__(self):
+        if self.rope_type not in ("llama3", "linear"):
+            raise ConfigError(f"rope scaling type {self.rope_type!r} is not supported; supported: 'llama3', 'linear'.")
+        if self.factor <= 0:
+            raise ConfigError(f"rope scaling factor {self.factor} must be positive.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelArgs:
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    hidden_dim: int
+    vocab_size: int
+    norm_eps: float
+    rope_theta: float
+    rope_scaling: RopeScaling | None = None
+    # Per-frequency divisors stored by llama.cpp (GGUF rope_freqs) instead of scaling params.
+    rope_freq_factors: tuple[float, ...] | None = None
+    max_context_len: int  # the context the model was trained for
+    max_seq_len: int  # the KV cache length of this run
+    max_batch_size: int = 1
+    tie_word_embeddings: bool = False
+    model_name: str = "llama"
+
+    def __post_init__(self):
+        for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "hidden_dim", "vocab_size", "max_seq_len"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} = {getattr(self, name)} must be positive.")
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError(f"n_heads = {self.n_heads} is not a multiple of n_kv_heads = {self.n_kv_heads}.")
+        if self.head_dim % 2:
+            raise ConfigError(f"head_dim = {self.head_dim} must be even for rotary embeddings.")
+        if self.rope_freq_factors is not None and len(self.rope_freq_factors) != self.head_dim // 2:
+            raise ConfigError(
+                f"rope_freq_factors has {len(self.rope_freq_factors)} entries; head_dim {self.head_dim} needs {self.head_dim // 2}."
+            )
+        if not 1 <= self.max_batch_size <= 32:
+            raise ConfigError(f"max_batch_size = {self.max_batch_size} is outside 1..32.")
+
+    @property
+    def n_groups(self) -> int:
+        """Query heads per KV head (grouped-query attention)."""
+        return self.n_heads // self.n_kv_heads
+
+    @property
+    def qkv_size(self) -> int:
+        return self.head_dim * (self.n_heads + 2 * self.n_kv_heads)
+
+    @property
+    def tile_padded_batch_rows(self) -> int:
+        return TILE_SIZE * -(-self.max_batch_size // TILE_SIZE)
+
+    def replace(self, **changes) -> ModelArgs:
+        return dataclasses.replace(self, **changes)
+
+
+def require(config: dict, key: str, source: str):
+    """config[key], or a ConfigError naming the missing field and the file it should be in."""
+    if key not in config:
+        raise ConfigError(f"{source} is missing the field {key!r}, which a Llama model needs.")
+    return config[key]
+
+
+# Shapes of the models tt-metal brings up, for dummy_weights (random weights, real shapes).
+NAMED_CONFIGS = {
+    "SmolLM2-135M": dict(
+        dim=576, n_layers=30, n_heads=9, n_kv_heads=3, head_dim=64, hidden_dim=1536, vocab_size=49152,
+        norm_eps=1e-5, rope_theta=100000.0, max_context_len=8192, tie_word_embeddings=True,
+    ),
+    "Llama-3.2-1B": dict(
+        dim=2048, n_layers=16, n_heads=32, n_kv_heads=8, head_dim=64, hidden_dim=8192, vocab_size=128256,
+        norm_eps=1e-5, rope_theta=500000.0, max_context_len=131072, tie_word_embeddings=True,
+        rope_scaling=RopeScaling(rope_type="llama3", factor=32.0, original_max_position_embeddings=8192),
+    ),
+    "Llama-3.2-3B": dict(
+        dim=3072, n_layers=28, n_heads=24, n_kv_heads=8, head_dim=128, hidden_dim=8192, vocab_size=128256,
+        norm_eps=1e-5, rope_theta=500000.0, max_context_len=131072, tie_word_embeddings=True,
+        rope_scaling=RopeScaling(rope_type="llama3", factor=32.0, original_max_position_embeddings=8192),
+    ),
+    "Llama-3.1-8B": dict(
+        dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, head_dim=128, hidden_dim=14336, vocab_size=128256,
+        norm_eps=1e-5, rope_theta=500000.0, max_context_len=131072, tie_word_embeddings=False,
+        rope_scaling=RopeScaling(rope_type="llama3", factor=8.0, original_max_position_embeddings=8192),
+    ),
+    "Llama-3.1-70B": dict(
+        dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, head_dim=128, hidden_dim=28672, vocab_size=128256,
+        norm_eps=1e-5, rope_theta=500000.0, max_context_len=131072, tie_word_embeddings=False,
+        rope_scaling=RopeScaling(rope_type="llama3", factor=8.0, original_max_position_embeddings=8192),
+    ),
+}
+
+
+def named_config(name: str, **overrides) -> ModelArgs:
+    """ModelArgs for a named model shape; overrides (n_layers=1, max_seq_len=256, ...) win."""
+    if name not in NAMED_CONFIGS:
+        raise ConfigError(f"unknown model name {name!r}; known: {', '.join(NAMED_CONFIGS)}.")
+    fields = dict(NAMED_CONFIGS[name], model_name=name)
+    fields.setdefault("max_seq_len", min(fields["max_context_len"], 4096))
+    fields.update(overrides)
+    return ModelArgs(**fields)

@@ -1,0 +1,182 @@
+"""Greedy generation: prefill one user, then decode with a jitted step that keeps everything on device.
+
+Compiled programs are the stand-in for TT's traces: prefill is compiled once per padded length
+(bucket), the decode step once per batch shape; both donate the KV cache so it is updated in
+place. The decode step takes its argmax on device and its output token is the next step's
+input with no host round trip; the host reads each token one step late, while the next step
+runs, to check for EOS.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from model.config import TILE_SIZE, ModelArgs
+from model.errors import SequenceLengthError
+from model.kv_cache import allocate_kv_cache
+from model.params import TransformerParams
+from model.rope import precompute_rot_mats
+from model.transformer import forward
+
+
+def get_padded_prefill_len(seq_len: int) -> int:
+    """tt-metal's prefill buckets: 128 for short prompts, else the smaller of the next power of two
+    and the next multiple of 2048."""
+    if seq_len <= 128:
+        return 128
+    return min(2 ** math.ceil(math.log2(seq_len)), 2048 * math.ceil(seq_len / 2048))
+
+
+def get_last_token(last_idx: int) -> int:
+    """Start row of the 32-row tile that holds position last_idx."""
+    return (last_idx // TILE_SIZE) * TILE_SIZE
+
+
+def _prefill(params, tokens, rot, kv_cache, user_id, last_tile, *, args):
+    return forward(params, tokens, rot, kv_cache, args=args, mode="prefill", user_id=user_id, get_last_token=last_tile)
+
+
+def _decode_greedy(params, tokens, current_pos, rot, kv_cache, *, args):
+    logits, kv_cache = forward(params, tokens, rot, kv_cache, args=args, mode="decode", current_pos=current_pos)
+    next_tokens = jnp.argmax(logits[:, 0, :], axis=-1).astype(jnp.int32)
+    # Empty slots (negative positions) stay empty.
+    return next_tokens, jnp.where(current_pos >= 0, current_pos + 1, current_pos), kv_cache
+
+
+@dataclass
+class GenerationResult:
+    tokens: list[int]  # the new tokens, the first one from prefill
+    text: str
+    prompt_tokens: int
+    prefill_s: float
+    decode_s: float
+    compile_s: float
+    stop_reason: str  # "eos" | "length"
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        steps = len(self.tokens) - 1
+        return steps / self.decode_s if steps and self.decode_s > 0 else 0.0
+
+
+@dataclass
+class Generator:
+    params: TransformerParams
+    args: ModelArgs
+    tokenizer: object | None = None
+    _compiled: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self.rot = precompute_rot_mats(self.args)
+        self.compile_s = 0.0
+
+    def allocate_kv_cache(self, batch: int | None = None):
+        return allocate_kv_cache(self.args, batch)
+
+    def _executable(self, key, fn, *example):
+        """Compile fn once for these shapes (ahead of time, so compile time is measured apart)."""
+        if key not in self._compiled:
+            t = time.perf_counter()
+            jitted = jax.jit(partial(fn, args=self.args), donate_argnames="kv_cache")
+            self._compiled[key] = jitted.lower(*example).compile()
+            self.compile_s += time.perf_counter() - t
+        return self._compiled[key]
+
+    def check_fits(self, prompt_len: int, max_new_tokens: int = 0):
+        if prompt_len == 0:
+            raise SequenceLengthError("the prompt is empty: prefill needs at least one token.")
+        if prompt_len > self.args.max_seq_len:
+            raise SequenceLengthError(f"the prompt has {prompt_len} tokens, longer than max_seq_len = {self.args.max_seq_len}.")
+        if prompt_len + max_new_tokens > self.args.max_seq_len:
+            raise SequenceLengthError(
+                f"the prompt ({prompt_len} tokens) plus max_new_tokens ({max_new_tokens}) is {prompt_len + max_new_tokens} "
+                f"tokens, more than max_seq_len = {self.args.max_seq_len}."
+            )
+
+    def prefill_forward_text(self, tokens, kv_cache, user_id: int = 0):
+        """Prefill one user's prompt into cache slot user_id. Returns (last-token logits [vocab] on device, kv_cache)."""
+        n = len(tokens)
+        self.check_fits(n)
+        if not 0 <= user_id < jax.tree.leaves(kv_cache)[0].shape[0]:
+            raise SequenceLengthError(f"user_id {user_id} is outside the cache's {jax.tree.leaves(kv_cache)[0].shape[0]} slots.")
+        padded = get_padded_prefill_len(n)
+        ids = np.zeros((1, padded), np.int32)
+        ids[0, :n] = tokens
+        last_tile = get_last_token(n - 1)
+        example = (self.params, ids, self.rot, kv_cache, np.int32(user_id), np.int32(last_tile))
+        run = self._executable(("prefill", padded), _prefill, *example)
+        logits, kv_cache = run(*example)
+        return logits[0, (n - 1) - last_tile], kv_cache
+
+    def decode_forward(self, tokens, current_pos, kv_cache):
+        """One greedy decode step for every slot: (next tokens [batch], positions + 1, kv_cache), all on device."""
+        example = (self.params, tokens, current_pos, self.rot, kv_cache)
+        run = self._executable(("decode", tokens.shape[0]), _decode_greedy, *example)
+        return run(*example)
+
+    def generate(
+        self,
+        prompt_tokens: list[int],
+        max_new_tokens: int,
+        *,
+        stop_at_eos: bool = True,
+        on_token: Callable[[int], None] | None = None,
+        warmup: bool = True,
+    ) -> GenerationResult:
+        """Greedy generation for one user (slot 0 of a max_batch_size batch)."""
+        n = len(prompt_tokens)
+        if max_new_tokens < 1:
+            raise SequenceLengthError(f"max_new_tokens = {max_new_tokens} must be at least 1.")
+        self.check_fits(n, max_new_tokens)
+        eos = self.tokenizer.eos_ids if (stop_at_eos and self.tokenizer is not None) else frozenset()
+        batch = self.args.max_batch_size
+        compile_before = self.compile_s
+        if warmup:  # compile both programs before the clock starts
+            self.prefill_forward_text(prompt_tokens, self.allocate_kv_cache())
+            self.decode_forward(jnp.zeros((batch,), jnp.int32), jnp.full((batch,), -1, jnp.int32), self.allocate_kv_cache())
+
+        kv_cache = self.allocate_kv_cache()
+        t0 = time.perf_counter()
+        logits, kv_cache = self.prefill_forward_text(prompt_tokens, kv_cache)
+        first = int(jnp.argmax(logits))
+        prefill_s = time.perf_counter() - t0
+
+        out = [first]
+        if on_token:
+            on_token(first)
+        stop = "eos" if first in eos else "length"
+        t1 = time.perf_counter()
+        if stop != "eos" and max_new_tokens > 1:
+            tokens = jnp.zeros((batch,), jnp.int32).at[0].set(first)
+            pos = jnp.full((batch,), -1, jnp.int32).at[0].set(n)
+            pending = None
+            for _ in range(max_new_tokens - 1):
+                tokens, pos, kv_cache = self.decode_forward(tokens, pos, kv_cache)
+                if pending is not None and self._accept(pending, out, eos, on_token):
+                    stop = "eos"
+                    break
+                pending = tokens
+            else:
+                if self._accept(pending, out, eos, on_token):
+                    stop = "eos"
+            jax.block_until_ready(kv_cache)
+        decode_s = time.perf_counter() - t1
+        text = self.tokenizer.decode(out, skip_special_tokens=True) if self.tokenizer is not None else ""
+        return GenerationResult(out, text, n, prefill_s, decode_s, self.compile_s - compile_before, stop)
+
+    @staticmethod
+    def _accept(step_tokens, out: list[int], eos, on_token) -> bool:
+        """Read slot 0's token of a finished step; True when it is EOS."""
+        token = int(np.asarray(step_tokens)[0])
+        out.append(token)
+        if on_token:
+            on_token(token)
+        return token in eos

@@ -1,0 +1,69 @@
+"""RoPE tables, prepared once: cos/sin [max_seq_len, head_dim] in Meta's interleaved layout.
+
+Prefill slices rows [start, start + seq); decode gathers one row per user at its current_pos
+(tt-metal's per-position lookup, so positions advance on device with no host update).
+Frequencies and angles are float32, as in Meta's and Hugging Face's reference code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from model.config import ModelArgs, RopeScaling
+
+
+@jax.tree_util.register_dataclass
+@dataclass
+class RotMats:
+    cos: jax.Array  # [max_seq_len, head_dim]
+    sin: jax.Array
+
+
+def apply_scaling(inv_freq: np.ndarray, scaling: RopeScaling) -> np.ndarray:
+    """Llama 3.1 frequency scaling: long wavelengths slowed by `factor`, short ones kept, a smooth ramp between."""
+    if scaling.rope_type == "linear":
+        return inv_freq / np.float32(scaling.factor)
+    orig = scaling.original_max_position_embeddings
+    low_wavelen = orig / scaling.low_freq_factor
+    high_wavelen = orig / scaling.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = np.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
+    smooth = (orig / wavelen - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def inv_frequencies(args: ModelArgs) -> np.ndarray:
+    """The head_dim // 2 rotation frequencies, after any scaling."""
+    exponent = np.arange(0, args.head_dim, 2, dtype=np.float32) / np.float32(args.head_dim)
+    inv_freq = (1.0 / np.float32(args.rope_theta) ** exponent).astype(np.float32)
+    if args.rope_scaling is not None:
+        inv_freq = apply_scaling(inv_freq, args.rope_scaling)
+    if args.rope_freq_factors is not None:
+        inv_freq = inv_freq / np.asarray(args.rope_freq_factors, np.float32)
+    return inv_freq.astype(np.float32)
+
+
+def precompute_rot_mats(args: ModelArgs, seq_len: int | None = None) -> RotMats:
+    seq_len = seq_len or args.max_seq_len
+    angles = np.outer(np.arange(seq_len, dtype=np.float32), inv_frequencies(args)).astype(np.float32)
+    angles = np.repeat(angles, 2, axis=-1)  # [c0, c0, c1, c1, ...]: interleaved pairs
+    return RotMats(cos=jnp.asarray(np.cos(angles)), sin=jnp.asarray(np.sin(angles)))
+
+
+def prefill_rot_mats(rot: RotMats, seq_len: int, start_pos=0) -> tuple[jax.Array, jax.Array]:
+    """Rows [start_pos, start_pos + seq_len) of the tables, each [seq_len, head_dim]."""
+    size = (seq_len, rot.cos.shape[1])
+    return jax.lax.dynamic_slice(rot.cos, (start_pos, 0), size), jax.lax.dynamic_slice(rot.sin, (start_pos, 0), size)
+
+
+def decode_rot_mats(rot: RotMats, current_pos: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One row per user at its position, [batch, head_dim]; empty slots (pos < 0) read row 0."""
+    pos = jnp.maximum(current_pos, 0)
+    return jnp.take(rot.cos, pos, axis=0), jnp.take(rot.sin, pos, axis=0)
