@@ -91,7 +91,7 @@ def load_checkpoint(
     kw = dict(max_seq_len=max_seq_len, max_batch_size=max_batch_size, progress=progress)
     if fmt == "gguf":
         args, state, meta = read_gguf(path, **kw)
-        tokenizer = tokenizer_from_gguf(meta, path)
+        tokenizer = tokenizer_from_gguf(meta, path) if "tokenizer.ggml.model" in meta else None
     elif fmt == "hf":
         args, state, _ = read_hf(path, **kw)
         tokenizer = _optional_tokenizer(path)

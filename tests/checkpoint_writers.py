@@ -1,0 +1,165 @@
+"""Writers of synthetic checkpoints for the loader tests: a real transformers LlamaForCausalLM
+saved as safetensors, and the same weights as Meta consolidated shards and as a GGUF file."""
+
+import json
+import os
+
+import numpy as np
+import torch
+
+from model.checkpoint.meta import _SHARD_DIM
+from model.checkpoint.rotary_layout import hf_to_meta
+from model.rope import inv_frequencies
+
+HF_TO_META = {
+    "model.embed_tokens.weight": "tok_embeddings.weight",
+    "model.norm.weight": "norm.weight",
+    "lm_head.weight": "output.weight",
+}
+HF_LAYER_TO_META = {
+    "self_attn.q_proj": "attention.wq",
+    "self_attn.k_proj": "attention.wk",
+    "self_attn.v_proj": "attention.wv",
+    "self_attn.o_proj": "attention.wo",
+    "mlp.gate_proj": "feed_forward.w1",
+    "mlp.down_proj": "feed_forward.w2",
+    "mlp.up_proj": "feed_forward.w3",
+    "input_layernorm": "attention_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
+META_TO_GGUF = {
+    "tok_embeddings": "token_embd",
+    "norm": "output_norm",
+    "output": "output",
+    "attention.wq": "attn_q",
+    "attention.wk": "attn_k",
+    "attention.wv": "attn_v",
+    "attention.wo": "attn_output",
+    "feed_forward.w1": "ffn_gate",
+    "feed_forward.w2": "ffn_down",
+    "feed_forward.w3": "ffn_up",
+    "attention_norm": "attn_norm",
+    "ffn_norm": "ffn_norm",
+}
+
+TINY = dict(
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=192,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    rms_norm_eps=1e-5,
+)
+LLAMA3_ROPE = dict(
+    rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192
+)
+
+
+def tiny_hf_model(tie_word_embeddings=False, rope=LLAMA3_ROPE, seed=0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(**TINY, tie_word_embeddings=tie_word_embeddings, rope_parameters=dict(rope))
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # random norms, so a norm applied in the wrong place shows
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1 + 0.1 * torch.randn_like(p))
+    return model
+
+
+def write_hf(model, folder):
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def meta_state_from_hf(model) -> dict[str, np.ndarray]:
+    """The model's weights with Meta's names and rotary layout."""
+    cfg = model.config
+    out = {}
+    for name, t in model.state_dict().items():
+        a = t.detach().float().numpy().copy()
+        if name in HF_TO_META:
+            out[HF_TO_META[name]] = a
+            continue
+        _, _, layer, rest = name.split(".", 3)
+        kind, suffix = rest.rsplit(".", 1)
+        if kind == "self_attn.q_proj":
+            a = hf_to_meta(a, cfg.num_attention_heads)
+        elif kind == "self_attn.k_proj":
+            a = hf_to_meta(a, cfg.num_key_value_heads)
+        out[f"layers.{layer}.{HF_LAYER_TO_META[kind]}.{suffix}"] = a
+    if cfg.tie_word_embeddings:
+        out.pop("output.weight", None)
+    return out
+
+
+def write_meta(state, params: dict, folder, shards=2, dtype=torch.float32):
+    """Meta consolidated layout, split into `shards` model-parallel files the way Meta splits them."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "params.json"), "w") as f:
+        json.dump(params, f)
+    for i in range(shards):
+        part = {}
+        for name, a in state.items():
+            kind = name.split(".")[-2]
+            if kind in _SHARD_DIM:
+                a = np.split(a, shards, axis=_SHARD_DIM[kind])[i]
+            part[name] = torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
+        torch.save(part, os.path.join(folder, f"consolidated.{i:02d}.pth"))
+    return folder
+
+
+def meta_params_for_tiny(model):
+    cfg = model.config
+    return dict(
+        dim=cfg.hidden_size,
+        n_layers=cfg.num_hidden_layers,
+        n_heads=cfg.num_attention_heads,
+        n_kv_heads=cfg.num_key_value_heads,
+        vocab_size=cfg.vocab_size,
+        multiple_of=64,
+        norm_eps=cfg.rms_norm_eps,
+        rope_theta=cfg.rope_parameters["rope_theta"],
+        use_scaled_rope=cfg.rope_parameters.get("rope_type") == "llama3",
+        rope_scaling_factor=cfg.rope_parameters.get("factor"),
+    )
+
+
+def write_gguf(state, args, path, *, drop_keys=()):
+    """A llama GGUF (F32 tensors) from a Meta-layout state; llama3 rope scaling goes in as rope_freqs,
+    as llama.cpp's converter writes it."""
+    import gguf
+
+    w = gguf.GGUFWriter(path, "llama")
+    fields = {
+        "block_count": lambda: w.add_block_count(args.n_layers),
+        "context_length": lambda: w.add_context_length(args.max_context_len),
+        "embedding_length": lambda: w.add_embedding_length(args.dim),
+        "feed_forward_length": lambda: w.add_feed_forward_length(args.hidden_dim),
+        "head_count": lambda: w.add_head_count(args.n_heads),
+        "head_count_kv": lambda: w.add_head_count_kv(args.n_kv_heads),
+        "rope_freq_base": lambda: w.add_rope_freq_base(args.rope_theta),
+        "layer_norm_rms_eps": lambda: w.add_layer_norm_rms_eps(args.norm_eps),
+        "vocab_size": lambda: w.add_vocab_size(args.vocab_size),
+    }
+    for key, add in fields.items():
+        if key not in drop_keys:
+            add()
+    if args.rope_scaling is not None:
+        factors = inv_frequencies(args.replace(rope_scaling=None)) / inv_frequencies(args)
+        w.add_tensor("rope_freqs.weight", factors.astype(np.float32))
+    for name, a in state.items():
+        parts = name.split(".")
+        if parts[0] == "layers":
+            gname = f"blk.{parts[1]}.{META_TO_GGUF['.'.join(parts[2:-1])]}.{parts[-1]}"
+        else:
+            gname = f"{META_TO_GGUF[parts[0]]}.{parts[1]}"
+        w.add_tensor(gname, np.ascontiguousarray(a, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

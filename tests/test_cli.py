@@ -1,0 +1,48 @@
+"""`ttjax generate` and the errors a request can hit."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from model.cli import main
+from model.errors import SequenceLengthError
+
+
+def test_generate_json(capsys):
+    assert main(["generate", "--prompt", "The capital of France is", "--max-new-tokens", "8", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"text", "tokens", "prefill_s", "decode_tokens_per_s"} <= set(out)
+    assert out["text"].startswith(" Paris")
+    assert len(out["tokens"]) == 8
+    assert out["prefill_s"] > 0 and out["decode_tokens_per_s"] > 0
+
+
+def test_prompt_longer_than_max_seq_len_cli():
+    proc = subprocess.run(
+        [sys.executable, "-m", "model.cli", "generate", "--prompt", "word " * 100, "--max-seq-len", "64", "--max-new-tokens", "4"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert re.fullmatch(r"ttjax: error: the prompt has 10\d tokens, longer than max_seq_len = 64\.\n", proc.stderr)
+    assert "Traceback" not in proc.stderr
+
+
+def test_prompt_longer_than_max_seq_len(generator):
+    with pytest.raises(SequenceLengthError, match=r"the prompt has 300 tokens, longer than max_seq_len = 256"):
+        generator.generate([5] * 300, 4)
+
+
+def test_prompt_plus_new_tokens_past_max_seq_len(generator):
+    with pytest.raises(SequenceLengthError, match=r"prompt \(250 tokens\) plus max_new_tokens \(10\) is 260 tokens, more than max_seq_len = 256"):
+        generator.generate([5] * 250, 10)
+
+
+def test_empty_prompt_and_zero_tokens(generator):
+    with pytest.raises(SequenceLengthError, match="the prompt is empty"):
+        generator.generate([], 4)
+    with pytest.raises(SequenceLengthError, match="max_new_tokens = 0 must be at least 1"):
+        generator.generate([5], 0)
