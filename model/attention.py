@@ -11,7 +11,7 @@ import jax
 
 import ttjax
 from model.config import ModelArgs
-from model.errors import SequenceLengthError
+from ttjax.errors import TTJaxError
 from model.params import AttentionParams
 from model.rope import RotMats, decode_rot_mats, prefill_rot_mats
 
@@ -33,7 +33,7 @@ def attention(p: AttentionParams, x, rot: RotMats, cache, *, args: ModelArgs, mo
     k_cache, v_cache = cache
     if mode == "prefill":
         if b != 1:
-            raise SequenceLengthError(f"prefill takes one user per call, got a batch of {b}.")
+            raise TTJaxError(f"prefill takes one user per call (batch 1), got a batch of {b}.")
         cos, sin = prefill_rot_mats(rot, s)
         q = ttjax.rotary_embedding_llama(q, cos[:, None], sin[:, None])
         k = ttjax.rotary_embedding_llama(k, cos[:, None], sin[:, None])

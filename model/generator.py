@@ -23,6 +23,7 @@ from model.config import TILE_SIZE, ModelArgs
 from model.errors import SequenceLengthError
 from model.kv_cache import allocate_kv_cache
 from model.params import TransformerParams
+from ttjax.errors import TTJaxError
 from model.rope import precompute_rot_mats
 from model.transformer import forward
 
@@ -82,13 +83,32 @@ class Generator:
         return allocate_kv_cache(self.args, batch)
 
     def _executable(self, key, fn, *example):
-        """Compile fn once for these shapes (ahead of time, so compile time is measured apart)."""
+        """The program for these shapes, compiled once ahead of time (so compile time is measured apart).
+
+        example may hold arrays or jax.ShapeDtypeStructs: compiling needs only shapes."""
         if key not in self._compiled:
             t = time.perf_counter()
             jitted = jax.jit(partial(fn, args=self.args), donate_argnames="kv_cache")
             self._compiled[key] = jitted.lower(*example).compile()
             self.compile_s += time.perf_counter() - t
         return self._compiled[key]
+
+    def _cache_spec(self, batch=None):
+        return jax.eval_shape(lambda: self.allocate_kv_cache(batch))
+
+    def prefill_program(self, padded_len: int, kv_cache=None):
+        """The compiled prefill for one padded length (a bucket), for caches shaped like kv_cache."""
+        cache = self._cache_spec() if kv_cache is None else kv_cache
+        batch = jax.tree.leaves(cache)[0].shape[0]
+        scalar = jax.ShapeDtypeStruct((), jnp.int32)
+        tokens = jax.ShapeDtypeStruct((1, padded_len), jnp.int32)
+        return self._executable(("prefill", padded_len, batch), _prefill, self.params, tokens, self.rot, cache, scalar, scalar)
+
+    def decode_program(self, batch: int | None = None):
+        """The compiled greedy decode step for a batch of slots."""
+        batch = batch or self.args.max_batch_size
+        vec = jax.ShapeDtypeStruct((batch,), jnp.int32)
+        return self._executable(("decode", batch), _decode_greedy, self.params, vec, vec, self.rot, self._cache_spec(batch))
 
     def check_fits(self, prompt_len: int, max_new_tokens: int = 0):
         if prompt_len == 0:
@@ -105,22 +125,20 @@ class Generator:
         """Prefill one user's prompt into cache slot user_id. Returns (last-token logits [vocab] on device, kv_cache)."""
         n = len(tokens)
         self.check_fits(n)
-        if not 0 <= user_id < jax.tree.leaves(kv_cache)[0].shape[0]:
-            raise SequenceLengthError(f"user_id {user_id} is outside the cache's {jax.tree.leaves(kv_cache)[0].shape[0]} slots.")
+        slots = jax.tree.leaves(kv_cache)[0].shape[0]
+        if not 0 <= user_id < slots:
+            raise TTJaxError(f"user_id {user_id} is outside the cache's slots 0..{slots - 1}.")
         padded = get_padded_prefill_len(n)
         ids = np.zeros((1, padded), np.int32)
         ids[0, :n] = tokens
         last_tile = get_last_token(n - 1)
-        example = (self.params, ids, self.rot, kv_cache, np.int32(user_id), np.int32(last_tile))
-        run = self._executable(("prefill", padded), _prefill, *example)
-        logits, kv_cache = run(*example)
+        run = self.prefill_program(padded, kv_cache)
+        logits, kv_cache = run(self.params, ids, self.rot, kv_cache, np.int32(user_id), np.int32(last_tile))
         return logits[0, (n - 1) - last_tile], kv_cache
 
     def decode_forward(self, tokens, current_pos, kv_cache):
         """One greedy decode step for every slot: (next tokens [batch], positions + 1, kv_cache), all on device."""
-        example = (self.params, tokens, current_pos, self.rot, kv_cache)
-        run = self._executable(("decode", tokens.shape[0]), _decode_greedy, *example)
-        return run(*example)
+        return self.decode_program(tokens.shape[0])(self.params, tokens, current_pos, self.rot, kv_cache)
 
     def generate(
         self,
@@ -129,7 +147,6 @@ class Generator:
         *,
         stop_at_eos: bool = True,
         on_token: Callable[[int], None] | None = None,
-        warmup: bool = True,
     ) -> GenerationResult:
         """Greedy generation for one user (slot 0 of a max_batch_size batch)."""
         n = len(prompt_tokens)
@@ -139,9 +156,9 @@ class Generator:
         eos = self.tokenizer.eos_ids if (stop_at_eos and self.tokenizer is not None) else frozenset()
         batch = self.args.max_batch_size
         compile_before = self.compile_s
-        if warmup:  # compile both programs before the clock starts
-            self.prefill_forward_text(prompt_tokens, self.allocate_kv_cache())
-            self.decode_forward(jnp.zeros((batch,), jnp.int32), jnp.full((batch,), -1, jnp.int32), self.allocate_kv_cache())
+        # Compile both programs (once) before the clock starts.
+        self.prefill_program(get_padded_prefill_len(n))
+        self.decode_program(batch)
 
         kv_cache = self.allocate_kv_cache()
         t0 = time.perf_counter()

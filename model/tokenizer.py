@@ -49,8 +49,8 @@ class _HFBackend:
     def __init__(self, tok):
         self.tok = tok
 
-    def encode(self, text: str, add_special_tokens: bool) -> list[int]:
-        return self.tok.encode(text, add_special_tokens=add_special_tokens).ids
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids, skip_special_tokens: bool) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
@@ -66,7 +66,7 @@ class _TiktokenBackend:
     def __init__(self, enc, ranks: dict[bytes, int], special: dict[str, int]):
         self.enc, self.ranks, self.special = enc, ranks, special
 
-    def encode(self, text: str, add_special_tokens: bool) -> list[int]:
+    def encode(self, text: str) -> list[int]:
         return self.enc.encode(text, allowed_special="all")
 
     def decode(self, ids, skip_special_tokens: bool) -> str:
@@ -91,7 +91,8 @@ class Tokenizer:
 
     def encode(self, text: str, *, add_bos: bool | None = None) -> list[int]:
         add = self.add_bos if add_bos is None else add_bos
-        ids = self.backend.encode(text, add_special_tokens=False)
+        # BOS is added here, in one place, whatever the backend's own post-processor would do.
+        ids = self.backend.encode(text)
         if add and self.bos_id is not None and (not ids or ids[0] != self.bos_id):
             ids = [self.bos_id] + ids
         return ids

@@ -7,26 +7,11 @@ import os
 import numpy as np
 import torch
 
+from model.checkpoint.hf import HF_GLOBAL_NAMES, HF_LAYER_NAMES
 from model.checkpoint.meta import _SHARD_DIM
-from model.checkpoint.rotary_layout import hf_to_meta
+from model.checkpoint.rotary_layout import hf_to_meta, meta_to_hf
 from model.rope import inv_frequencies
 
-HF_TO_META = {
-    "model.embed_tokens.weight": "tok_embeddings.weight",
-    "model.norm.weight": "norm.weight",
-    "lm_head.weight": "output.weight",
-}
-HF_LAYER_TO_META = {
-    "self_attn.q_proj": "attention.wq",
-    "self_attn.k_proj": "attention.wk",
-    "self_attn.v_proj": "attention.wv",
-    "self_attn.o_proj": "attention.wo",
-    "mlp.gate_proj": "feed_forward.w1",
-    "mlp.down_proj": "feed_forward.w2",
-    "mlp.up_proj": "feed_forward.w3",
-    "input_layernorm": "attention_norm",
-    "post_attention_layernorm": "ffn_norm",
-}
 META_TO_GGUF = {
     "tok_embeddings": "token_embd",
     "norm": "output_norm",
@@ -81,18 +66,37 @@ def meta_state_from_hf(model) -> dict[str, np.ndarray]:
     out = {}
     for name, t in model.state_dict().items():
         a = t.detach().float().numpy().copy()
-        if name in HF_TO_META:
-            out[HF_TO_META[name]] = a
+        base = name.rsplit(".", 1)[0]
+        if base in HF_GLOBAL_NAMES:
+            out[f"{HF_GLOBAL_NAMES[base]}.weight"] = a
             continue
-        _, _, layer, rest = name.split(".", 3)
-        kind, suffix = rest.rsplit(".", 1)
+        _, _, layer, kind = base.split(".", 3)
         if kind == "self_attn.q_proj":
             a = hf_to_meta(a, cfg.num_attention_heads)
         elif kind == "self_attn.k_proj":
             a = hf_to_meta(a, cfg.num_key_value_heads)
-        out[f"layers.{layer}.{HF_LAYER_TO_META[kind]}.{suffix}"] = a
+        out[f"layers.{layer}.{HF_LAYER_NAMES[kind]}.weight"] = a
     if cfg.tie_word_embeddings:
         out.pop("output.weight", None)
+    return out
+
+
+def hf_state_from_meta(state: dict, n_heads: int, n_kv_heads: int) -> dict[str, np.ndarray]:
+    """Inverse of meta_state_from_hf: HF names, rotate-half rotary layout."""
+    globals_ = {v: k for k, v in HF_GLOBAL_NAMES.items()}
+    layers = {v: k for k, v in HF_LAYER_NAMES.items()}
+    out = {}
+    for name, a in state.items():
+        base = name.rsplit(".", 1)[0]
+        if base in globals_:
+            out[f"{globals_[base]}.weight"] = a
+            continue
+        _, layer, kind = base.split(".", 2)
+        if kind == "attention.wq":
+            a = meta_to_hf(a, n_heads)
+        elif kind == "attention.wk":
+            a = meta_to_hf(a, n_kv_heads)
+        out[f"model.layers.{layer}.{layers[kind]}.weight"] = np.ascontiguousarray(a)
     return out
 
 

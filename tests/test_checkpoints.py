@@ -13,13 +13,13 @@ import torch
 from safetensors.numpy import save_file
 
 from model.checkpoint import dummy_weights, load_checkpoint
-from model.checkpoint.rotary_layout import meta_to_hf
 from model.config import NAMED_CONFIGS, named_config
 from model.errors import CheckpointError, ConfigError
 from model.kv_cache import allocate_kv_cache
 from model.rope import precompute_rot_mats
 from model.transformer import forward
 from tests.checkpoint_writers import (
+    hf_state_from_meta,
     meta_params_for_tiny,
     meta_state_from_hf,
     tiny_hf_model,
@@ -125,25 +125,7 @@ def test_real_model_as_safetensors_loads_identically(ckpt, gguf_path, tmp_path):
     from model.checkpoint.gguf import read_gguf
 
     args, state, _ = read_gguf(gguf_path, progress=False)
-    hf_names = {v: k for k, v in {
-        "model.embed_tokens.weight": "tok_embeddings.weight", "model.norm.weight": "norm.weight"}.items()}
-    kinds = {
-        "attention.wq": "self_attn.q_proj", "attention.wk": "self_attn.k_proj", "attention.wv": "self_attn.v_proj",
-        "attention.wo": "self_attn.o_proj", "feed_forward.w1": "mlp.gate_proj", "feed_forward.w2": "mlp.down_proj",
-        "feed_forward.w3": "mlp.up_proj", "attention_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-    }
-    tensors = {}
-    for name, a in state.items():
-        if name in hf_names:
-            tensors[hf_names[name]] = a
-            continue
-        _, layer, rest = name.split(".", 2)
-        kind = rest.rsplit(".", 1)[0]
-        if kind == "attention.wq":
-            a = meta_to_hf(a, args.n_heads)
-        elif kind == "attention.wk":
-            a = meta_to_hf(a, args.n_kv_heads)
-        tensors[f"model.layers.{layer}.{kinds[kind]}.weight"] = np.ascontiguousarray(a)
+    tensors = hf_state_from_meta(state, args.n_heads, args.n_kv_heads)
     save_file(tensors, str(tmp_path / "model.safetensors"))
     config = dict(
         model_type="llama", hidden_size=args.dim, num_hidden_layers=args.n_layers, num_attention_heads=args.n_heads,

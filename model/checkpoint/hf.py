@@ -16,7 +16,7 @@ from model.checkpoint.rotary_layout import hf_to_meta
 from model.config import ModelArgs, RopeScaling, require
 from model.errors import CheckpointError, ConfigError
 
-_LAYER_NAMES = {
+HF_LAYER_NAMES = {
     "self_attn.q_proj": "attention.wq",
     "self_attn.k_proj": "attention.wk",
     "self_attn.v_proj": "attention.wv",
@@ -27,7 +27,7 @@ _LAYER_NAMES = {
     "input_layernorm": "attention_norm",
     "post_attention_layernorm": "ffn_norm",
 }
-_GLOBAL_NAMES = {"model.embed_tokens": "tok_embeddings", "model.norm": "norm", "lm_head": "output"}
+HF_GLOBAL_NAMES = {"model.embed_tokens": "tok_embeddings", "model.norm": "norm", "lm_head": "output"}
 LLAMA_MODEL_TYPES = ("llama", "mistral")
 
 
@@ -81,8 +81,8 @@ def _meta_name(hf_name: str) -> str | None:
     base, _, suffix = hf_name.rpartition(".")
     if base.startswith("model.layers."):
         _, _, layer, kind = base.split(".", 3)
-        return f"layers.{layer}.{_LAYER_NAMES[kind]}.{suffix}" if kind in _LAYER_NAMES else None
-    return f"{_GLOBAL_NAMES[base]}.{suffix}" if base in _GLOBAL_NAMES else None
+        return f"layers.{layer}.{HF_LAYER_NAMES[kind]}.{suffix}" if kind in HF_LAYER_NAMES else None
+    return f"{HF_GLOBAL_NAMES[base]}.{suffix}" if base in HF_GLOBAL_NAMES else None
 
 
 def read_hf(folder: str, *, max_seq_len=None, max_batch_size=1, progress=True):
