@@ -1,8 +1,9 @@
 """The `ttjax` command line.
 
-    ttjax generate --prompt TEXT --max-new-tokens N [--json] [--model PATH] [--chat] [--max-seq-len L]
+    ttjax generate --prompt TEXT --max-new-tokens N [--json] [--model PATH] [--chat] [--mesh 1x8]
+    ttjax comm-report --mesh 2x4 --mode decode [--json] [--model PATH | --model-name Llama-3.1-70B]
 
---json prints one object: {"text", "tokens", "prefill_s", "decode_tokens_per_s", ...}.
+generate --json prints one object: {"text", "tokens", "prefill_s", "decode_tokens_per_s", ...}.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import argparse
 import json
 import sys
 
-from ttjax.errors import TTJaxError
+from mesh import ensure_host_devices, parse_mesh_shape
+from mesh.errors import TTJaxError
 
 DTYPES = ("float32", "bfloat16")
 
@@ -20,12 +22,29 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def _mesh(opts):
+    """The MeshDevice for --mesh (None without it), asking for enough host devices first."""
+    if not opts.mesh:
+        return None
+    from mesh import MeshDevice
+
+    shape = parse_mesh_shape(opts.mesh)
+    ensure_host_devices(shape[0] * shape[1])
+    return MeshDevice(shape)
+
+
+def _mesh_config(opts) -> dict:
+    return {k: v for k, v in (("ccl", opts.ccl), ("norm", opts.norm)) if v is not None}
+
+
 def run_generate(opts) -> int:
+    mesh_device = _mesh(opts)
     import jax.numpy as jnp
 
     from model.checkpoint import load_checkpoint
     from model.errors import SequenceLengthError, TokenizerError
     from model.generator import Generator
+    from model.sharding import mesh_args
     from model.streaming import TextStreamer
 
     ck = load_checkpoint(opts.model, max_seq_len=opts.max_seq_len, dtype=getattr(jnp, opts.dtype), progress=not opts.json)
@@ -44,8 +63,9 @@ def run_generate(opts) -> int:
                 f"more than the model's context of {args.max_context_len}."
             )
         args = args.replace(max_seq_len=min(args.max_context_len, _round_up(need, 256)))
-    gen = Generator(ck.params, args, tok)
-
+    if mesh_device is not None:
+        args = mesh_args(args, mesh_device, **_mesh_config(opts))
+    gen = Generator(ck.params, args, tok, mesh_device=mesh_device)
     result = gen.generate(ids, opts.max_new_tokens, on_token=None if opts.json else TextStreamer(tok))
     if opts.json:
         print(
@@ -60,6 +80,7 @@ def run_generate(opts) -> int:
                     "stop_reason": result.stop_reason,
                     "model": args.model_name,
                     "max_seq_len": args.max_seq_len,
+                    "mesh": opts.mesh or "none",
                 }
             )
         )
@@ -73,6 +94,30 @@ def run_generate(opts) -> int:
     return 0
 
 
+def run_comm_report(opts) -> int:
+    mesh_device = _mesh(opts)
+    from model.checkpoint import load_args
+    from model.comm_report import comm_report, format_report
+    from model.config import named_config
+
+    if opts.model_name:
+        args = named_config(opts.model_name, max_seq_len=opts.seq_len)
+    else:
+        args = load_args(opts.model, max_seq_len=opts.seq_len)
+    if opts.n_layers:
+        args = args.replace(n_layers=opts.n_layers)
+    batch = opts.batch if opts.mode == "decode" else 1
+    rep = comm_report(args, mesh_device, opts.mode, batch=batch, seq_len=opts.seq_len, **_mesh_config(opts))
+    print(json.dumps(rep) if opts.json else format_report(rep))
+    return 0
+
+
+def _add_mesh_options(p, required=False):
+    p.add_argument("--mesh", required=required, default=None, help="device mesh ROWSxCOLS, e.g. 1x2 (N300), 1x8 (T3K), 8x4 (Galaxy)")
+    p.add_argument("--ccl", choices=("reduce_scatter", "all_reduce"), default=None, help="reduction after row-parallel matmuls")
+    p.add_argument("--norm", choices=("auto", "replicated", "distributed"), default=None, help="RMSNorm on a fractured stream")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttjax", description="Llama inference the TT-NN way, in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,7 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-seq-len", type=int, default=None, help="KV cache length (default: fits the request)")
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template as a user turn")
     g.add_argument("--dtype", choices=DTYPES, default="float32", help="weight and activation dtype (default float32)")
+    _add_mesh_options(g)
     g.set_defaults(func=run_generate)
+
+    c = sub.add_parser("comm-report", help="collectives per layer and bytes per token, from the compiled program")
+    _add_mesh_options(c, required=True)
+    c.add_argument("--mode", choices=("prefill", "decode"), default="decode")
+    c.add_argument("--model", default=None, help="checkpoint whose config to use (default: shipped SmolLM2-135M); no weights are read")
+    c.add_argument("--model-name", default=None, help="a named shape instead, e.g. Llama-3.1-70B")
+    c.add_argument("--n-layers", type=int, default=None, help="compile only this many layers")
+    c.add_argument("--batch", type=int, default=32, help="decode batch (default 32, tt-metal's)")
+    c.add_argument("--seq-len", type=int, default=128, help="prefill length / cache length (default 128)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=run_comm_report)
     return parser
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import cached_property
 
 from model.errors import ConfigError
+from model.model_config import ModelConfig, TPLayout
 
 TILE_SIZE = 32
 
@@ -50,6 +52,7 @@ class ModelArgs:
     max_batch_size: int = 1
     tie_word_embeddings: bool = False
     model_name: str = "llama"
+    model_config: ModelConfig = ModelConfig()  # placement and collectives (1x1 mesh by default)
 
     def __post_init__(self):
         for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "hidden_dim", "vocab_size", "max_seq_len"):
@@ -65,6 +68,11 @@ class ModelArgs:
             )
         if not 1 <= self.max_batch_size <= 32:
             raise ConfigError(f"max_batch_size = {self.max_batch_size} is outside 1..32.")
+
+    @cached_property
+    def layout(self) -> TPLayout:
+        """Per-device sizes on model_config's mesh."""
+        return TPLayout(self.dim, self.n_heads, self.n_kv_heads, self.head_dim, self.hidden_dim, self.vocab_size, self.model_config)
 
     @property
     def n_groups(self) -> int:

@@ -48,10 +48,13 @@ class TransformerParams:
     tok_embeddings: jax.Array  # [vocab, dim]
     layers: list[DecoderParams]
     norm: jax.Array  # [dim]
-    output: jax.Array | None  # [dim, vocab]; None when tied to tok_embeddings
+    # [dim, vocab]; None when tied to tok_embeddings; on a mesh, a list of per-device column chunks.
+    output: jax.Array | list[jax.Array] | None
 
-    def lm_head_weight(self) -> jax.Array:
-        return self.tok_embeddings.T if self.output is None else self.output
+    def lm_head_weights(self) -> list[jax.Array]:
+        if self.output is None:
+            return [self.tok_embeddings.T]
+        return list(self.output) if isinstance(self.output, (list, tuple)) else [self.output]
 
 
 def _expect(state_dict, name: str, shape: tuple[int, ...]) -> np.ndarray:

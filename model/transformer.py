@@ -1,5 +1,8 @@
 """The whole model as one pure function: (params, tokens, rot mats, kv cache) -> (logits, kv cache).
 
+Written per device: unsharded it runs as is; on a mesh it runs inside MeshDevice.shard_map
+with this device's weights and cache (see model.sharding).
+
 Layers are a Python loop inside one jitted program, not a lax.scan: on XLA:CPU a scan over
 stacked weights slices each layer's weights into a fresh buffer every step, which measured
 twice as slow at batch 1.
@@ -9,11 +12,11 @@ from __future__ import annotations
 
 import jax
 
+from model.norm import norm_for_matmul
 from model.config import TILE_SIZE, ModelArgs
 from model.decoder import decoder
 from model.embedding import embedding
 from model.lm_head import lm_head
-from model.norm import rms_norm
 from model.params import TransformerParams
 from model.rope import RotMats
 
@@ -48,5 +51,5 @@ def forward(
     if mode == "prefill" and get_last_token is not None:
         rows = min(TILE_SIZE, x.shape[1])
         x = jax.lax.dynamic_slice_in_dim(x, get_last_token, rows, axis=1)
-    x = rms_norm(x, params.norm, args)
-    return lm_head(x, params.lm_head_weight()), tuple(new_cache)
+    x = norm_for_matmul(x, params.norm, args, mode)
+    return lm_head(x, params.lm_head_weights(), args), tuple(new_cache)

@@ -3,8 +3,8 @@ transformers' LlamaForCausalLM (float32, same file)."""
 
 import os
 
-# Host devices for mesh tests; must be set before jax is imported anywhere.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# 32 host devices, for meshes up to 8x4 (Galaxy); must be set before jax is imported anywhere.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=32")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 

@@ -113,7 +113,7 @@ def test_batched_users_match_their_solo_runs(ckpt, reference):
     out = {slot: [int(tokens[slot])] for slot in slots}
     tokens, pos = jnp.asarray(tokens), jnp.asarray(pos)
     for _ in range(STEPS - 1):
-        tokens, pos, cache = gen.decode_forward(tokens, pos, cache)
+        tokens, _, pos, cache = gen.decode_forward(tokens, pos, cache)
         host = np.asarray(tokens)
         for slot in slots:
             out[slot].append(int(host[slot]))

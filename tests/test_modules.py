@@ -17,7 +17,7 @@ from model.embedding import embedding
 from model.kv_cache import allocate_kv_cache
 from model.lm_head import lm_head
 from model.mlp import mlp
-from model.norm import rms_norm
+from model.norm import norm_for_matmul
 from model.rope import inv_frequencies, precompute_rot_mats
 from ttjax import rotary_embedding_llama
 from ttjax.metrics import pcc
@@ -79,14 +79,14 @@ def test_embedding(ckpt, captured):
 @pytest.mark.parametrize("layer", LAYERS)
 def test_rms_norm(ckpt, captured, layer):
     x, ref = captured[("attention_norm", layer)]
-    ours = rms_norm(jnp.asarray(x), ckpt.params.layers[layer].attention_norm, ckpt.args)
+    ours = norm_for_matmul(jnp.asarray(x), ckpt.params.layers[layer].attention_norm, ckpt.args, "prefill")
     assert pcc(ref, ours) >= PCC
 
 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_mlp(ckpt, captured, layer):
     x, ref = captured[("mlp", layer)]
-    assert pcc(ref, mlp(ckpt.params.layers[layer].feed_forward, jnp.asarray(x))) >= PCC
+    assert pcc(ref, mlp(ckpt.params.layers[layer].feed_forward, jnp.asarray(x), ckpt.args)) >= PCC
 
 
 @pytest.mark.parametrize("layer", LAYERS)
@@ -123,10 +123,10 @@ def test_decoder_prefill_and_decode(ckpt, captured, rot, layer):
 
 def test_final_norm_and_lm_head(ckpt, captured):
     x, normed = captured[("final_norm", None)]
-    ours = rms_norm(jnp.asarray(x), ckpt.params.norm, ckpt.args)
+    ours = norm_for_matmul(jnp.asarray(x), ckpt.params.norm, ckpt.args, "prefill")
     assert pcc(normed, ours) >= PCC
     _, logits = captured[("lm_head", None)]
-    assert pcc(logits, lm_head(ours, ckpt.params.lm_head_weight())) >= PCC
+    assert pcc(logits, lm_head(ours, ckpt.params.lm_head_weights(), ckpt.args)) >= PCC
 
 
 def _to_meta(x_hf):

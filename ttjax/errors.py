@@ -1,5 +1,5 @@
-"""The one exception family ttjax raises for bad input: a sentence naming the value and the limit."""
+"""ttjax's errors: the project's one exception family (defined in mesh, the bottom layer)."""
 
+from mesh.errors import TTJaxError
 
-class TTJaxError(ValueError):
-    """Bad input to ttjax: the message names the offending value and the limit it broke."""
+__all__ = ["TTJaxError"]

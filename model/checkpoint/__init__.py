@@ -6,7 +6,6 @@ the params pytree by model.params.params_from_state_dict.
 
 from __future__ import annotations
 
-import glob
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -104,6 +103,28 @@ def load_checkpoint(
     return Checkpoint(args, params_from_state_dict(state, args, dtype), tokenizer, path, fmt)
 
 
+def load_args(path: str | None = None, *, max_seq_len: int | None = None, max_batch_size: int = 1) -> ModelArgs:
+    """A checkpoint's ModelArgs from its config alone, without reading weights."""
+    import json
+
+    from model.checkpoint.gguf import args_from_metadata, metadata, open_gguf
+    from model.checkpoint.hf import args_from_hf_config
+    from model.checkpoint.meta import args_from_params
+
+    path = path or default_model_path()
+    fmt = detect_format(path)
+    kw = dict(max_seq_len=max_seq_len, max_batch_size=max_batch_size)
+    if fmt == "gguf":
+        reader = open_gguf(path)
+        return args_from_metadata(metadata(reader), path, tensor_names={t.name for t in reader.tensors}, **kw)
+    name = "config.json" if fmt == "hf" else "params.json"
+    with open(os.path.join(path, name)) as f:
+        config = json.load(f)
+    if fmt == "hf":
+        return args_from_hf_config(config, os.path.join(path, name), **kw)
+    return args_from_params(config, os.path.join(path, name), **kw)
+
+
 def _optional_tokenizer(folder: str) -> Tokenizer | None:
     if any(os.path.exists(os.path.join(folder, n)) for n in ("tokenizer.json", "tokenizer.model", "original/tokenizer.model")):
         return load_tokenizer(folder)
@@ -115,6 +136,7 @@ __all__ = [
     "default_model_path",
     "detect_format",
     "dummy_weights",
+    "load_args",
     "load_checkpoint",
     "read_gguf",
     "read_hf",

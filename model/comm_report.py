@@ -1,0 +1,187 @@
+"""Communication report: the collectives a compiled prefill or decode program runs, per decoder layer,
+and the bytes each moves per token, next to the figure the placement rules predict.
+
+Bytes are what one device sends (= receives) in a bandwidth-optimal ring, per step:
+all-gather (n-1)/n of its output, reduce-scatter (n-1)/n of its input, all-reduce twice
+(n-1)/n of its buffer. Per token divides by the tokens of a step (batch in decode, sequence
+length in prefill). XLA may merge collectives (it combines the w1 and w3 all-reduces into
+one on 2D meshes); counts are reported as compiled, bytes compare one for one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+
+from mesh import MeshDevice
+from model.config import ModelArgs
+from model.generator import _decode_greedy, _prefill, build_program
+from model.norm import uses_distributed_norm
+from model.sharding import abstract_params, allocate_mesh_kv_cache, mesh_args
+from model.rope import RotMats
+
+KINDS = ("all-gather", "reduce-scatter", "all-reduce")
+_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "s8": 1, "u8": 1, "pred": 1, "f64": 8, "s64": 8}
+_OP = re.compile(r"= (\(.*?\)|\S+) (all-gather|reduce-scatter|all-reduce)(?:-start)?\(")
+_SHAPE = re.compile(r"(\w+)\[([\d,]*)\]")
+
+
+@dataclass
+class Collective:
+    kind: str
+    layer: int | None  # None: outside the decoder layers (embedding, final norm, LM head)
+    group: int  # devices taking part
+    payload_bytes: int  # output bytes (all operands of a merged op)
+
+    @property
+    def moved_bytes(self) -> float:
+        """Bytes one device sends per step."""
+        n, b = self.group, self.payload_bytes
+        if self.kind == "all-gather":
+            return b * (n - 1) / n
+        if self.kind == "reduce-scatter":
+            return b * (n - 1)  # its input is n times its output
+        return 2 * b * (n - 1) / n
+
+
+def _payload(shape_text: str) -> int:
+    total = 0
+    for dtype, dims in _SHAPE.findall(shape_text):
+        total += _BYTES.get(dtype, 4) * int(np.prod([int(d) for d in dims.split(",") if d] or [1]))
+    return total
+
+
+def hlo_collectives(hlo_text: str) -> list[Collective]:
+    """The all-gathers, reduce-scatters and all-reduces of a compiled program, with their decoder layer."""
+    out = []
+    for line in hlo_text.splitlines():
+        m = _OP.search(line)
+        if not m:
+            continue
+        groups = re.search(r"replica_groups=\{\{([\d,]*)\}", line)
+        layer = re.search(r'op_name="[^"]*/layer_(\d+)/', line)
+        out.append(
+            Collective(
+                kind=m.group(2),
+                layer=int(layer.group(1)) if layer else None,
+                group=len(groups.group(1).split(",")) if groups else 1,
+                payload_bytes=_payload(m.group(1)),
+            )
+        )
+    return out
+
+
+def analytic_layer_collectives(args: ModelArgs, mode: str, tokens: int, itemsize: int = 4) -> list[Collective]:
+    """What the placement rules (model/model_config.py) put in one decoder layer, for `tokens` rows."""
+    lay, cfg = args.layout, args.model_config
+    size = lay.axis_size
+    out: list[Collective] = []
+
+    def add(kind, axis, width):
+        if size(axis) > 1:
+            out.append(Collective(kind, 0, size(axis), tokens * width * itemsize))
+
+    def norm():
+        axis = lay.residual_axis
+        if size(axis) == 1:
+            return
+        if uses_distributed_norm(args, mode):
+            add("all-gather", axis, size(axis))  # the statistics: one sum of squares per device
+            if not cfg.is_2d:
+                add("all-gather", axis, args.dim)
+        else:
+            add("all-gather", axis, args.dim)
+
+    def row_parallel():
+        axis, width = lay.heads_axis, args.dim // size(lay.dim_axis)
+        if cfg.is_2d and cfg.ccl == "reduce_scatter":
+            add("reduce-scatter", axis, width // size(axis))
+            add("all-gather", axis, width)
+        elif cfg.is_2d or lay.residual_axis is None:
+            add("all-reduce", axis, width)
+        else:
+            add("reduce-scatter", axis, width // size(axis))
+
+    qkv_local = (lay.n_local_heads + 2 * lay.n_local_kv_heads) * args.head_dim
+    norm()
+    add("all-reduce", lay.dim_axis, qkv_local)
+    row_parallel()
+    norm()
+    add("all-reduce", lay.dim_axis, lay.hidden_local)
+    add("all-reduce", lay.dim_axis, lay.hidden_local)
+    row_parallel()
+    return out
+
+
+def compiled_program(args: ModelArgs, mesh_device: MeshDevice, mode: str, *, batch: int = 1, seq_len: int = 128):
+    """Compile prefill or decode for abstract (weightless) params on the mesh."""
+    rows, cols = mesh_device.shape
+    params = abstract_params(args, mesh_device)
+    cache = jax.eval_shape(lambda: allocate_mesh_kv_cache(args, mesh_device, batch))
+
+    def spec(*shape, dtype=np.int32):
+        return jax.ShapeDtypeStruct((rows, cols, *shape), dtype, sharding=mesh_device.sharding)
+
+    table = spec(args.max_seq_len, args.head_dim, dtype=np.float32)
+    rot = RotMats(cos=table, sin=table)
+
+    if mode == "prefill":
+        example = (params, spec(1, seq_len), rot, cache, spec(), spec())
+        return build_program(_prefill, args, mesh_device).lower(*example).compile()
+    return build_program(_decode_greedy, args, mesh_device).lower(params, spec(batch), spec(batch), rot, cache).compile()
+
+
+def comm_report(args: ModelArgs, mesh_device: MeshDevice, mode: str, *, batch: int = 1, seq_len: int = 128, **config) -> dict:
+    """The report as a dict (JSON-ready): per decoder layer, collectives as compiled and as predicted."""
+    if mode not in ("prefill", "decode"):
+        raise ValueError(f"mode must be 'prefill' or 'decode', got {mode!r}.")
+    args = mesh_args(args.replace(max_batch_size=batch, max_seq_len=max(args.max_seq_len, seq_len)), mesh_device, **config)
+    program = compiled_program(args, mesh_device, mode, batch=batch, seq_len=seq_len)
+    found = hlo_collectives(program.as_text())
+    tokens = batch if mode == "decode" else seq_len
+    predicted = analytic_layer_collectives(args, mode, tokens)
+    by_layer = defaultdict(list)
+    for c in found:
+        by_layer[c.layer].append(c)
+
+    def summary(cs):
+        return {
+            "ops": dict(Counter(c.kind for c in cs)),
+            "bytes_per_token": sum(c.moved_bytes for c in cs) / tokens,
+        }
+
+    layers = [{"layer": i, **summary(by_layer.get(i, []))} for i in range(args.n_layers)]
+    cfg = args.model_config
+    return {
+        "mesh": f"{mesh_device.shape[0]}x{mesh_device.shape[1]}",
+        "mode": mode,
+        "tokens_per_step": tokens,
+        "ccl": cfg.ccl,
+        "norm": "distributed" if uses_distributed_norm(args, mode) else "replicated",
+        "topology": cfg.topology,
+        "layers": layers,
+        "outside_layers": summary(by_layer.get(None, [])),
+        "analytic_per_layer": summary(predicted),
+        "total_bytes_per_token": sum(c.moved_bytes for c in found) / tokens,
+    }
+
+
+def format_report(rep: dict) -> str:
+    a = rep["analytic_per_layer"]
+    lines = [
+        f"mesh {rep['mesh']}, {rep['mode']}, {rep['tokens_per_step']} token(s) per step, ccl={rep['ccl']}, "
+        f"norm={rep['norm']}, topology={rep['topology']}",
+        f"{'layer':>7}  {'collectives (compiled HLO)':<52}{'bytes/token':>12}{'analytic':>12}",
+    ]
+    fmt_ops = lambda ops: ", ".join(f"{n} {k}" for k, n in sorted(ops.items())) or "none"  # noqa: E731
+    for row in rep["layers"]:
+        lines.append(f"{row['layer']:>7}  {fmt_ops(row['ops']):<52}{row['bytes_per_token']:>12.0f}{a['bytes_per_token']:>12.0f}")
+    o = rep["outside_layers"]
+    lines.append(f"{'other':>7}  {fmt_ops(o['ops']):<52}{o['bytes_per_token']:>12.0f}")
+    lines.append(f"analytic per layer: {fmt_ops(a['ops'])}")
+    lines.append(f"total bytes per token per device: {rep['total_bytes_per_token']:.0f}")
+    return "\n".join(lines)
