@@ -12,6 +12,7 @@ from functools import cached_property
 
 from model.errors import ConfigError
 from model.model_config import ModelConfig, TPLayout
+from model.precision import ModelOptimizations, TensorGroup
 
 TILE_SIZE = 32
 
@@ -53,6 +54,7 @@ class ModelArgs:
     tie_word_embeddings: bool = False
     model_name: str = "llama"
     model_config: ModelConfig = ModelConfig()  # placement and collectives (1x1 mesh by default)
+    optimizations: ModelOptimizations = ModelOptimizations.float32()  # dtype per tensor group
 
     def __post_init__(self):
         for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "hidden_dim", "vocab_size", "max_seq_len"):
@@ -73,6 +75,15 @@ class ModelArgs:
     def layout(self) -> TPLayout:
         """Per-device sizes on model_config's mesh."""
         return TPLayout(self.dim, self.n_heads, self.n_kv_heads, self.head_dim, self.hidden_dim, self.vocab_size, self.model_config)
+
+    @property
+    def activation_dtype(self):
+        """Dtype the activations flow in: float32, or bfloat16 (also when ACTIVATION is a block float,
+        whose values bfloat16 holds exactly)."""
+        import jax.numpy as jnp
+
+        setting = self.optimizations.get_tensor_dtype(TensorGroup.ACTIVATION)
+        return jnp.float32 if setting.value == "float32" else jnp.bfloat16
 
     @property
     def n_groups(self) -> int:

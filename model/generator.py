@@ -24,6 +24,7 @@ from model.errors import SequenceLengthError
 from model.kv_cache import allocate_kv_cache
 from model.params import TransformerParams
 from ttjax.errors import TTJaxError
+from model.precision import convert_params
 from model.rope import precompute_rot_mats
 from model.sharding import allocate_mesh_kv_cache, mesh_args, replicate, shard_params
 from mesh import MeshDevice
@@ -96,6 +97,7 @@ class Generator:
         self.compile_s = 0.0
         rot = precompute_rot_mats(self.args)
         if self.mesh_device is None:
+            self.params = convert_params(self.params, self.args)
             self.rot = rot
             return
         if self.args.model_config.cluster_shape != self.mesh_device.shape:

@@ -8,7 +8,7 @@ from model.config import ModelArgs
 from model.params import MLPParams
 
 
-def mlp(p: MLPParams, x: jax.Array, args: ModelArgs) -> jax.Array:
+def mlp(p: MLPParams, x: jax.Array, args: ModelArgs, layer_id: int = 0) -> jax.Array:
     gate = reduce_k_split(ttjax.linear(x, p.w1), args)
     up = reduce_k_split(ttjax.linear(x, p.w3), args)
     return reduce_row_parallel(ttjax.linear(jax.nn.silu(gate) * up, p.w2), args)

@@ -16,6 +16,9 @@ from mesh import MeshDevice, ReplicateTensorToMesh, ShardTensor2dMesh, ShardTens
 from mesh.errors import TTJaxError
 from model.config import ModelArgs
 from model.params import AttentionParams, DecoderParams, MLPParams, TransformerParams
+from model.precision import TensorGroup, weight_dtype
+from ttjax.blockfloat import BlockFloatTensor, block_format, to_block_float
+from ttjax.tensor import place_blocks
 
 
 def mesh_args(args: ModelArgs, mesh_device: MeshDevice, **config) -> ModelArgs:
@@ -100,35 +103,45 @@ def shard_params(params: TransformerParams, args: ModelArgs, mesh_device: MeshDe
     if args.model_config.cluster_shape != mesh_device.shape:
         raise TTJaxError(f"args are laid out for a {args.model_config.cluster_shape} mesh, not {mesh_device.shape}; use mesh_args.")
     lay = args.layout
-    host = lambda a: np.asarray(jax.device_get(a))  # noqa: E731
-    place = lambda a, mapper: mesh_device.place(mapper.map(a))  # noqa: E731
+    host = lambda a: np.asarray(jax.device_get(a), np.float32)  # noqa: E731
+    act = args.activation_dtype
+
+    def place(a, mapper, dtype=act):
+        """Each device's block, encoded on its own when dtype is a block float (as each TT device holds its tiles)."""
+        fmt = block_format(dtype)
+        if fmt is not None:
+            return place_blocks(mesh_device, mapper.map(a), fmt)
+        return mesh_device.place(mapper.map(a.astype(jnp.dtype(dtype))))
+
     replicate = ReplicateTensorToMesh(mesh_device)
     col = lambda: _tp_mapper(mesh_device, args, -1, 0)  # noqa: E731  N over heads, K over columns
     row = lambda: _tp_mapper(mesh_device, args, 0, 1)  # noqa: E731  K over heads, N over columns
 
     layers = []
-    for layer in params.layers:
+    for i, layer in enumerate(params.layers):
         a, f = layer.attention, layer.feed_forward
+        dt = lambda group: weight_dtype(args, group, i)  # noqa: E731
         layers.append(
             DecoderParams(
                 attention_norm=place(host(layer.attention_norm), replicate),
                 attention=AttentionParams(
-                    wqkv=place(wqkv_per_device(host(a.wqkv), args), col()),
-                    wo=place(wo_per_device(host(a.wo), args), row()),
+                    wqkv=place(wqkv_per_device(host(a.wqkv), args), col(), dt(TensorGroup.WQKV)),
+                    wo=place(wo_per_device(host(a.wo), args), row(), dt(TensorGroup.WO)),
                 ),
                 ffn_norm=place(host(layer.ffn_norm), replicate),
                 feed_forward=MLPParams(
-                    w1=place(_pad(host(f.w1), 1, lay.hidden_padded), col()),
-                    w2=place(_pad(host(f.w2), 0, lay.hidden_padded), row()),
-                    w3=place(_pad(host(f.w3), 1, lay.hidden_padded), col()),
+                    w1=place(_pad(host(f.w1), 1, lay.hidden_padded), col(), dt(TensorGroup.FF1_FF3)),
+                    w2=place(_pad(host(f.w2), 0, lay.hidden_padded), row(), dt(TensorGroup.FF2)),
+                    w3=place(_pad(host(f.w3), 1, lay.hidden_padded), col(), dt(TensorGroup.FF1_FF3)),
                 ),
             )
         )
     emb = host(params.tok_embeddings)
+    emb_dtype = weight_dtype(args, TensorGroup.EMBEDDING)
     if lay.residual_axis is None:
-        embedding = place(emb, replicate)
+        embedding = place(emb, replicate, emb_dtype)
     else:  # the embedding produces the fractured residual stream directly (tt-metal dims=(None, 3))
-        embedding = place(emb, ShardTensor2dMesh(mesh_device, dims=(None, 1), mesh_shape=mesh_device.shape))
+        embedding = place(emb, ShardTensor2dMesh(mesh_device, dims=(None, 1), mesh_shape=mesh_device.shape), emb_dtype)
     output = host(params.lm_head_weights()[0]) if len(params.lm_head_weights()) == 1 else np.concatenate(
         [host(w) for w in params.lm_head_weights()], axis=1
     )
@@ -136,15 +149,15 @@ def shard_params(params: TransformerParams, args: ModelArgs, mesh_device: MeshDe
         tok_embeddings=embedding,
         layers=layers,
         norm=place(host(params.norm), replicate),
-        output=[place(c, col()) for c in lm_head_chunks(output, args)],
+        output=[place(c, col(), weight_dtype(args, TensorGroup.LM_HEAD)) for c in lm_head_chunks(output, args)],
     )
 
 
-def allocate_mesh_kv_cache(args: ModelArgs, mesh_device: MeshDevice, batch: int | None = None, dtype=jnp.float32):
+def allocate_mesh_kv_cache(args: ModelArgs, mesh_device: MeshDevice, batch: int | None = None):
     """Per device, per layer [K, V] of [batch, n_local_kv_heads, max_seq_len, head_dim]."""
     rows, cols = mesh_device.shape
     shape = (rows, cols, batch or args.max_batch_size, args.layout.n_local_kv_heads, args.max_seq_len, args.head_dim)
-    zeros = jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=mesh_device.sharding)
+    zeros = jax.jit(lambda: jnp.zeros(shape, args.activation_dtype), out_shardings=mesh_device.sharding)
     return tuple((zeros(), zeros()) for _ in range(args.n_layers))
 
 
@@ -155,27 +168,40 @@ def replicate(x, mesh_device: MeshDevice) -> jax.Array:
     return jax.device_put(jnp.broadcast_to(x, (rows, cols, *x.shape)), mesh_device.sharding)
 
 
-def abstract_params(args: ModelArgs, mesh_device: MeshDevice, dtype=jnp.float32) -> TransformerParams:
-    """The placed params' shapes and shardings, without weights (to compile and inspect programs)."""
+def abstract_params(args: ModelArgs, mesh_device: MeshDevice) -> TransformerParams:
+    """The placed params' shapes, dtypes and shardings, without weights (to compile and inspect programs).
+
+    Weight dtypes follow args.optimizations for every layer (per-layer overrides are not applied)."""
     lay = args.layout
     rows, cols = mesh_device.shape
 
-    def spec(*local):
-        return jax.ShapeDtypeStruct((rows, cols, *local), dtype, sharding=mesh_device.sharding)
+    def spec(*local, group=None):
+        dtype = args.activation_dtype if group is None else weight_dtype(args, group)
+        fmt = block_format(dtype)
+        if fmt is None:
+            return jax.ShapeDtypeStruct((rows, cols, *local), dtype, sharding=mesh_device.sharding)
+        like = jax.eval_shape(lambda: to_block_float(jnp.zeros(local, jnp.float32), fmt))
+        place = lambda a: jax.ShapeDtypeStruct((rows, cols, *a.shape), a.dtype, sharding=mesh_device.sharding)  # noqa: E731
+        return BlockFloatTensor(place(like.codes), place(like.exps), tuple(local), fmt)
 
     dim_n = args.dim // lay.axis_size(lay.dim_axis)  # N of wo / w2: split over the columns on 2D meshes
     qkv_local = (lay.n_local_heads + 2 * lay.n_local_kv_heads) * args.head_dim
     layer = DecoderParams(
         attention_norm=spec(args.dim),
-        attention=AttentionParams(wqkv=spec(lay.dim_k_local, qkv_local), wo=spec(lay.n_local_heads * args.head_dim, dim_n)),
+        attention=AttentionParams(
+            wqkv=spec(lay.dim_k_local, qkv_local, group=TensorGroup.WQKV),
+            wo=spec(lay.n_local_heads * args.head_dim, dim_n, group=TensorGroup.WO),
+        ),
         ffn_norm=spec(args.dim),
         feed_forward=MLPParams(
-            w1=spec(lay.dim_k_local, lay.hidden_local), w2=spec(lay.hidden_local, dim_n), w3=spec(lay.dim_k_local, lay.hidden_local)
+            w1=spec(lay.dim_k_local, lay.hidden_local, group=TensorGroup.FF1_FF3),
+            w2=spec(lay.hidden_local, dim_n, group=TensorGroup.FF2),
+            w3=spec(lay.dim_k_local, lay.hidden_local, group=TensorGroup.FF1_FF3),
         ),
     )
     return TransformerParams(
-        tok_embeddings=spec(args.vocab_size, lay.dim_local),
+        tok_embeddings=spec(args.vocab_size, lay.dim_local, group=TensorGroup.EMBEDDING),
         layers=[layer] * args.n_layers,
         norm=spec(args.dim),
-        output=[spec(lay.dim_k_local, size) for size in lay.lm_head_splits],
+        output=[spec(lay.dim_k_local, size, group=TensorGroup.LM_HEAD) for size in lay.lm_head_splits],
     )

@@ -32,24 +32,28 @@ def forward(
     current_pos: jax.Array | None = None,
     user_id=0,
     get_last_token=None,
+    return_hidden: bool = False,
 ):
     """prefill: tokens [1, seq] of one user, written to cache slot user_id. decode: tokens [batch], one per user
     at current_pos [batch].
 
     get_last_token (prefill): start row of the 32-row tile that holds the last real token; only that tile
     goes through the final norm and LM head, as in tt-metal. None computes logits for every position.
-    Returns logits [1, 32 or seq, vocab] (prefill) or [batch, 1, vocab] (decode), float32.
+    Returns logits [1, 32 or seq, vocab] (prefill) or [batch, 1, vocab] (decode), float32, and the cache;
+    with return_hidden, also each decoder layer's output (for per-layer PCC).
     """
-    x = embedding(params, tokens)
+    x = embedding(params, tokens).astype(args.activation_dtype)
     if mode == "decode":
         x = x[:, None, :]
-    new_cache = []
+    new_cache, hidden = [], []
     for i, (layer, cache) in enumerate(zip(params.layers, kv_cache)):
         with jax.named_scope(f"layer_{i}"):
-            x, cache = decoder(layer, x, rot, cache, args=args, mode=mode, current_pos=current_pos, user_id=user_id)
+            x, cache = decoder(layer, x, rot, cache, args=args, mode=mode, current_pos=current_pos, user_id=user_id, layer_id=i)
         new_cache.append(cache)
+        hidden.append(x)
     if mode == "prefill" and get_last_token is not None:
         rows = min(TILE_SIZE, x.shape[1])
         x = jax.lax.dynamic_slice_in_dim(x, get_last_token, rows, axis=1)
     x = norm_for_matmul(x, params.norm, args, mode)
-    return lm_head(x, params.lm_head_weights(), args), tuple(new_cache)
+    logits = lm_head(x, params.lm_head_weights(), args)
+    return (logits, tuple(new_cache), hidden) if return_hidden else (logits, tuple(new_cache))

@@ -13,22 +13,38 @@ from jax.sharding import NamedSharding
 
 from mesh import AXIS_NAMES, MeshDevice, ReplicateTensorToMesh
 from mesh.errors import TTJaxError
+from ttjax.blockfloat import BlockFloatTensor, block_format, to_block_float
 
 
-def _np_dtype(dtype):
-    return None if dtype is None else jnp.dtype(dtype)
+def as_tensor(x, dtype=None, *, mesh_mapper=None, device: MeshDevice | None = None):
+    """Place x: with a mesh_mapper, one block per device; with only a device, replicated; else on the default device.
 
-
-def as_tensor(x, dtype=None, *, mesh_mapper=None, device: MeshDevice | None = None) -> jax.Array:
-    """Place x: with a mesh_mapper, one block per device; with only a device, replicated; else on the default device."""
-    host = np.asarray(x, dtype=_np_dtype(dtype))
+    dtype may be a jnp dtype or ttjax.bfloat8_b / bfloat4_b (a BlockFloatTensor, each device's block
+    tile-padded and encoded on its own, as each TT device holds its own tiles)."""
+    fmt = block_format(dtype)
+    host = np.asarray(x, dtype=None if dtype is None or fmt is not None else jnp.dtype(dtype))
     if mesh_mapper is None and device is None:
-        return jnp.asarray(host)
+        return to_block_float(host, fmt) if fmt is not None else jnp.asarray(host)
     if mesh_mapper is None:
         mesh_mapper = ReplicateTensorToMesh(device)
     if device is not None and device is not mesh_mapper.mesh_device:
         raise TTJaxError(f"as_tensor got device {device} but a mapper for {mesh_mapper.mesh_device}.")
-    return mesh_mapper.mesh_device.place(mesh_mapper.map(host))
+    return place_blocks(mesh_mapper.mesh_device, mesh_mapper.map(host), fmt)
+
+
+def place_blocks(mesh_device: MeshDevice, blocks, fmt=None):
+    """Per-device host blocks -> a mesh tensor, or with a block format a BlockFloatTensor whose codes and
+    exponents are mesh tensors."""
+    if fmt is None:
+        return mesh_device.place(blocks)
+    encoded = [[to_block_float(np.asarray(b, np.float32), fmt) for b in row] for row in blocks]
+    first = encoded[0][0]
+    return BlockFloatTensor(
+        codes=mesh_device.place([[e.codes for e in row] for row in encoded]),
+        exps=mesh_device.place([[e.exps for e in row] for row in encoded]),
+        shape=first.shape,
+        fmt=fmt,
+    )
 
 
 def from_numpy(x: np.ndarray, dtype=None, *, mesh_mapper=None, device=None) -> jax.Array:
@@ -46,7 +62,9 @@ def mesh_of(t) -> MeshDevice | None:
 
 
 def to_numpy(t, *, mesh_composer=None) -> np.ndarray:
-    """A mesh tensor back on the host, its device blocks combined by mesh_composer."""
+    """A mesh tensor back on the host, its device blocks combined by mesh_composer (block floats decoded)."""
+    if isinstance(t, BlockFloatTensor):
+        t = t.decode(jnp.float32)
     mesh = mesh_of(t)
     if mesh_composer is not None:
         device = mesh_composer.mesh_device
