@@ -2,6 +2,7 @@
 
     ttjax generate --prompt TEXT --max-new-tokens N [--json] [--model PATH] [--chat] [--mesh 1x8]
     ttjax comm-report --mesh 2x4 --mode decode [--json] [--model PATH | --model-name Llama-3.1-70B]
+    ttjax accuracy [--json] [--configs float32,bfloat16,accuracy,performance] [--debug-pcc]
 
 generate --json prints one object: {"text", "tokens", "prefill_s", "decode_tokens_per_s", ...}.
 """
@@ -16,6 +17,7 @@ from mesh import ensure_host_devices, parse_mesh_shape
 from mesh.errors import TTJaxError
 
 DTYPES = ("float32", "bfloat16")
+PRECISIONS = ("float32", "bfloat16", "accuracy", "performance", "bfloat8_b", "bfloat4_b")
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -63,6 +65,13 @@ def run_generate(opts) -> int:
                 f"more than the model's context of {args.max_context_len}."
             )
         args = args.replace(max_seq_len=min(args.max_context_len, _round_up(need, 256)))
+    if opts.precision or opts.override:  # else the precision is --dtype's, set by load_checkpoint
+        from model.precision import ModelOptimizations, parse_overrides
+
+        opt = ModelOptimizations.named(opts.precision or opts.dtype)
+        for group, setting, layer in parse_overrides(opts.override or []):
+            opt = opt.override(group, setting, layer)
+        args = args.replace(optimizations=opt)
     if mesh_device is not None:
         args = mesh_args(args, mesh_device, **_mesh_config(opts))
     gen = Generator(ck.params, args, tok, mesh_device=mesh_device)
@@ -81,6 +90,7 @@ def run_generate(opts) -> int:
                     "model": args.model_name,
                     "max_seq_len": args.max_seq_len,
                     "mesh": opts.mesh or "none",
+                    "precision": args.optimizations.name if args.optimizations else opts.dtype,
                 }
             )
         )
@@ -112,6 +122,28 @@ def run_comm_report(opts) -> int:
     return 0
 
 
+def run_accuracy(opts) -> int:
+    from model.accuracy import DEFAULT_CONFIGS, evaluate, format_report, pcc_debug
+    from model.checkpoint import load_checkpoint
+    from model.precision import parse_overrides
+
+    ck = load_checkpoint(opts.model, progress=not opts.json)
+    configs = opts.configs.split(",") if opts.configs else DEFAULT_CONFIGS
+    progress = None if opts.json else (lambda r: print(f"  {r.name}: top-1 {100 * r.top1:.1f}%, top-5 {100 * r.top5:.1f}%, "
+                                                       f"perplexity {r.perplexity:.2f} ({r.seconds:.0f} s)", file=sys.stderr))
+    rep = evaluate(
+        ck, configs, prefill_len=opts.prefill_len, decode_steps=opts.decode_steps, reference=opts.reference,
+        overrides=parse_overrides(opts.override or []), progress=progress,
+    )
+    if opts.json:
+        print(json.dumps(rep))
+    else:
+        print(format_report(rep, opts.pcc_threshold))
+        if opts.debug_pcc:
+            print(pcc_debug(rep, opts.pcc_threshold))
+    return 0
+
+
 def _add_mesh_options(p, required=False):
     p.add_argument("--mesh", required=required, default=None, help="device mesh ROWSxCOLS, e.g. 1x2 (N300), 1x8 (T3K), 8x4 (Galaxy)")
     p.add_argument("--ccl", choices=("reduce_scatter", "all_reduce"), default=None, help="reduction after row-parallel matmuls")
@@ -129,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-seq-len", type=int, default=None, help="KV cache length (default: fits the request)")
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template as a user turn")
     g.add_argument("--dtype", choices=DTYPES, default="float32", help="weight and activation dtype (default float32)")
+    g.add_argument("--precision", choices=PRECISIONS, default=None, help="a tt_transformers precision config instead of --dtype")
+    g.add_argument("--override", action="append", help="GROUP=DTYPE or layers.N.GROUP=DTYPE on top of --precision (repeatable)")
     _add_mesh_options(g)
     g.set_defaults(func=run_generate)
 
@@ -142,6 +176,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seq-len", type=int, default=128, help="prefill length / cache length (default 128)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=run_comm_report)
+
+    a = sub.add_parser("accuracy", help="top-1 / top-5 / perplexity and per-layer PCC of precision configs")
+    a.add_argument("--json", action="store_true")
+    a.add_argument("--model", default=None, help="checkpoint (default: shipped SmolLM2-135M)")
+    a.add_argument("--configs", default=None, help="comma list of float32, bfloat16, accuracy, performance, bfloat8_b, bfloat4_b")
+    a.add_argument("--prefill-len", type=int, default=512)
+    a.add_argument("--decode-steps", type=int, default=128)
+    a.add_argument("--reference", choices=("transformers", "float32"), default="transformers")
+    a.add_argument("--override", action="append", help="GROUP=DTYPE or layers.N.GROUP=DTYPE, e.g. FF1_FF3=bfloat16 (repeatable)")
+    a.add_argument("--pcc-threshold", type=float, default=0.99, help="PCC debugger threshold (default 0.99)")
+    a.add_argument("--debug-pcc", action="store_true", help="print every layer's PCC and the first below the threshold")
+    a.set_defaults(func=run_accuracy)
     return parser
 
 

@@ -20,6 +20,16 @@ def test_generate_json(capsys):
     assert out["prefill_s"] > 0 and out["decode_tokens_per_s"] > 0
 
 
+def test_generate_with_a_precision_config(capsys):
+    """--precision picks a tt_transformers config; compact block-float weights still give the float32 answer."""
+    args = ["generate", "--prompt", "The capital of France is", "--max-new-tokens", "3", "--json", "--max-seq-len", "128"]
+    assert main([*args, "--precision", "accuracy", "--override", "FF2=bfloat16"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["precision"] == "accuracy+FF2=bfloat16" and out["text"].startswith(" Paris")
+    assert main([*args, "--dtype", "bfloat16"]) == 0
+    assert json.loads(capsys.readouterr().out)["precision"] == "bfloat16"
+
+
 def test_prompt_longer_than_max_seq_len_cli():
     proc = subprocess.run(
         [sys.executable, "-m", "model.cli", "generate", "--prompt", "word " * 100, "--max-seq-len", "64", "--max-new-tokens", "4"],

@@ -20,6 +20,7 @@ from model.checkpoint.meta import read_meta
 from model.config import ModelArgs
 from model.errors import CheckpointError
 from model.params import TransformerParams, params_from_state_dict
+from model.precision import ModelOptimizations
 from model.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_gguf
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -100,6 +101,8 @@ def load_checkpoint(
     if n_layers is not None:
         args = args.replace(n_layers=n_layers)
     _check_finite(state, path)
+    # The params' dtype is also the precision config the Generator converts them to.
+    args = args.replace(optimizations=ModelOptimizations.named(jnp.dtype(dtype).name))
     return Checkpoint(args, params_from_state_dict(state, args, dtype), tokenizer, path, fmt)
 
 

@@ -1,0 +1,205 @@
+"""Accuracy harness, as tt-metal measures it: teacher-forced top-1 / top-5 agreement, perplexity and
+per-layer PCC, for each precision config, against a float32 reference.
+
+The model reads the shipped public-domain text (A Tale of Two Cities). It prefills the first
+`prefill_len` tokens, then decodes `decode_steps` more, fed the text's own tokens (teacher
+forcing). At every predicted position:
+  - top-1: the config's argmax equals the reference's argmax;
+  - top-5: the config's argmax is among the reference's five most likely tokens;
+  - perplexity: exp of the mean negative log-likelihood of the text's next token.
+The reference is transformers' LlamaForCausalLM in float32 on the same checkpoint (or, with
+reference="float32", ttjax itself in float32). Per-layer PCC compares each decoder layer's
+prefill output with the reference's; the PCC debugger names the first layer below a threshold.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from mesh.errors import TTJaxError
+from model.checkpoint import Checkpoint
+from model.generator import Generator
+from model.precision import ModelOptimizations, weight_nbytes
+from model.transformer import forward
+from ttjax.metrics import pcc
+
+DEFAULT_CONFIGS = ("float32", "bfloat16", "accuracy", "performance")
+
+
+TEXT_PATH = Path(__file__).parent / "data" / "tale_of_two_cities.txt"
+
+
+def shipped_text() -> str:
+    return TEXT_PATH.read_text()
+
+
+@dataclass
+class Reference:
+    logits: np.ndarray  # [decode_steps + 1, vocab]: predictions for positions prefill_len .. prefill_len + decode_steps
+    layer_outputs: list[np.ndarray]  # per decoder layer, [prefill_len, dim]
+    name: str
+
+
+@dataclass
+class ConfigResult:
+    name: str
+    top1: float
+    top5: float
+    perplexity: float
+    layer_pcc: list[float]
+    weight_bytes: int
+    seconds: float
+    groups: dict = field(default_factory=dict)
+
+    def first_layer_below(self, threshold: float) -> int | None:
+        return next((i for i, p in enumerate(self.layer_pcc) if p < threshold), None)
+
+
+def transformers_reference(ck: Checkpoint, tokens: list[int], prefill_len: int, decode_steps: int, model=None) -> Reference:
+    """transformers' LlamaForCausalLM, float32, teacher-forced over the same tokens in one forward."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    transformers.utils.logging.disable_progress_bar()
+    if model is not None:
+        pass
+    elif ck.format == "gguf":
+        folder, name = os.path.split(ck.path)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    elif ck.format == "hf":
+        model = AutoModelForCausalLM.from_pretrained(ck.path, dtype=torch.float32)
+    else:
+        raise TTJaxError(f"transformers cannot read the {ck.format} checkpoint {ck.path}; use reference='float32'.")
+    model.eval()
+    outputs = []
+    hooks = [layer.register_forward_hook(lambda m, a, out: outputs.append(out[0] if isinstance(out, tuple) else out))
+             for layer in model.model.layers]
+    try:
+        with torch.no_grad():
+            logits = model(torch.tensor([tokens[: prefill_len + decode_steps]])).logits[0].numpy()
+    finally:
+        for h in hooks:
+            h.remove()
+    layers = [o[0, :prefill_len].float().numpy() for o in outputs]
+    return Reference(logits[prefill_len - 1 :], layers, "transformers LlamaForCausalLM float32")
+
+
+def run_config(ck: Checkpoint, optimizations: ModelOptimizations, tokens: list[int], prefill_len: int, decode_steps: int):
+    """Teacher-forced logits [decode_steps + 1, vocab] and per-layer prefill outputs for one precision config."""
+    args = ck.args.replace(optimizations=optimizations, max_seq_len=_round_up(prefill_len + decode_steps + 1, 128))
+    gen = Generator(ck.params, args, ck.tokenizer)
+    prompt = tokens[:prefill_len]
+    logits, cache = gen.prefill_forward_text(prompt, gen.allocate_kv_cache())
+    steps = [np.asarray(logits, np.float32)]
+    for i in range(decode_steps):
+        tok = np.array([tokens[prefill_len + i]], np.int32)
+        _, lg, _, cache = gen.decode_forward(tok, np.array([prefill_len + i], np.int32), cache)
+        steps.append(np.asarray(lg, np.float32)[0])
+    hidden = jax.jit(partial(forward, args=args, mode="prefill", return_hidden=True))
+    _, _, layers = hidden(gen.params, np.asarray([prompt], np.int32), gen.rot, gen.allocate_kv_cache())
+    return np.stack(steps), [np.asarray(h[0], np.float32) for h in layers], weight_nbytes(gen.params)
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def score(logits: np.ndarray, reference: np.ndarray, targets: np.ndarray) -> tuple[float, float, float]:
+    """(top-1, top-5, perplexity) of logits [n, vocab] against the reference's and the true next tokens."""
+    ours = logits.argmax(-1)
+    ref_top5 = np.argsort(-reference, axis=-1)[:, :5]
+    top1 = float((ours == ref_top5[:, 0]).mean())
+    top5 = float((ref_top5 == ours[:, None]).any(-1).mean())
+    shifted = logits - logits.max(-1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    nll = -logp[np.arange(len(targets)), targets]
+    return top1, top5, float(np.exp(nll.mean()))
+
+
+def evaluate(
+    ck: Checkpoint,
+    configs=DEFAULT_CONFIGS,
+    *,
+    prefill_len: int = 512,
+    decode_steps: int = 128,
+    reference: str = "transformers",
+    overrides=(),
+    text: str | None = None,
+    progress=None,
+    reference_model=None,
+) -> dict:
+    """The accuracy report (JSON-ready) for each named precision config (reference_model: an already
+    loaded transformers model of the same checkpoint)."""
+    tokens = ck.tokenizer.encode(text or shipped_text())
+    need = prefill_len + decode_steps + 1
+    if len(tokens) < need:
+        raise TTJaxError(f"the text has {len(tokens)} tokens; prefill_len + decode_steps + 1 = {need} are needed.")
+    if need > ck.args.max_context_len:
+        raise TTJaxError(f"prefill_len + decode_steps + 1 = {need} is past the model's context of {ck.args.max_context_len}.")
+    targets = np.asarray(tokens[prefill_len : prefill_len + decode_steps + 1])
+    if reference == "transformers":
+        ref = transformers_reference(ck, tokens, prefill_len, decode_steps, reference_model)
+    elif reference == "float32":
+        logits, layers, _ = run_config(ck, ModelOptimizations.float32(), tokens, prefill_len, decode_steps)
+        ref = Reference(logits, layers, "ttjax float32")
+    else:
+        raise TTJaxError(f"reference {reference!r} is not 'transformers' or 'float32'.")
+    ref_top1, ref_top5, ref_ppl = score(ref.logits, ref.logits, targets)
+    results = []
+    for name in configs:
+        opt = ModelOptimizations.named(name)
+        for group, setting, layer in overrides:
+            opt = opt.override(group, setting, layer)
+        t = time.perf_counter()
+        logits, layers, nbytes = run_config(ck, opt, tokens, prefill_len, decode_steps)
+        top1, top5, ppl = score(logits, ref.logits, targets)
+        layer_pcc = [pcc(r, o) for r, o in zip(ref.layer_outputs, layers)]
+        results.append(ConfigResult(opt.name, top1, top5, ppl, layer_pcc, nbytes, time.perf_counter() - t, opt.describe()))
+        if progress:
+            progress(results[-1])
+    return {
+        "model": ck.args.model_name,
+        "text": "A Tale of Two Cities (Dickens, 1859), chapters I-IV" if text is None else "custom",
+        "reference": ref.name,
+        "prefill_len": prefill_len,
+        "decode_steps": decode_steps,
+        "reference_perplexity": ref_ppl,
+        "configs": [r.__dict__ for r in results],
+    }
+
+
+def format_report(rep: dict, pcc_threshold: float = 0.99) -> str:
+    lines = [
+        f"{rep['model']}: {rep['prefill_len']}-token prefill + {rep['decode_steps']} teacher-forced decode steps on "
+        f"{rep['text']}; reference {rep['reference']} (perplexity {rep['reference_perplexity']:.2f})",
+        f"{'config':<14}{'top-1':>8}{'top-5':>8}{'perplexity':>12}{'weights MB':>12}{'min layer PCC':>15}  first layer < {pcc_threshold}",
+    ]
+    for c in rep["configs"]:
+        below = next((i for i, p in enumerate(c["layer_pcc"]) if p < pcc_threshold), None)
+        first = "none" if below is None else "layer {} ({:.5f})".format(below, c["layer_pcc"][below])
+        lines.append(
+            f"{c['name']:<14}{100 * c['top1']:>7.1f}%{100 * c['top5']:>7.1f}%{c['perplexity']:>12.2f}{c['weight_bytes'] / 1e6:>12.1f}"
+            f"{min(c['layer_pcc']):>15.5f}  {first}"
+        )
+    return "\n".join(lines)
+
+
+def pcc_debug(rep: dict, threshold: float) -> str:
+    """Per config, each layer's PCC and the first layer where it drops below threshold."""
+    lines = []
+    for c in rep["configs"]:
+        below = next((i for i, p in enumerate(c["layer_pcc"]) if p < threshold), None)
+        head = f"{c['name']}: " + ("every layer >= {:.4f}".format(threshold) if below is None else
+                                    f"PCC first drops below {threshold} at layer {below} ({c['layer_pcc'][below]:.6f})")
+        lines.append(head)
+        lines.append("  " + " ".join(f"{i}:{p:.5f}" for i, p in enumerate(c["layer_pcc"])))
+    return "\n".join(lines)

@@ -1,0 +1,61 @@
+"""The accuracy harness: teacher-forced top-1 / top-5, perplexity and per-layer PCC against transformers."""
+
+import json
+
+import numpy as np
+import pytest
+
+from model.accuracy import evaluate, format_report, pcc_debug, score, shipped_text
+from ttjax import TTJaxError
+
+
+def test_score():
+    ref = np.array([[0.0, 5, 4, 3, 2, 1, -1], [9, 0, 0, 0, 0, 0, 8]])
+    ours = np.array([[0.0, 1, 5, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 1]])  # argmax 2 (in ref top-5), 6 (ref top-2)
+    top1, top5, ppl = score(ours, ref, np.array([2, 6]))
+    assert (top1, top5) == (0.0, 1.0)
+    probs = np.exp(ours) / np.exp(ours).sum(-1, keepdims=True)
+    assert ppl == pytest.approx(np.exp(-np.log([probs[0, 2], probs[1, 6]]).mean()))
+
+
+@pytest.fixture(scope="module")
+def report(ckpt, hf_model):
+    return evaluate(ckpt, ["float32", "performance"], prefill_len=128, decode_steps=12, reference_model=hf_model)
+
+
+def test_float32_agrees_with_transformers(report):
+    f32 = report["configs"][0]
+    assert f32["top1"] == 1.0 and f32["top5"] == 1.0
+    assert f32["perplexity"] == pytest.approx(report["reference_perplexity"], rel=1e-3)
+    assert min(f32["layer_pcc"]) >= 0.9999
+
+
+def test_performance_config_is_measured(report):
+    perf = report["configs"][1]
+    assert perf["name"] == "performance" and perf["groups"]["FF1_FF3"] == "bfloat4_b"
+    assert 0.5 <= perf["top5"] <= 1.0 and np.isfinite(perf["perplexity"])
+    assert len(perf["layer_pcc"]) == 30 and min(perf["layer_pcc"]) > 0.9
+    assert perf["weight_bytes"] < 0.35 * report["configs"][0]["weight_bytes"]
+
+
+def test_reports_and_pcc_debugger(report):
+    table = format_report(report)
+    assert "top-1" in table and "performance" in table
+    debug = pcc_debug(report, threshold=0.999999)
+    assert "performance: PCC first drops below 0.999999 at layer" in debug
+
+
+def test_cli_json(capsys):
+    from model.cli import main
+
+    assert main(["accuracy", "--json", "--configs", "float32", "--prefill-len", "64", "--decode-steps", "4",
+                 "--reference", "float32", "--override", "layers.0.WO=bfloat8_b"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    cfg = rep["configs"][0]
+    assert {"top1", "top5", "perplexity", "layer_pcc"} <= set(cfg) and cfg["groups"]["layers.0.WO"] == "bfloat8_b"
+
+
+def test_text_too_short(ckpt):
+    assert "best of times" in shipped_text()
+    with pytest.raises(TTJaxError, match="prefill_len \\+ decode_steps \\+ 1 = 9001 is past the model's context of 8192"):
+        evaluate(ckpt, ["float32"], prefill_len=8000, decode_steps=1000)

@@ -1,0 +1,106 @@
+"""Precision configs (tt_transformers' model_config), compact block-float weights, and the KV cache."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mesh import MeshDevice
+from model.checkpoint import dummy_weights
+from model.config import named_config
+from model.generator import Generator
+from model.precision import ModelOptimizations, PrecisionSetting, TensorGroup, convert_params, parse_overrides, weight_nbytes
+from model.sharding import mesh_args
+from ttjax import BlockFloatTensor, TTJaxError, bfloat4_b, bfloat8_b, typecast
+from ttjax.metrics import pcc
+
+G, P = TensorGroup, PrecisionSetting
+
+
+def test_configs_follow_tt_transformers():
+    perf, acc = ModelOptimizations.performance(), ModelOptimizations.accuracy()
+    assert perf.get_tensor_dtype(G.FF1_FF3) is P.BFP4 and perf.get_math_fidelity(G.FF1_FF3) == "LoFi"
+    for group in (G.FF2, G.WQKV, G.WO, G.KV_CACHE, G.LM_HEAD):
+        assert perf.get_tensor_dtype(group) is P.BFP8 and acc.get_tensor_dtype(group) is P.BFP8
+    assert acc.get_tensor_dtype(G.FF1_FF3) is P.BFP8 and acc.get_math_fidelity(G.WQKV) == "HiFi2"
+    for opt in (perf, acc):  # tt-metal keeps these in bfloat16
+        assert opt.get_tensor_dtype(G.ACTIVATION) is P.BF16 and opt.get_tensor_dtype(G.EMBEDDING) is P.BF16
+    assert all(s is P.FP32 for _, s in ModelOptimizations.float32().groups)
+
+
+def test_per_layer_and_per_group_overrides():
+    args = named_config("SmolLM2-135M", n_layers=3, max_seq_len=64, vocab_size=512)
+    opt = ModelOptimizations.performance().override("WO", "bfloat16", layer=1).override("FF2", "bfloat4_b")
+    params = convert_params(dummy_weights(args), args.replace(optimizations=opt))
+    wo = [layer.attention.wo for layer in params.layers]
+    assert isinstance(wo[0], BlockFloatTensor) and wo[0].fmt is bfloat8_b
+    assert not isinstance(wo[1], BlockFloatTensor) and wo[1].dtype == jnp.bfloat16
+    assert all(layer.feed_forward.w2.fmt is bfloat4_b for layer in params.layers)
+    assert params.tok_embeddings.dtype == jnp.bfloat16 and isinstance(params.output[0], BlockFloatTensor)
+    assert opt.describe()["layers.1.WO"] == "bfloat16"
+
+
+def test_override_parsing_errors():
+    assert parse_overrides(["layers.3.wqkv=bfloat16", "FF1_FF3=bfloat8_b"]) == [(G.WQKV, P.BF16, 3), (G.FF1_FF3, P.BFP8, None)]
+    with pytest.raises(TTJaxError, match="tensor group 'FF4' is not one of"):
+        parse_overrides(["FF4=bfloat16"])
+    with pytest.raises(TTJaxError, match="precision 'int3' is not one of"):
+        parse_overrides(["WO=int3"])
+    with pytest.raises(TTJaxError, match="is not GROUP=DTYPE"):
+        parse_overrides(["WO"])
+
+
+def test_resident_weight_memory_bfp8_below_0_6_of_bfloat16(ckpt):
+    """Every weight group in bfloat8_b (embedding and LM head too) against all in bfloat16, as placed for the run."""
+    sizes = {}
+    for name in ("bfloat16", "bfloat8_b", "bfloat4_b"):
+        gen = Generator(ckpt.params, ckpt.args.replace(optimizations=ModelOptimizations.named(name)))
+        sizes[name] = weight_nbytes(gen.params)
+    assert sizes["bfloat8_b"] / sizes["bfloat16"] < 0.6
+    assert sizes["bfloat4_b"] / sizes["bfloat16"] < 0.35
+
+
+@pytest.fixture(scope="module")
+def accuracy_generator(ckpt):
+    return Generator(ckpt.params, ckpt.args.replace(optimizations=ModelOptimizations.accuracy()), ckpt.tokenizer)
+
+
+def test_accuracy_config_tracks_float32(generator, accuracy_generator, ckpt):
+    """Full-model logits of the accuracy config stay within tt-metal's ~0.99 PCC of float32."""
+    ids = ckpt.tokenizer.encode("The capital of France is")
+    ref, _ = generator.prefill_forward_text(ids, generator.allocate_kv_cache())
+    ours, cache = accuracy_generator.prefill_forward_text(ids, accuracy_generator.allocate_kv_cache())
+    assert pcc(ref, ours) >= 0.99
+    assert int(jnp.argmax(ours)) == int(jnp.argmax(ref))
+    k = np.asarray(cache[5][0][0, :, : len(ids)], np.float32)  # layer 5 keys written by prefill
+    np.testing.assert_array_equal(typecast(k, bfloat8_b), k)  # the KV cache holds bfloat8_b values
+    assert cache[5][0].dtype == jnp.bfloat16
+
+
+def test_sharded_block_float_equals_unsharded(ckpt):
+    """Each device encodes its own tiles; on 1x8 and 2x4 the blocks line up with the unsharded ones, so the
+    sharded model computes the same (PCC >= 0.9999, same greedy tokens)."""
+    opt = ModelOptimizations.make("bfp8-f32", "bfloat8_b", ACTIVATION="float32", EMBEDDING="float32", KV_CACHE="float32")
+    args = ckpt.args.replace(optimizations=opt)
+    ids = ckpt.tokenizer.encode("The capital of France is")
+    direct = Generator(ckpt.params, args, ckpt.tokenizer)
+    ref = direct.generate(ids, 6, stop_at_eos=False)
+    ref_logits, _ = direct.prefill_forward_text(ids, direct.allocate_kv_cache())
+    for shape in [(1, 8), (2, 4)]:
+        mesh = MeshDevice(shape)
+        gen = Generator(ckpt.params, mesh_args(args, mesh), ckpt.tokenizer, mesh_device=mesh)
+        assert isinstance(gen.params.layers[0].feed_forward.w1, BlockFloatTensor)
+        logits, _ = gen.prefill_forward_text(ids, gen.allocate_kv_cache())
+        assert pcc(ref_logits, logits) >= 0.9999
+        assert gen.generate(ids, 6, stop_at_eos=False).tokens == ref.tokens
+
+
+def test_abstract_params_know_block_floats():
+    from model.sharding import abstract_params, shard_params
+
+    mesh = MeshDevice((1, 2))
+    args = mesh_args(named_config("SmolLM2-135M", n_layers=1, max_seq_len=64, vocab_size=512), mesh)
+    args = args.replace(optimizations=ModelOptimizations.performance())
+    placed = shard_params(dummy_weights(named_config("SmolLM2-135M", n_layers=1, max_seq_len=64, vocab_size=512)), args, mesh)
+    shapes = lambda t: jax.tree.map(lambda a: (a.shape, a.dtype), t)  # noqa: E731
+    assert shapes(placed) == shapes(abstract_params(args, mesh))
