@@ -1,26 +1,56 @@
-"""The main demo (`make demo`): the shipped SmolLM2-135M-Instruct continues a few prompts greedily,
-streaming tokens, then prints prefill time and decode tokens/s for each."""
+"""The text demo (`make demo`), after tt-metal's simple_text_demo: a JSON file of prompts served by
+continuous batching on the shipped SmolLM2-135M-Instruct (or --model), each prompt in the model's
+chat template, tokens streamed as they come, then time to first token and tokens/s per user.
+
+    python demos/demo.py [--input demos/sample_prompts/input_data_questions.json] [--batch-size 8]
+                         [--max-new-tokens 64] [--temperature 0.7 --top-k 32 --top-p 0.9 --seed 1]
+                         [--mesh 1x8] [--paged] [--no-chat] [--stream-user 0]
+
+The input file is a list of {"prompt": ..., "max_length": optional characters}, tt-metal's format.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
+import sys
 import time
 
-PROMPTS = [
-    "The capital of France is",
-    "The three primary colors are",
-    "def fibonacci(n):",
-    "Once upon a time, in a small village,",
-]
+DEFAULT_INPUT = os.path.join(os.path.dirname(__file__), "sample_prompts", "input_data_questions.json")
+
+
+def load_prompts(path: str) -> list[str]:
+    with open(path) as f:
+        entries = json.load(f)
+    if not isinstance(entries, list) or not entries:
+        raise SystemExit(f"{path} must hold a non-empty JSON list of {{\"prompt\": ...}} objects.")
+    prompts = []
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or not isinstance(e.get("prompt"), str):
+            raise SystemExit(f"{path}: entry {i} has no \"prompt\" string.")
+        limit = e.get("max_length")
+        prompts.append(e["prompt"][:limit] if limit else e["prompt"])  # tt-metal: max_length cuts the text, in characters
+    return prompts
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default=None, help="checkpoint (default: shipped SmolLM2-135M GGUF)")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--max-seq-len", type=int, default=256)
-    parser.add_argument("--mesh", default=None, help="run tensor-parallel on a ROWSxCOLS mesh, e.g. 1x8")
-    opts = parser.parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--input", default=DEFAULT_INPUT, help="JSON list of {\"prompt\": ...}")
+    p.add_argument("--model", default=None, help="checkpoint (default: shipped SmolLM2-135M GGUF)")
+    p.add_argument("--batch-size", type=int, default=8, help="decode slots (1..32)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-seq-len", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    p.add_argument("--top-k", type=int, default=32)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0, help="request i uses seed + i")
+    p.add_argument("--mesh", default=None, help="tensor-parallel on a ROWSxCOLS mesh, e.g. 1x8")
+    p.add_argument("--paged", action="store_true", help="paged KV cache (block 32)")
+    p.add_argument("--no-chat", action="store_true", help="send the prompts as raw text, not as chat turns")
+    p.add_argument("--stream-user", type=int, default=0, help="whose tokens to stream live (-1: nobody)")
+    opts = p.parse_args(argv)
 
     from mesh import MeshDevice, ensure_host_devices, parse_mesh_shape
 
@@ -31,22 +61,58 @@ def main(argv=None):
         mesh_device = MeshDevice(shape)
 
     from model.checkpoint import load_checkpoint
+    from model.engine import Engine, Request
     from model.generator import Generator
+    from model.paged_attention import PagedAttentionConfig
+    from model.sampling import SamplingParams
+    from model.sharding import mesh_args
     from model.streaming import TextStreamer
 
+    prompts = load_prompts(opts.input)
     t = time.perf_counter()
-    ck = load_checkpoint(opts.model, max_seq_len=opts.max_seq_len)
-    print(f"loaded {ck.args.model_name} ({ck.format}) in {time.perf_counter() - t:.1f} s" + (f", on a {opts.mesh} mesh" if mesh_device else ""))
-    gen = Generator(ck.params, ck.args, ck.tokenizer, mesh_device=mesh_device)
+    ck = load_checkpoint(opts.model, max_seq_len=opts.max_seq_len, max_batch_size=opts.batch_size)
     tok = ck.tokenizer
-    for prompt in PROMPTS:
-        print(f"\n>>> {prompt}", end="", flush=True)
-        r = gen.generate(tok.encode(prompt), opts.max_new_tokens, on_token=TextStreamer(tok))
-        print(
-            f"\n    [{r.prompt_tokens} prompt tokens, prefill {r.prefill_s * 1e3:.0f} ms, "
-            f"decode {r.decode_tokens_per_s:.1f} tokens/s, compile {r.compile_s:.1f} s]"
-        )
+    args = ck.args
+    if opts.paged:
+        args = args.replace(paged_attention_config=PagedAttentionConfig(32, opts.batch_size * -(-opts.max_seq_len // 32)))
+    if mesh_device is not None:
+        args = mesh_args(args, mesh_device)
+    gen = Generator(ck.params, args, tok, mesh_device=mesh_device)
+    where = f" on a {opts.mesh} mesh" if mesh_device else ""
+    print(f"loaded {args.model_name} ({ck.format}) in {time.perf_counter() - t:.1f} s{where}; {len(prompts)} prompts, {opts.batch_size} slots")
+
+    requests = []
+    for i, prompt in enumerate(prompts):
+        ids = tok.encode(prompt) if opts.no_chat else tok.encode_chat([{"role": "user", "content": prompt}])
+        sampling = SamplingParams(temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p, seed=opts.seed + i)
+        requests.append(Request(ids, opts.max_new_tokens, sampling))
+    streamer = TextStreamer(tok) if 0 <= opts.stream_user < len(requests) else None
+    streamed = requests[opts.stream_user].request_id if streamer else None
+
+    def on_token(req, token):
+        if req.request_id == streamed:
+            streamer(token)
+
+    engine = Engine(gen, on_token=on_token)
+    # Compile before the clock starts: the decode step and the prefill buckets the prompts use.
+    t = time.perf_counter()
+    engine.warm_up([r.prompt for r in requests])
+    print(f"compiled in {time.perf_counter() - t:.1f} s")
+    if streamer:
+        print(f"\nuser {opts.stream_user} >>> {prompts[opts.stream_user]}\n", flush=True)
+    t = time.perf_counter()
+    engine.run(requests)
+    wall = time.perf_counter() - t
+    print("\n")
+    for i, (prompt, r) in enumerate(zip(prompts, requests)):
+        print(f"[user {i}] {prompt}\n{r.text.strip()}\n")
+    ttft = [r.time_to_first_token for r in requests]
+    rates = [r.decode_tokens_per_s for r in requests]
+    total = sum(len(r.tokens) for r in requests)
+    print(f"time to first token: median {statistics.median(ttft) * 1e3:.0f} ms, max {max(ttft) * 1e3:.0f} ms")
+    print(f"decode: median {statistics.median(rates):.1f} tokens/s/user; {total} tokens in {wall:.1f} s = {total / wall:.1f} tokens/s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,9 +4,11 @@ Written per device: it sees this device's heads (args.layout.n_local_heads query
 n_local_kv_heads KV heads; all of them on one device). wqkv is column-parallel, wo
 row-parallel; model.ccl supplies the reductions between.
 
-prefill: one user per call (x [1, seq, dim]); its K/V fill cache slot `user_id` and the
-prompt attends causally to itself. decode: one token per user (x [batch, 1, dim]); K/V are
-written at each user's current_pos and each user attends to its cache up to that position.
+prefill: one user per call (x [1, seq, dim]); its K/V fill cache slot `user_id` (or its pages)
+and the prompt attends causally to itself by flash attention; a chunk of a long prompt attends
+to the cache through the page table instead. decode: one token per user (x [batch, 1, dim]); K/V are
+written at each user's current_pos and each user attends to its cache up to that position, by
+flash decode. Chunk sizes are the op configs of model.model_config.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ttjax.errors import TTJaxError
 from model.params import AttentionParams
 from model.precision import TensorGroup, weight_dtype
 from ttjax.blockfloat import block_format
+from model.model_config import sdpa_decode_program_config, sdpa_program_config
 from model.rope import RotMats, decode_rot_mats, prefill_rot_mats
 
 
@@ -40,31 +43,57 @@ def kv_cache_values(x, args: ModelArgs, layer_id: int):
     return x if fmt is None else ttjax.typecast(x, fmt)
 
 
-def attention(p: AttentionParams, x, rot: RotMats, cache, *, args: ModelArgs, mode: str, current_pos=None, user_id=0, layer_id=0):
-    """Returns (output [b, s, dim], (k_cache, v_cache))."""
+def attention(
+    p: AttentionParams, x, rot: RotMats, cache, *, args: ModelArgs, mode: str, current_pos=None, user_id=0, layer_id=0,
+    page_table=None, chunk_start_idx=None,
+):
+    """Returns (output [b, s, dim], (k_cache, v_cache)).
+
+    page_table None: contiguous caches [batch, kv_heads, max_seq_len, hd]; else paged pools
+    [max_num_blocks, kv_heads, block_size, hd] read and written through page_table [batch, blocks_per_user].
+    chunk_start_idx (prefill, paged): x is the chunk of user_id's prompt that starts there; it attends to
+    the K/V of the earlier chunks from the cache (chunked prefill)."""
     b, s, _ = x.shape
     q, k, v = split_qkv(reduce_k_split(ttjax.linear(x, p.wqkv), args), args)
     k_cache, v_cache = cache
+    trans_mat = rot.trans_mat if args.rotary_impl == "transformation_mat" else None
+    rope = lambda t, cos, sin: ttjax.rotary_embedding_llama(t, cos, sin, trans_mat)  # noqa: E731
     if mode == "prefill":
         if b != 1:
             raise TTJaxError(f"prefill takes one user per call (batch 1), got a batch of {b}.")
-        cos, sin = prefill_rot_mats(rot, s)
-        q = ttjax.rotary_embedding_llama(q, cos[:, None], sin[:, None])
-        k = ttjax.rotary_embedding_llama(k, cos[:, None], sin[:, None])
+        start = 0 if chunk_start_idx is None else chunk_start_idx
+        cos, sin = prefill_rot_mats(rot, s, start)
+        q, k = rope(q, cos[:, None], sin[:, None]), rope(k, cos[:, None], sin[:, None])
         q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))  # [1, heads, seq, hd]
         k, v = kv_cache_values(k, args, layer_id), kv_cache_values(v, args, layer_id)
-        k_cache = ttjax.fill_cache(k_cache, k, user_id)
-        v_cache = ttjax.fill_cache(v_cache, v, user_id)
-        out = ttjax.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if page_table is None:
+            if chunk_start_idx is not None:
+                raise TTJaxError("chunked prefill reads earlier chunks through a page table; this cache is contiguous.")
+            k_cache, v_cache = ttjax.fill_cache(k_cache, k, user_id), ttjax.fill_cache(v_cache, v, user_id)
+        else:
+            k_cache = ttjax.paged_fill_cache(k_cache, k, page_table, user_id, start)
+            v_cache = ttjax.paged_fill_cache(v_cache, v, page_table, user_id, start)
+        cfg = sdpa_program_config(s)
+        if chunk_start_idx is None:
+            out = ttjax.scaled_dot_product_attention(q, k, v, is_causal=True, program_config=cfg)
+        else:
+            row = jax.lax.dynamic_index_in_dim(page_table, user_id, axis=0)
+            out = ttjax.chunked_scaled_dot_product_attention(q, k_cache, v_cache, row, start, program_config=cfg)
         out = out.transpose(0, 2, 1, 3).reshape(b, s, -1)
     elif mode == "decode":
         cos, sin = decode_rot_mats(rot, current_pos)
-        q = ttjax.rotary_embedding_llama(q[:, 0], cos[:, None], sin[:, None])  # [b, n_heads, hd]
-        k = ttjax.rotary_embedding_llama(k[:, 0], cos[:, None], sin[:, None])  # [b, n_kv_heads, hd]
+        q = rope(q[:, 0], cos[:, None], sin[:, None])  # [b, n_heads, hd]
+        k = rope(k[:, 0], cos[:, None], sin[:, None])  # [b, n_kv_heads, hd]
         k, v = kv_cache_values(k, args, layer_id), kv_cache_values(v[:, 0], args, layer_id)
-        k_cache = ttjax.update_cache(k_cache, k, current_pos)
-        v_cache = ttjax.update_cache(v_cache, v, current_pos)
-        out = ttjax.scaled_dot_product_attention_decode(q, k_cache, v_cache, current_pos)
+        if page_table is None:
+            k_cache, v_cache = ttjax.update_cache(k_cache, k, current_pos), ttjax.update_cache(v_cache, v, current_pos)
+            cfg = sdpa_decode_program_config(k_cache.shape[2])
+            out = ttjax.scaled_dot_product_attention_decode(q, k_cache, v_cache, current_pos, program_config=cfg)
+        else:
+            k_cache = ttjax.paged_update_cache(k_cache, k, current_pos, page_table)
+            v_cache = ttjax.paged_update_cache(v_cache, v, current_pos, page_table)
+            cfg = sdpa_decode_program_config(page_table.shape[1] * k_cache.shape[2])
+            out = ttjax.paged_scaled_dot_product_attention_decode(q, k_cache, v_cache, current_pos, page_table, program_config=cfg)
         out = out.reshape(b, 1, -1)
     else:
         raise ValueError(f"mode must be 'prefill' or 'decode', got {mode!r}.")

@@ -45,7 +45,8 @@ def run_generate(opts) -> int:
 
     from model.checkpoint import load_checkpoint
     from model.errors import SequenceLengthError, TokenizerError
-    from model.generator import Generator
+    from model.generator import Generator, get_padded_prefill_len
+    from model.paged_attention import PagedAttentionConfig
     from model.sharding import mesh_args
     from model.streaming import TextStreamer
 
@@ -65,6 +66,10 @@ def run_generate(opts) -> int:
                 f"more than the model's context of {args.max_context_len}."
             )
         args = args.replace(max_seq_len=min(args.max_context_len, _round_up(need, 256)))
+    if opts.paged or get_padded_prefill_len(len(ids)) > args.max_prefill_chunk_size:
+        # A long prompt is prefilled in chunks, which read the earlier chunks through a paged cache.
+        blocks = PagedAttentionConfig().blocks_for(args.max_seq_len) * args.max_batch_size
+        args = args.replace(paged_attention_config=PagedAttentionConfig(block_size=32, max_num_blocks=blocks))
     if opts.precision or opts.override:  # else the precision is --dtype's, set by load_checkpoint
         from model.precision import ModelOptimizations, parse_overrides
 
@@ -90,6 +95,7 @@ def run_generate(opts) -> int:
                     "model": args.model_name,
                     "max_seq_len": args.max_seq_len,
                     "mesh": opts.mesh or "none",
+                    "kv_cache": "paged" if args.paged_attention_config else "contiguous",
                     "precision": args.optimizations.name if args.optimizations else opts.dtype,
                 }
             )
@@ -163,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", choices=DTYPES, default="float32", help="weight and activation dtype (default float32)")
     g.add_argument("--precision", choices=PRECISIONS, default=None, help="a tt_transformers precision config instead of --dtype")
     g.add_argument("--override", action="append", help="GROUP=DTYPE or layers.N.GROUP=DTYPE on top of --precision (repeatable)")
+    g.add_argument("--paged", action="store_true", help="paged KV cache (on by itself when the prompt needs chunked prefill)")
     _add_mesh_options(g)
     g.set_defaults(func=run_generate)
 

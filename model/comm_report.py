@@ -19,7 +19,7 @@ import numpy as np
 
 from mesh import MeshDevice
 from model.config import ModelArgs
-from model.generator import _decode_greedy, _prefill, build_program
+from model.generator import _decode_step, _prefill, build_program
 from model.norm import uses_distributed_norm
 from model.sharding import abstract_params, allocate_mesh_kv_cache, mesh_args
 from model.rope import RotMats
@@ -127,12 +127,12 @@ def compiled_program(args: ModelArgs, mesh_device: MeshDevice, mode: str, *, bat
         return jax.ShapeDtypeStruct((rows, cols, *shape), dtype, sharding=mesh_device.sharding)
 
     table = spec(args.max_seq_len, args.head_dim, dtype=np.float32)
-    rot = RotMats(cos=table, sin=table)
+    rot = RotMats(cos=table, sin=table, trans_mat=spec(32, 32, dtype=np.float32))
 
     if mode == "prefill":
         example = (params, spec(1, seq_len), rot, cache, spec(), spec())
         return build_program(_prefill, args, mesh_device).lower(*example).compile()
-    return build_program(_decode_greedy, args, mesh_device).lower(params, spec(batch), spec(batch), rot, cache).compile()
+    return build_program(_decode_step, args, mesh_device).lower(params, spec(batch), spec(batch), rot, cache).compile()
 
 
 def comm_report(args: ModelArgs, mesh_device: MeshDevice, mode: str, *, batch: int = 1, seq_len: int = 128, **config) -> dict:

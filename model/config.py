@@ -12,9 +12,11 @@ from functools import cached_property
 
 from model.errors import ConfigError
 from model.model_config import ModelConfig, TPLayout
+from model.paged_attention import PagedAttentionConfig
 from model.precision import ModelOptimizations, TensorGroup
 
 TILE_SIZE = 32
+ROTARY_IMPLS = ("rotate_pairs", "transformation_mat")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +57,14 @@ class ModelArgs:
     model_name: str = "llama"
     model_config: ModelConfig = ModelConfig()  # placement and collectives (1x1 mesh by default)
     optimizations: ModelOptimizations = ModelOptimizations.float32()  # dtype per tensor group
+    # None: the contiguous cache [batch, n_kv_heads, max_seq_len, head_dim]; else a paged block pool.
+    paged_attention_config: PagedAttentionConfig | None = None
+    # Prompts padded past this are prefilled chunk by chunk (needs a paged cache); a multiple of 2048 or
+    # a power of two, as tt-metal's table of max_prefill_chunk_size per model and device.
+    max_prefill_chunk_size: int = 2048
+    # "rotate_pairs": x * cos + rotate_pairs(x) * sin; "transformation_mat": TT's fused rotary,
+    # x * cos + (x @ trans_mat) * sin with a 32x32 transformation matrix per tile.
+    rotary_impl: str = "rotate_pairs"
 
     def __post_init__(self):
         for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "hidden_dim", "vocab_size", "max_seq_len"):
@@ -68,6 +78,10 @@ class ModelArgs:
             raise ConfigError(
                 f"rope_freq_factors has {len(self.rope_freq_factors)} entries; head_dim {self.head_dim} needs {self.head_dim // 2}."
             )
+        if self.rotary_impl not in ROTARY_IMPLS:
+            raise ConfigError(f"rotary_impl {self.rotary_impl!r} is not one of {', '.join(ROTARY_IMPLS)}.")
+        if self.max_prefill_chunk_size < TILE_SIZE or self.max_prefill_chunk_size % TILE_SIZE:
+            raise ConfigError(f"max_prefill_chunk_size = {self.max_prefill_chunk_size} must be a positive multiple of {TILE_SIZE}.")
         if not 1 <= self.max_batch_size <= 32:
             raise ConfigError(f"max_batch_size = {self.max_batch_size} is outside 1..32.")
 

@@ -17,3 +17,7 @@ class TokenizerError(TTJaxError):
 
 class SequenceLengthError(TTJaxError):
     """A prompt (plus the tokens asked for) that does not fit in max_seq_len."""
+
+
+class KVCacheError(TTJaxError):
+    """A KV cache, block pool or page table that cannot serve a request."""

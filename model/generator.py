@@ -2,7 +2,9 @@
 
 Compiled programs are the stand-in for TT's traces: prefill is compiled once per padded length
 (bucket), the decode step once per batch shape; both donate the KV cache so it is updated in
-place. The decode step takes its argmax on device and its output token is the next step's
+place. The prefill buckets (get_padded_prefill_len) are 128, then powers of two up to
+args.max_prefill_chunk_size; a longer prompt is prefilled chunk by chunk (chunked prefill, which
+needs the paged cache) by one program for the chunk size, whatever the chunk's start. The decode step takes its argmax on device and its output token is the next step's
 input with no host round trip; the host reads each token one step late, while the next step
 runs, to check for EOS.
 """
@@ -20,12 +22,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from model.config import TILE_SIZE, ModelArgs
-from model.errors import SequenceLengthError
+from model.errors import KVCacheError, SequenceLengthError
 from model.kv_cache import allocate_kv_cache
+from model.paged_attention import BlockAllocator, PagedAttentionConfig, PageTable
+from ttjax.paged_cache import check_page_table
+from ttjax.sampling import sample
 from model.params import TransformerParams
 from ttjax.errors import TTJaxError
 from model.precision import convert_params
 from model.rope import precompute_rot_mats
+from model.sampling import SamplingBatch
 from model.sharding import allocate_mesh_kv_cache, mesh_args, replicate, shard_params
 from mesh import MeshDevice
 from model.transformer import forward
@@ -39,27 +45,51 @@ def get_padded_prefill_len(seq_len: int) -> int:
     return min(2 ** math.ceil(math.log2(seq_len)), 2048 * math.ceil(seq_len / 2048))
 
 
+def get_max_prefill_chunk_size(padded_len: int, max_prefill_chunk_size: int) -> int:
+    """The chunk for a padded prompt: the largest tile multiple up to max_prefill_chunk_size that divides it
+    (tt-metal takes the largest multiple of 2048 that does)."""
+    return next(c for c in range(min(padded_len, max_prefill_chunk_size), 0, -TILE_SIZE) if padded_len % c == 0)
+
+
+def prefill_buckets(args: ModelArgs) -> list[int]:
+    """Every prefill length that gets its own program: buckets up to the chunk limit, then the chunk sizes."""
+    lens = {get_padded_prefill_len(n) for n in range(1, args.max_seq_len + 1)}
+    return sorted({n if n <= args.max_prefill_chunk_size else get_max_prefill_chunk_size(n, args.max_prefill_chunk_size) for n in lens})
+
+
 def get_last_token(last_idx: int) -> int:
     """Start row of the 32-row tile that holds position last_idx."""
     return (last_idx // TILE_SIZE) * TILE_SIZE
 
 
 # Positional arguments throughout (shard_map maps positional arguments); the cache is argument 3 of
-# prefill and 4 of decode, and is donated.
-def _prefill(params, tokens, rot, kv_cache, user_id, last_tile, *, args):
-    return forward(params, tokens, rot, kv_cache, args=args, mode="prefill", user_id=user_id, get_last_token=last_tile)
+# prefill and 4 of decode, and is donated. page_table is None for a contiguous cache; chunk_start None
+# for a whole (not chunked) prefill.
+def _prefill(params, tokens, rot, kv_cache, user_id, last_tile, page_table=None, chunk_start=None, *, args):
+    return forward(
+        params, tokens, rot, kv_cache, args=args, mode="prefill", user_id=user_id, get_last_token=last_tile,
+        page_table=page_table, chunk_start_idx=chunk_start,
+    )
 
 
-def _decode_greedy(params, tokens, current_pos, rot, kv_cache, *, args):
-    logits, kv_cache = forward(params, tokens, rot, kv_cache, args=args, mode="decode", current_pos=current_pos)
+def _decode_step(params, tokens, current_pos, rot, kv_cache, page_table=None, sampling=None, *, args):
+    """One decode step for every slot. The next token is chosen on device (argmax, or sampled with each
+    user's SamplingBatch options) and positions advance on device, so the outputs feed the next step
+    directly: no host round trip between steps."""
+    logits, kv_cache = forward(params, tokens, rot, kv_cache, args=args, mode="decode", current_pos=current_pos, page_table=page_table)
     logits = logits[:, 0, :]
-    next_tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    if sampling is None:
+        next_tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    else:
+        next_tokens = sample(
+            logits, current_pos + 1, temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, seed=sampling.seed
+        )
     # Empty slots (negative positions) stay empty.
     return next_tokens, logits, jnp.where(current_pos >= 0, current_pos + 1, current_pos), kv_cache
 
 
 def build_program(fn, args: ModelArgs, mesh_device: MeshDevice | None = None):
-    """fn (_prefill or _decode_greedy) jitted for args, per device under shard_map on a mesh, cache donated."""
+    """fn (_prefill or _decode_step) jitted for args, per device under shard_map on a mesh, cache donated."""
     body = partial(fn, args=args)
     if mesh_device is not None:
         body = mesh_device.shard_map(body)
@@ -134,20 +164,63 @@ class Generator:
         return self._compiled[key]
 
     def _cache_spec(self, batch=None):
-        return jax.eval_shape(lambda: self.allocate_kv_cache(batch))
+        return jax.eval_shape(lambda: Generator.allocate_kv_cache(self, batch))
 
-    def prefill_program(self, padded_len: int, kv_cache=None):
-        """The compiled prefill for one padded length (a bucket), for caches shaped like kv_cache."""
+    @property
+    def paged(self) -> PagedAttentionConfig | None:
+        return self.args.paged_attention_config
+
+    def prefill_program(self, padded_len: int, kv_cache=None, table_shape=None, chunked: bool = False):
+        """The compiled prefill for one padded length (a bucket, or a chunk), for caches shaped like kv_cache;
+        table_shape is the page table's [batch, blocks] for a paged cache."""
         cache = self._cache_spec() if kv_cache is None else kv_cache
-        batch = jax.tree.leaves(cache)[0].shape[-4]
         scalar, tokens = self._spec(()), self._spec((1, padded_len))
-        return self._executable(("prefill", padded_len, batch), _prefill, self.params, tokens, self.rot, cache, scalar, scalar)
+        if self.paged is None:
+            batch = jax.tree.leaves(cache)[0].shape[-4]
+            return self._executable(("prefill", padded_len, batch), _prefill, self.params, tokens, self.rot, cache, scalar, scalar)
+        table_shape = table_shape or (self.args.max_batch_size, self.paged.blocks_for(padded_len))
+        table = self._spec(table_shape)
+        key = ("prefill-paged", padded_len, table_shape, chunked)
+        return self._executable(key, _prefill, self.params, tokens, self.rot, cache, scalar, scalar, table, scalar if chunked else None)
 
-    def decode_program(self, batch: int | None = None):
-        """The compiled greedy decode step for a batch of slots."""
+    def decode_program(self, batch: int | None = None, table_shape=None, sampled: bool = False):
+        """The compiled decode step for a batch of slots (paged: a page table of table_shape; sampled: it takes
+        a SamplingBatch, else it is greedy). Called as run(params, tokens, pos, rot, cache, page_table, sampling),
+        with None for the page table of a contiguous cache and for the sampling of a greedy step."""
         batch = batch or self.args.max_batch_size
         vec = self._spec((batch,))
-        return self._executable(("decode", batch), _decode_greedy, self.params, vec, vec, self.rot, self._cache_spec(batch))
+        table = None
+        if self.paged is not None:
+            table = self._spec(table_shape or (batch, self.paged.blocks_for(self.args.max_seq_len)))
+        sampling = None
+        if sampled:
+            sampling = SamplingBatch(self._spec((batch,), jnp.float32), vec, self._spec((batch,), jnp.float32), self._spec((batch,), jnp.uint32))
+        key = ("decode", batch, None if table is None else table.shape[-2:], sampled)
+        return self._executable(key, _decode_step, self.params, vec, vec, self.rot, self._cache_spec(batch), table, sampling)
+
+    def new_page_table(self, batch: int | None = None, allocator: BlockAllocator | None = None) -> PageTable:
+        """A page table over this model's block pool, for batch user slots."""
+        if self.paged is None:
+            raise KVCacheError("this model's KV cache is contiguous (args.paged_attention_config is None): it has no page table.")
+        return PageTable(self.paged, batch or self.args.max_batch_size, self.args.max_seq_len, allocator)
+
+    def _checked_page_table(self, page_table, kv_cache, user_id: int | None = None, n_positions: int = 0) -> np.ndarray:
+        """The page table on the host, checked against the pool (and, for a user, that it covers n_positions)."""
+        if page_table is None:
+            raise KVCacheError("the KV cache is paged (args.paged_attention_config is set): pass a page_table.")
+        table = np.asarray(page_table.array() if isinstance(page_table, PageTable) else page_table, np.int32)
+        check_page_table(table, self.paged.max_num_blocks)
+        if user_id is not None:
+            if not 0 <= user_id < table.shape[0]:
+                raise KVCacheError(f"user_id {user_id} is outside the page table's rows 0..{table.shape[0] - 1}.")
+            need = self.paged.blocks_for(n_positions)
+            have = int(np.argmin(np.append(table[user_id] >= 0, False)))  # blocks before the first -1
+            if have < need:
+                raise KVCacheError(
+                    f"user {user_id}'s page-table row has blocks for {have * self.paged.block_size} positions; "
+                    f"the prompt needs {n_positions}."
+                )
+        return table
 
     def check_fits(self, prompt_len: int, max_new_tokens: int = 0):
         if prompt_len == 0:
@@ -160,29 +233,75 @@ class Generator:
                 f"tokens, more than max_seq_len = {self.args.max_seq_len}."
             )
 
-    def prefill_forward_text(self, tokens, kv_cache, user_id: int = 0):
-        """Prefill one user's prompt into cache slot user_id. Returns (last-token logits [vocab] on device, kv_cache)."""
+    def prefill_forward_text(self, tokens, kv_cache, user_id: int = 0, page_table=None):
+        """Prefill one user's prompt into cache slot user_id (paged: into the blocks of its page-table row).
+        Returns (last-token logits [vocab] on device, kv_cache).
+
+        A prompt whose bucket is longer than args.max_prefill_chunk_size is prefilled in chunks; each
+        chunk writes its K/V to the user's pages and attends to the earlier chunks through them."""
         n = len(tokens)
         self.check_fits(n)
-        slots = jax.tree.leaves(kv_cache)[0].shape[-4]
-        if not 0 <= user_id < slots:
-            raise TTJaxError(f"user_id {user_id} is outside the cache's slots 0..{slots - 1}.")
         padded = get_padded_prefill_len(n)
+        last_tile = get_last_token(n - 1)
+        if self.paged is None:
+            if padded > self.args.max_prefill_chunk_size:
+                raise KVCacheError(
+                    f"a prompt of {n} tokens pads to {padded}, past max_prefill_chunk_size = {self.args.max_prefill_chunk_size}: "
+                    "chunked prefill needs a paged KV cache (set args.paged_attention_config)."
+                )
+            slots = jax.tree.leaves(kv_cache)[0].shape[-4]
+            if not 0 <= user_id < slots:
+                raise TTJaxError(f"user_id {user_id} is outside the cache's slots 0..{slots - 1}.")
+            ids = np.zeros((1, padded), np.int32)
+            ids[0, :n] = tokens
+            run = self.prefill_program(padded, kv_cache)
+            inputs = (self._put(ids), self.rot, kv_cache, self._put(np.int32(user_id)), self._put(np.int32(last_tile)))
+            logits, kv_cache = run(self.params, *inputs)
+            return self._local(logits)[0, (n - 1) - last_tile], kv_cache
+
+        table = self._checked_page_table(page_table, kv_cache, user_id, n)
+        # The padded prompt's pages: entries past the user's row (or -1) are not written (see ttjax.paged_cache).
+        width = self.paged.blocks_for(padded)
+        table = np.pad(table, ((0, 0), (0, max(0, width - table.shape[1]))), constant_values=-1)[:, :width]
+        chunk = get_max_prefill_chunk_size(padded, self.args.max_prefill_chunk_size)
+        chunked = chunk < padded
         ids = np.zeros((1, padded), np.int32)
         ids[0, :n] = tokens
-        last_tile = get_last_token(n - 1)
-        run = self.prefill_program(padded, kv_cache)
-        inputs = (self._put(ids), self.rot, kv_cache, self._put(np.int32(user_id)), self._put(np.int32(last_tile)))
-        logits, kv_cache = run(self.params, *inputs)
+        run = self.prefill_program(chunk, kv_cache, table.shape, chunked)
+        put_table, put_user = self._put(table), self._put(np.int32(user_id))
+        for start in range(0, last_tile + 1, chunk):  # chunks past the last token hold only padding
+            tail = last_tile - start if start + chunk > last_tile else 0
+            inputs = (self._put(ids[:, start : start + chunk]), self.rot, kv_cache, put_user, self._put(np.int32(tail)), put_table)
+            logits, kv_cache = run(self.params, *inputs, self._put(np.int32(start)) if chunked else None)
         return self._local(logits)[0, (n - 1) - last_tile], kv_cache
 
-    def decode_forward(self, tokens, current_pos, kv_cache):
-        """One greedy decode step for every slot: (next tokens, logits, positions + 1, kv_cache), all left on device.
+    def decode_forward(self, tokens, current_pos, kv_cache, page_table=None, sampling: SamplingBatch | None = None, enable_trace: bool = True):
+        """One decode step for every slot: (next tokens, logits, positions + 1, kv_cache), all left on device.
 
-        tokens and current_pos are [batch] arrays, or on a mesh, what a previous step returned (or _put made)."""
+        tokens and current_pos are [batch] arrays, or on a mesh, what a previous step returned (or _put made).
+        A paged cache needs the page table ([batch, blocks_per_user] numpy, a PageTable, or a placed array).
+        sampling (per-slot options) samples on device; None is greedy. enable_trace=False runs the same step op
+        by op, dispatching every op from Python (what decode costs without a trace)."""
+        if isinstance(current_pos, np.ndarray) and (current_pos >= self.args.max_seq_len).any():
+            raise SequenceLengthError(
+                f"position {int(current_pos.max())} is past max_seq_len = {self.args.max_seq_len} (positions 0..{self.args.max_seq_len - 1})."
+            )
         if self.mesh_device is not None and tokens.ndim == 1:
             tokens, current_pos = self._put(tokens), self._put(current_pos)
-        return self.decode_program(tokens.shape[-1])(self.params, tokens, current_pos, self.rot, kv_cache)
+        batch = tokens.shape[-1]
+        table = None
+        if self.paged is not None:
+            table = page_table if isinstance(page_table, jax.Array) else self._put(self._checked_page_table(page_table, kv_cache))
+        if sampling is not None and not isinstance(sampling.seed, jax.Array):
+            sampling = jax.tree.map(self._put, sampling)
+        if not enable_trace:
+            step = partial(_decode_step, args=self.args)
+            if self.mesh_device is not None:
+                step = self.mesh_device.shard_map(step)
+            with jax.disable_jit():
+                return step(self.params, tokens, current_pos, self.rot, kv_cache, table, sampling)
+        run = self.decode_program(batch, None if table is None else table.shape[-2:], sampling is not None)
+        return run(self.params, tokens, current_pos, self.rot, kv_cache, table, sampling)
 
     def read_tokens(self, tokens) -> np.ndarray:
         """A decode step's tokens (or logits) on the host, as one device holds them."""
@@ -204,13 +323,14 @@ class Generator:
         eos = self.tokenizer.eos_ids if (stop_at_eos and self.tokenizer is not None) else frozenset()
         batch = self.args.max_batch_size
         compile_before = self.compile_s
-        # Compile both programs (once) before the clock starts.
-        self.prefill_program(get_padded_prefill_len(n))
-        self.decode_program(batch)
-
+        pages = None
+        if self.paged is not None:
+            pages = self.new_page_table(batch)
+            pages.reserve(0, n + max_new_tokens)
         kv_cache = self.allocate_kv_cache()
+        self.compile_for(n, batch, None if pages is None else pages.array().shape)  # before the clock starts
         t0 = time.perf_counter()
-        logits, kv_cache = self.prefill_forward_text(prompt_tokens, kv_cache)
+        logits, kv_cache = self.prefill_forward_text(prompt_tokens, kv_cache, page_table=pages)
         first = int(jnp.argmax(logits))
         prefill_s = time.perf_counter() - t0
 
@@ -222,9 +342,10 @@ class Generator:
         if stop != "eos" and max_new_tokens > 1:
             tokens = self._put(np.array([first] + [0] * (batch - 1), np.int32))
             pos = self._put(np.array([n] + [-1] * (batch - 1), np.int32))
+            table = None if pages is None else self._put(pages.array())
             pending = None
             for _ in range(max_new_tokens - 1):
-                tokens, _, pos, kv_cache = self.decode_forward(tokens, pos, kv_cache)
+                tokens, _, pos, kv_cache = self.decode_forward(tokens, pos, kv_cache, table)
                 if pending is not None and self._accept(self.read_tokens(pending), out, eos, on_token):
                     stop = "eos"
                     break
@@ -236,6 +357,19 @@ class Generator:
         decode_s = time.perf_counter() - t1
         text = self.tokenizer.decode(out, skip_special_tokens=True) if self.tokenizer is not None else ""
         return GenerationResult(out, text, n, prefill_s, decode_s, self.compile_s - compile_before, stop)
+
+    def compile_for(self, prompt_len: int, batch: int | None = None, table_shape=None, sampled: bool = False):
+        """Compile (once) the prefill and decode programs a prompt of prompt_len tokens will use; table_shape is
+        the [batch, blocks_per_user] page table of a paged cache."""
+        batch = batch or self.args.max_batch_size
+        padded = get_padded_prefill_len(prompt_len)
+        if self.paged is None:
+            self.prefill_program(padded)
+            self.decode_program(batch, None, sampled)
+            return
+        chunk = get_max_prefill_chunk_size(padded, self.args.max_prefill_chunk_size)
+        self.prefill_program(chunk, None, (table_shape[0], self.paged.blocks_for(padded)), chunk < padded)
+        self.decode_program(batch, table_shape, sampled)
 
     @staticmethod
     def _accept(step_tokens, out: list[int], eos, on_token) -> bool:

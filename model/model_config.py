@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from mesh.errors import TTJaxError
+from ttjax.flash_attention import SDPAProgramConfig
 
 CCL_MODES = ("reduce_scatter", "all_reduce")
 NORM_MODES = ("auto", "replicated", "distributed")
@@ -177,3 +178,19 @@ class TPLayout:
                     f"(mesh {self.config.cluster_shape[0]}x{self.config.cluster_shape[1]})."
                 )
         return self
+
+
+# Op configs (tt-metal's model_config["SDPA_PROGCFG"] and ["SDPA_DECODE_PROGCFG"]).
+
+
+def sdpa_program_config(seq_len: int) -> SDPAProgramConfig:
+    """Flash-attention chunks for a prefill of seq_len rows: 256 from 2048 rows up, else 64."""
+    size = 256 if seq_len >= 2048 else 64
+    return SDPAProgramConfig(q_chunk_size=size, k_chunk_size=size)
+
+
+def sdpa_decode_program_config(max_seq_len: int) -> SDPAProgramConfig:
+    """Flash-decode chunks of the KV sequence: 256 positions, or the largest tile multiple that divides the
+    cache; a cache that no tile multiple divides is one chunk (the op caps k_chunk_size at the cache length)."""
+    size = next((c for c in (256, 128, 64, 32) if max_seq_len % c == 0), 32 * -(-max_seq_len // 32))
+    return SDPAProgramConfig(q_chunk_size=32, k_chunk_size=size)

@@ -1,7 +1,10 @@
 """RoPE tables, prepared once: cos/sin [max_seq_len, head_dim] in Meta's interleaved layout.
 
-Prefill slices rows [start, start + seq); decode gathers one row per user at its current_pos
-(tt-metal's per-position lookup, so positions advance on device with no host update).
+Prefill slices rows [start, start + seq) (a chunk of a long prompt starts past 0); decode
+gathers one row per user at its current_pos. That is the report's iterative update: the tables
+stay on device, the decode step advances current_pos on device (model.generator), and the next
+step looks its rows up, an embedding lookup, so no rotation matrix is recomputed or sent from
+the host per token. The RotMats pytree also carries the fused rotary's transformation matrix.
 Frequencies and angles are float32, as in Meta's and Hugging Face's reference code.
 """
 
@@ -15,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from model.config import ModelArgs, RopeScaling
+from ttjax.rotary import get_rot_transformation_mat
 
 
 @jax.tree_util.register_dataclass
@@ -22,6 +26,7 @@ from model.config import ModelArgs, RopeScaling
 class RotMats:
     cos: jax.Array  # [max_seq_len, head_dim]
     sin: jax.Array
+    trans_mat: jax.Array  # [32, 32], for rotary_impl="transformation_mat"
 
 
 def apply_scaling(inv_freq: np.ndarray, scaling: RopeScaling) -> np.ndarray:
@@ -54,7 +59,7 @@ def precompute_rot_mats(args: ModelArgs, seq_len: int | None = None) -> RotMats:
     seq_len = seq_len or args.max_seq_len
     angles = np.outer(np.arange(seq_len, dtype=np.float32), inv_frequencies(args)).astype(np.float32)
     angles = np.repeat(angles, 2, axis=-1)  # [c0, c0, c1, c1, ...]: interleaved pairs
-    return RotMats(cos=jnp.asarray(np.cos(angles)), sin=jnp.asarray(np.sin(angles)))
+    return RotMats(cos=jnp.asarray(np.cos(angles)), sin=jnp.asarray(np.sin(angles)), trans_mat=get_rot_transformation_mat())
 
 
 def prefill_rot_mats(rot: RotMats, seq_len: int, start_pos=0) -> tuple[jax.Array, jax.Array]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from mesh import MeshDevice, ReplicateTensorToMesh, ShardTensor2dMesh, ShardTensorToMesh
 from mesh.errors import TTJaxError
+from model.kv_cache import kv_cache_shape
 from model.config import ModelArgs
 from model.params import AttentionParams, DecoderParams, MLPParams, TransformerParams
 from model.precision import TensorGroup, weight_dtype
@@ -154,9 +155,9 @@ def shard_params(params: TransformerParams, args: ModelArgs, mesh_device: MeshDe
 
 
 def allocate_mesh_kv_cache(args: ModelArgs, mesh_device: MeshDevice, batch: int | None = None):
-    """Per device, per layer [K, V] of [batch, n_local_kv_heads, max_seq_len, head_dim]."""
+    """Per device, per layer [K, V] of model.kv_cache's shape with this device's KV heads."""
     rows, cols = mesh_device.shape
-    shape = (rows, cols, batch or args.max_batch_size, args.layout.n_local_kv_heads, args.max_seq_len, args.head_dim)
+    shape = (rows, cols, *kv_cache_shape(args, batch))
     zeros = jax.jit(lambda: jnp.zeros(shape, args.activation_dtype), out_shardings=mesh_device.sharding)
     return tuple((zeros(), zeros()) for _ in range(args.n_layers))
 

@@ -33,9 +33,12 @@ def forward(
     user_id=0,
     get_last_token=None,
     return_hidden: bool = False,
+    page_table=None,
+    chunk_start_idx=None,
 ):
-    """prefill: tokens [1, seq] of one user, written to cache slot user_id. decode: tokens [batch], one per user
-    at current_pos [batch].
+    """prefill: tokens [1, seq] of one user, written to cache slot user_id (or, with page_table, to its pages;
+    with chunk_start_idx too, tokens are the chunk of the prompt that starts there). decode: tokens [batch],
+    one per user at current_pos [batch].
 
     get_last_token (prefill): start row of the 32-row tile that holds the last real token; only that tile
     goes through the final norm and LM head, as in tt-metal. None computes logits for every position.
@@ -48,7 +51,10 @@ def forward(
     new_cache, hidden = [], []
     for i, (layer, cache) in enumerate(zip(params.layers, kv_cache)):
         with jax.named_scope(f"layer_{i}"):
-            x, cache = decoder(layer, x, rot, cache, args=args, mode=mode, current_pos=current_pos, user_id=user_id, layer_id=i)
+            x, cache = decoder(
+                layer, x, rot, cache, args=args, mode=mode, current_pos=current_pos, user_id=user_id, layer_id=i,
+                page_table=page_table, chunk_start_idx=chunk_start_idx,
+            )
         new_cache.append(cache)
         hidden.append(x)
     if mode == "prefill" and get_last_token is not None:

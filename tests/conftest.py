@@ -16,6 +16,7 @@ PROMPTS = [
     "def fibonacci(n):",
     "Once upon a time, in a small village, there lived",
 ]
+STEPS = 32  # greedy tokens compared with the reference
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +57,24 @@ def hf_tokenizer(gguf_path):
 
     folder, name = os.path.split(gguf_path)
     return AutoTokenizer.from_pretrained(folder, gguf_file=name)
+
+
+@pytest.fixture(scope="session")
+def reference(hf_model, ckpt):
+    """{prompt: (prompt ids, last-token logits, greedy tokens, per-step logits)} from the reference's
+    own prefill + KV-cache decode loop."""
+    import torch
+
+    out = {}
+    for prompt in PROMPTS:
+        ids = ckpt.tokenizer.encode(prompt)
+        tokens, step_logits, past, cur = [], [], None, torch.tensor([ids])
+        with torch.no_grad():
+            for _ in range(STEPS):
+                res = hf_model(input_ids=cur, past_key_values=past, use_cache=True)
+                logits = res.logits[0, -1].numpy().copy()
+                step_logits.append(logits)
+                tokens.append(int(logits.argmax()))
+                past, cur = res.past_key_values, torch.tensor([[tokens[-1]]])
+        out[prompt] = (ids, step_logits[0], tokens, step_logits)
+    return out

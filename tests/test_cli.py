@@ -22,7 +22,7 @@ def test_generate_json(capsys):
 
 def test_generate_with_a_precision_config(capsys):
     """--precision picks a tt_transformers config; compact block-float weights still give the float32 answer."""
-    args = ["generate", "--prompt", "The capital of France is", "--max-new-tokens", "3", "--json", "--max-seq-len", "128"]
+    args = ["generate", "--prompt", "The capital of France is", "--max-new-tokens", "2", "--json", "--max-seq-len", "128"]
     assert main([*args, "--precision", "accuracy", "--override", "FF2=bfloat16"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["precision"] == "accuracy+FF2=bfloat16" and out["text"].startswith(" Paris")

@@ -14,34 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 from model.generator import Generator, get_padded_prefill_len
 from model.transformer import forward
 from tests.conftest import PROMPTS
 from ttjax.metrics import pcc
 
-STEPS = 32
+from tests.conftest import STEPS
 GREEDY_PROMPTS = PROMPTS[:3]
-
-
-@pytest.fixture(scope="module")
-def reference(hf_model, ckpt):
-    """{prompt: (prompt ids, last-token logits, greedy tokens, per-step logits)} from the reference's
-    own prefill + KV-cache decode loop."""
-    out = {}
-    for prompt in PROMPTS:
-        ids = ckpt.tokenizer.encode(prompt)
-        tokens, step_logits, past, cur = [], [], None, torch.tensor([ids])
-        with torch.no_grad():
-            for _ in range(STEPS):
-                res = hf_model(input_ids=cur, past_key_values=past, use_cache=True)
-                logits = res.logits[0, -1].numpy().copy()
-                step_logits.append(logits)
-                tokens.append(int(logits.argmax()))
-                past, cur = res.past_key_values, torch.tensor([[tokens[-1]]])
-        out[prompt] = (ids, step_logits[0], tokens, step_logits)
-    return out
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)

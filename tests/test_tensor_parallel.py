@@ -71,6 +71,28 @@ def test_sharded_equals_unsharded(ckpt, unsharded, config):
         assert tokens == ref_tokens
 
 
+@pytest.mark.parametrize("shape", [(1, 8), (2, 4)])
+def test_paged_chunked_prefill_on_a_mesh(ckpt, generator, shape):
+    """Paged cache on every device (its KV heads' share of each block) and a 150-token prompt prefilled in
+    64-token chunks: the unsharded, contiguous, whole-prefill tokens."""
+    from model.paged_attention import BlockAllocator, PagedAttentionConfig
+
+    ids = ckpt.tokenizer.encode("It was the best of times, it was the worst of times, " * 12)[:150]
+    ref = generator.generate(ids, 6, stop_at_eos=False).tokens
+    mesh = MeshDevice(shape)
+    args = ckpt.args.replace(paged_attention_config=PagedAttentionConfig(32, 16), max_prefill_chunk_size=64)
+    gen = Generator(ckpt.params, mesh_args(args, mesh), ckpt.tokenizer, mesh_device=mesh)
+    pages = gen.new_page_table(allocator=BlockAllocator(16, shuffle=True, seed=3))
+    pages.reserve(0, 160)
+    logits, cache = gen.prefill_forward_text(ids, gen.allocate_kv_cache(), page_table=pages)
+    tokens = [int(np.argmax(logits))]
+    tok, pos = np.array([tokens[0]], np.int32), np.array([len(ids)], np.int32)
+    for _ in range(5):
+        tok, _, pos, cache = gen.decode_forward(tok, pos, cache, pages)
+        tokens.append(int(gen.read_tokens(tok)[0]))
+    assert tokens == ref
+
+
 EXPECTED_PER_LAYER = {
     # 1x8 (T3K): norm all-gathers the fractured stream, wo / w2 reduce-scatter
     ((1, 8), ()): {("all-gather", 8): 2, ("reduce-scatter", 8): 2},

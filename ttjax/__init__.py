@@ -1,5 +1,6 @@
 """ttjax: the op surface of the Llama stack, named after ttnn (linear, rms_norm, embedding,
-rotary_embedding_llama, scaled_dot_product_attention[_decode], fill_cache, update_cache), the
+rotary_embedding_llama, flash scaled_dot_product_attention (+ chunked, paged), flash
+scaled_dot_product_attention_decode (+ paged), fill_cache / update_cache and their paged forms), the
 collectives (all_gather, reduce_scatter, all_reduce), host <-> mesh movement (as_tensor,
 from_numpy, to_numpy) and TT's block floats (bfloat8_b, bfloat4_b, typecast).
 
@@ -9,14 +10,16 @@ ttjax -> mesh).
 
 from ttjax.blockfloat import BlockFloatTensor, bfloat4_b, bfloat8_b, pack_as_bfp_tiles, quantize as typecast
 from ttjax.ccl import ReduceType, Topology, all_gather, all_reduce, reduce_scatter
-from ttjax.attention import scaled_dot_product_attention, scaled_dot_product_attention_decode
+from ttjax.flash_attention import SDPAProgramConfig, chunked_scaled_dot_product_attention, scaled_dot_product_attention
+from ttjax.flash_decode import paged_scaled_dot_product_attention_decode, scaled_dot_product_attention_decode
+from ttjax.paged_cache import check_page_table, paged_fill_cache, paged_update_cache
 from ttjax.embedding import embedding
 from ttjax.errors import TTJaxError
 from ttjax.kv_cache import fill_cache, update_cache
 from ttjax.linear import linear
 from ttjax.norm import rms_norm, rms_norm_post_all_gather, rms_norm_pre_all_gather
 from ttjax.tensor import as_tensor, from_numpy, to_numpy
-from ttjax.rotary import rotary_embedding_llama, rotate_pairs
+from ttjax.rotary import get_rot_transformation_mat, rotary_embedding_llama, rotate_pairs
 
 __all__ = [
     "BlockFloatTensor",
@@ -39,8 +42,15 @@ __all__ = [
     "rms_norm",
     "rms_norm_post_all_gather",
     "rms_norm_pre_all_gather",
+    "get_rot_transformation_mat",
     "rotary_embedding_llama",
     "rotate_pairs",
+    "SDPAProgramConfig",
+    "check_page_table",
+    "chunked_scaled_dot_product_attention",
+    "paged_fill_cache",
+    "paged_scaled_dot_product_attention_decode",
+    "paged_update_cache",
     "scaled_dot_product_attention",
     "scaled_dot_product_attention_decode",
     "update_cache",

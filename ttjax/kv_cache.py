@@ -9,6 +9,9 @@ duplicates the update into each consumer and copies the whole cache every step (
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from mesh.errors import TTJaxError
 
 
 def fill_cache(cache: jax.Array, x: jax.Array, batch_idx, start_pos=0) -> jax.Array:
@@ -27,9 +30,12 @@ def fill_cache(cache: jax.Array, x: jax.Array, batch_idx, start_pos=0) -> jax.Ar
 def update_cache(cache: jax.Array, x: jax.Array, update_idxs: jax.Array) -> jax.Array:
     """Write x [batch, n_kv_heads, head_dim] at position update_idxs[b] of each user b.
 
-    A negative index marks an empty slot: its cache row is left as it was.
+    A negative index marks an empty slot: its cache row is left as it was. Positions given on the host
+    (numpy) are checked against max_seq_len; on device they are the caller's to keep in range.
     """
     batch, n_kv, seq, head_dim = cache.shape
+    if isinstance(update_idxs, np.ndarray) and (update_idxs >= seq).any():
+        raise TTJaxError(f"position {int(update_idxs.max())} is past max_seq_len = {seq} (positions 0..{seq - 1}).")
     flat = cache.reshape(batch * n_kv, seq, head_dim)
     idx = jnp.repeat(update_idxs.astype(jnp.int32), n_kv)
     rows = x.reshape(batch * n_kv, 1, head_dim).astype(cache.dtype)

@@ -1,0 +1,129 @@
+"""Benchmark: an 8,000-token prompt (A Tale of Two Cities, shipped) prefilled in chunks, against one whole
+prefill and against transformers' LlamaForCausalLM on the same GGUF, with peak memory.
+
+Each variant runs in its own process, so its peak resident memory (ru_maxrss) is its own:
+  - ttjax chunked: paged KV cache (block 64), chunks of --chunk tokens (default 2048), one program
+    for every chunk;
+  - ttjax whole: the same paged cache, the prompt as one 8192-token prefill;
+  - transformers: one forward over the prompt (float32, torch SDPA), the peer.
+For ttjax it also prints XLA's planned scratch memory for the prefill program (the activations
+and attention temporaries; weights and cache are arguments). Prints medians over --runs and
+the ratios against the peer. Needs the test extras (torch, transformers).
+
+    python demos/benchmark_long_prefill.py [--tokens 8000] [--chunk 2048] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_ttjax(tokens: int, chunk: int, runs: int) -> dict:
+    import jax.numpy as jnp
+    import numpy as np
+
+    from model.accuracy import shipped_text
+    from model.checkpoint import load_checkpoint
+    from model.generator import Generator, get_max_prefill_chunk_size, get_padded_prefill_len
+    from model.paged_attention import PagedAttentionConfig
+
+    ck = load_checkpoint(max_seq_len=8192, progress=False)
+    ids = ck.tokenizer.encode(shipped_text())[:tokens]
+    paged = PagedAttentionConfig(block_size=64, max_num_blocks=128)
+    gen = Generator(ck.params, ck.args.replace(paged_attention_config=paged, max_prefill_chunk_size=chunk), ck.tokenizer)
+    pages = gen.new_page_table()
+    pages.reserve(0, len(ids))
+    padded = get_padded_prefill_len(len(ids))
+    size = get_max_prefill_chunk_size(padded, chunk)
+    program = gen.prefill_program(size, None, (1, paged.blocks_for(padded)), size < padded)
+    scratch = program.memory_analysis().temp_size_in_bytes / 2**20
+    cache = gen.allocate_kv_cache()
+    before = rss_mb()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        logits, cache = gen.prefill_forward_text(ids, cache, page_table=pages)
+        top = int(jnp.argmax(logits))
+        times.append(time.perf_counter() - t)
+    return dict(seconds=times, top1=top, chunks=padded // size, chunk=size, scratch_mb=scratch, peak_mb=peak_mb(),
+                rss_before_mb=before, logits=np.asarray(logits)[:8].tolist())
+
+
+def run_transformers(tokens: int, runs: int) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from model.accuracy import shipped_text
+    from model.checkpoint import default_model_path, load_checkpoint
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    path = default_model_path()
+    ids = load_checkpoint(path, max_seq_len=8192, progress=False).tokenizer.encode(shipped_text())[:tokens]
+    folder, name = os.path.split(path)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+    before = rss_mb()
+    times = []
+    with torch.no_grad():
+        for _ in range(runs):
+            t = time.perf_counter()
+            logits = model(torch.tensor([ids]), use_cache=True, logits_to_keep=1).logits[0, -1]
+            top = int(logits.argmax())
+            times.append(time.perf_counter() - t)
+    return dict(seconds=times, top1=top, peak_mb=peak_mb(), rss_before_mb=before, logits=logits[:8].tolist())
+
+
+def child(variant: str, tokens: int, chunk: int, runs: int) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--variant", variant, "--tokens", str(tokens), "--chunk", str(chunk), "--runs", str(runs)],
+        capture_output=True, text=True, check=False,
+    )
+    if proc.returncode:
+        raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tokens", type=int, default=8000)
+    p.add_argument("--chunk", type=int, default=2048, help="max_prefill_chunk_size of the chunked variant")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--variant", choices=("chunked", "whole", "transformers"), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.variant:
+        res = run_transformers(a.tokens, a.runs) if a.variant == "transformers" else run_ttjax(a.tokens, a.chunk if a.variant == "chunked" else 8192, a.runs)
+        print(json.dumps(res))
+        return
+    rows = {name: child(name, a.tokens, a.chunk, a.runs) for name in ("chunked", "whole", "transformers")}
+    peer = rows["transformers"]
+    print(f"prefill of {a.tokens} tokens, median of {a.runs} runs (each variant in its own process)")
+    print(f"{'':28s}{'seconds':>9s}{'peak RSS MB':>13s}{'XLA scratch MB':>16s}{'top-1':>8s}")
+    for name, r in rows.items():
+        label = {"chunked": f"ttjax, {r.get('chunks')} chunks of {r.get('chunk')}", "whole": "ttjax, whole (8192)",
+                 "transformers": "transformers (torch)"}[name]
+        scratch = f"{r['scratch_mb']:16.1f}" if "scratch_mb" in r else f"{'-':>16s}"
+        print(f"{label:28s}{statistics.median(r['seconds']):9.2f}{r['peak_mb']:13.0f}{scratch}{r['top1']:8d}")
+    for name in ("chunked", "whole"):
+        r = rows[name]
+        print(f"ratio ttjax {name} / peer: time {statistics.median(r['seconds']) / statistics.median(peer['seconds']):.2f}, "
+              f"peak RSS {r['peak_mb'] / peer['peak_mb']:.2f}")
+    print(f"same top-1 token: {len({r['top1'] for r in rows.values()}) == 1}")
+
+
+if __name__ == "__main__":
+    main()

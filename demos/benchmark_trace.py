@@ -1,0 +1,94 @@
+"""Benchmark: what the trace and the async output buy in decode, measured in one run on the shipped model.
+
+Three ways to run the same decode step (the same function, the same batch, the same cache):
+  - traced: compiled once and replayed (ttjax's stand-in for TT's trace capture / execute_trace),
+    its output token fed back on device, the host copy started asynchronously and read one step
+    late (the report's async output);
+  - traced, sync: the same compiled step, but the host reads each step's tokens before it
+    dispatches the next (a host round trip per step);
+  - eager: op by op, every op dispatched from Python (TT without a trace).
+Prints the median step time of each, tokens/s/user, and the ratios against eager.
+
+    python demos/benchmark_trace.py [--batch 32] [--steps 32] [--eager-steps 3] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=32, help="decode steps per traced run")
+    p.add_argument("--eager-steps", type=int, default=3, help="decode steps per eager run (slow)")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--max-seq-len", type=int, default=256)
+    a = p.parse_args(argv)
+
+    import jax
+    import numpy as np
+
+    from model.checkpoint import load_checkpoint
+    from model.generator import Generator
+
+    ck = load_checkpoint(max_seq_len=a.max_seq_len, max_batch_size=a.batch, progress=False)
+    gen = Generator(ck.params, ck.args, ck.tokenizer)
+    ids = ck.tokenizer.encode("It was the best of times, it was the worst of times,")
+    cache = gen.allocate_kv_cache()
+    for user in range(a.batch):  # every slot busy, each user at the same point of the same prompt
+        logits, cache = gen.prefill_forward_text(ids, cache, user_id=user)
+    first = np.full(a.batch, int(np.argmax(logits)), np.int32)
+    start = np.full(a.batch, len(ids), np.int32)
+
+    def traced(steps, sync):
+        nonlocal cache
+        tokens, pos = jax.numpy.asarray(first), jax.numpy.asarray(start)
+        pending, seen = None, []
+        t = time.perf_counter()
+        for _ in range(steps):
+            tokens, _, pos, cache = gen.decode_forward(tokens, pos, cache)
+            if sync:
+                seen.append(np.asarray(tokens))
+            else:
+                tokens.copy_to_host_async()
+                if pending is not None:
+                    seen.append(np.asarray(pending))
+                pending = tokens
+        if pending is not None:
+            seen.append(np.asarray(pending))
+        return (time.perf_counter() - t) / steps, np.stack(seen)
+
+    def eager(steps):
+        nonlocal cache
+        tokens, pos, seen = first, start, []
+        t = time.perf_counter()
+        for _ in range(steps):
+            tokens, _, pos, cache = gen.decode_forward(tokens, pos, cache, enable_trace=False)
+            seen.append(np.asarray(tokens))
+        return (time.perf_counter() - t) / steps, np.stack(seen)
+
+    traced(2, False)  # compile
+    eager(1)  # warm the op caches
+    results = {"traced, async output": [], "traced, sync output": [], "eager (no trace)": []}
+    for _ in range(a.runs):
+        dt, tok_async = traced(a.steps, False)
+        results["traced, async output"].append(dt)
+        dt, tok_sync = traced(a.steps, True)
+        results["traced, sync output"].append(dt)
+        dt, tok_eager = eager(a.eager_steps)
+        results["eager (no trace)"].append(dt)
+    same = (tok_async == tok_sync).all() and (tok_eager == tok_sync[: a.eager_steps]).all()
+    base = statistics.median(results["eager (no trace)"])
+    print(f"decode, batch {a.batch}, float32, median of {a.runs} runs ({a.steps} traced / {a.eager_steps} eager steps each)")
+    print(f"{'':24s}{'ms/step':>10s}{'tok/s/user':>12s}{'tok/s':>10s}{'vs eager':>10s}")
+    for name, times in results.items():
+        m = statistics.median(times)
+        print(f"{name:24s}{m * 1e3:10.1f}{1 / m:12.1f}{a.batch / m:10.1f}{base / m:10.2f}")
+    print(f"same tokens in all three: {bool(same)}")
+
+
+if __name__ == "__main__":
+    main()

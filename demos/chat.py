@@ -1,0 +1,70 @@
+"""A chat demo: talk to the shipped SmolLM2-135M-Instruct (or --model) in its chat template, replies
+streamed token by token. Empty line or Ctrl-D ends it.
+
+    python demos/chat.py [--temperature 0.7 --top-p 0.9] [--max-new-tokens 256] [--mesh 1x2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv=None, stdin=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=None)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-seq-len", type=int, default=2048)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-k", type=int, default=32)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--system", default=None, help="a system message")
+    p.add_argument("--mesh", default=None)
+    opts = p.parse_args(argv)
+    stdin = stdin or sys.stdin
+
+    from mesh import MeshDevice, ensure_host_devices, parse_mesh_shape
+
+    mesh_device = None
+    if opts.mesh:
+        shape = parse_mesh_shape(opts.mesh)
+        ensure_host_devices(shape[0] * shape[1])
+        mesh_device = MeshDevice(shape)
+
+    from model.checkpoint import load_checkpoint
+    from model.engine import Engine, Request
+    from model.errors import SequenceLengthError
+    from model.generator import Generator
+    from model.sampling import SamplingParams
+    from model.sharding import mesh_args
+    from model.streaming import TextStreamer
+
+    ck = load_checkpoint(opts.model, max_seq_len=opts.max_seq_len, progress=False)
+    args = mesh_args(ck.args, mesh_device) if mesh_device else ck.args
+    gen = Generator(ck.params, args, ck.tokenizer, mesh_device=mesh_device)
+    tok = ck.tokenizer
+    messages = [{"role": "system", "content": opts.system}] if opts.system else []
+    turn = 0
+    while True:
+        print("you> ", end="", flush=True)
+        line = stdin.readline()
+        if not line.strip():
+            return 0
+        messages.append({"role": "user", "content": line.strip()})
+        ids = tok.encode_chat(messages)
+        room = args.max_seq_len - len(ids)
+        if room < 1:
+            raise SequenceLengthError(f"the conversation is {len(ids)} tokens, max_seq_len = {args.max_seq_len}; start a new one.")
+        streamer = TextStreamer(tok)
+        print("bot> ", end="", flush=True)
+        sampling = SamplingParams(temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p, seed=opts.seed + turn)
+        req = Request(ids, min(opts.max_new_tokens, room), sampling)
+        Engine(gen, on_token=lambda r, t: streamer(t)).run([req])
+        print()
+        messages.append({"role": "assistant", "content": req.text.strip()})
+        turn += 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The model interface tt-metal provides for its vLLM fork (models/tt_transformers/tt/generator_vllm.py).
+
+vLLM owns the KV blocks: it asks for a cache of kv_cache_shape = (max_num_blocks, num_kv_heads,
+block_size, head_size), keeps its own block manager, and passes each call a page_table
+[batch, blocks_per_user] of the blocks it assigned. The model never allocates blocks itself.
+
+    model = LlamaForCausalLM.initialize_vllm_model(hf_config, mesh_device, max_batch_size=32, max_seq_len=2048)
+    kv_cache = model.allocate_kv_cache((num_blocks, n_kv_heads, block_size, head_dim), jnp.float32, n_layers)
+    logits = model.prefill_forward(tokens, page_table, kv_cache, prompt_lens)      # [batch, vocab]
+    logits = model.decode_forward(tokens, start_pos, page_table, kv_cache)         # [max_batch, 1, vocab]
+
+prefill_forward: tokens [batch, max_prompt_len] zero-padded, prompt_lens [batch]; user i's K/V
+go to the blocks of page_table row i; returns each user's last-token logits. decode_forward:
+tokens [max_batch, 1] and start_pos [max_batch] (the position each token takes; -1 for an
+unused slot), padded to the constant batch so one compiled step (the trace) is reused; with
+read_from_device=False it returns the device output, for read_decode_output to fetch later
+(async output processing). enable_trace=False runs the same step op by op (eager).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from mesh import MeshDevice
+from model.checkpoint import default_model_path, load_checkpoint
+from model.errors import ConfigError, KVCacheError
+from model.generator import Generator
+from model.paged_attention import PagedAttentionConfig
+from model.sharding import mesh_args
+
+
+def _hf_field(cfg, name):
+    return cfg.get(name) if isinstance(cfg, dict) else getattr(cfg, name, None)
+
+
+class LlamaForCausalLM(Generator):
+    @classmethod
+    def initialize_vllm_model(
+        cls, hf_config, mesh_device: MeshDevice | None, max_batch_size: int, max_seq_len: int = 131072, n_layers: int | None = None,
+        *, model_path: str | None = None,
+    ) -> LlamaForCausalLM:
+        """Load the checkpoint hf_config names (its name_or_path, else model_path, else the shipped model) and check
+        that it is the model hf_config describes."""
+        path = model_path or _hf_field(hf_config, "_name_or_path") or _hf_field(hf_config, "name_or_path")
+        if not path or not os.path.exists(path) or os.path.isdir(path) and not _is_checkpoint_dir(path):
+            path = default_model_path()
+        ck = load_checkpoint(path, max_seq_len=None, max_batch_size=max_batch_size, n_layers=n_layers, progress=False)
+        for field, ours in (("hidden_size", ck.args.dim), ("num_attention_heads", ck.args.n_heads), ("num_key_value_heads", ck.args.n_kv_heads)):
+            theirs = _hf_field(hf_config, field)
+            if theirs is not None and theirs != ours:
+                raise ConfigError(f"hf_config has {field} = {theirs} but the checkpoint at {path} has {ours}.")
+        args = ck.args.replace(max_seq_len=min(max_seq_len, ck.args.max_context_len))
+        if mesh_device is not None:
+            args = mesh_args(args, mesh_device)
+        return cls(ck.params, args, ck.tokenizer, mesh_device=mesh_device)
+
+    def allocate_kv_cache(self, kv_cache_shape=None, dtype=None, num_layers: int | None = None):
+        """Per layer [K, V] block pools of kv_cache_shape (max_num_blocks, num_kv_heads, block_size, head_size)."""
+        if kv_cache_shape is None:
+            return super().allocate_kv_cache()
+        blocks, n_kv, block_size, head = kv_cache_shape
+        if (n_kv, head) != (self.args.n_kv_heads, self.args.head_dim):
+            raise KVCacheError(
+                f"kv_cache_shape {tuple(kv_cache_shape)} has {n_kv} KV heads of {head}; the model has {self.args.n_kv_heads} of {self.args.head_dim}."
+            )
+        if num_layers is not None and num_layers != self.args.n_layers:
+            raise KVCacheError(f"num_layers = {num_layers}, but the model has {self.args.n_layers} layers.")
+        paged = PagedAttentionConfig(block_size=block_size, max_num_blocks=blocks)
+        if paged != self.args.paged_attention_config:
+            self.args = self.args.replace(paged_attention_config=paged)
+            self._compiled.clear()
+        # Lists, so a call can put its updated pools back into the caller's object (vLLM keeps one cache).
+        return [list(layer) for layer in super().allocate_kv_cache()]
+
+    @staticmethod
+    def _update(kv_cache, new):
+        """The programs donate the pools; write their outputs back into the caller's cache lists."""
+        for layer, (k, v) in zip(kv_cache, new):
+            layer[0], layer[1] = k, v
+
+    def prefill_forward(self, tokens, page_table, kv_cache, prompt_lens):
+        """Prefill each user of the batch into its pages; returns last-token logits [batch, vocab] (host, float32)."""
+        tokens, table, lens = np.asarray(tokens), np.asarray(page_table, np.int32), np.asarray(prompt_lens)
+        if not (len(tokens) == len(table) == len(lens)):
+            raise KVCacheError(f"tokens ({len(tokens)}), page_table ({len(table)}) and prompt_lens ({len(lens)}) must have one row per user.")
+        out = []
+        for user, n in enumerate(lens):
+            if n > tokens.shape[1]:
+                raise KVCacheError(f"prompt_lens[{user}] = {n} is longer than the {tokens.shape[1]} tokens given.")
+            logits, new = self.prefill_forward_text(tokens[user, :n].tolist(), _tuples(kv_cache), user_id=user, page_table=table)
+            self._update(kv_cache, new)
+            out.append(np.asarray(logits))
+        return np.stack(out)
+
+    def decode_forward(self, tokens, start_pos, page_table, kv_cache, enable_trace: bool = True, read_from_device: bool = True):
+        """One step for the whole (padded) batch. Returns logits [max_batch, 1, vocab] on the host, or, with
+        read_from_device=False, the device output for read_decode_output."""
+        tokens = np.asarray(tokens, np.int32).reshape(-1)
+        table = np.asarray(page_table, np.int32)
+        _, logits, _, new = super().decode_forward(tokens, np.asarray(start_pos, np.int32), _tuples(kv_cache), table, enable_trace=enable_trace)
+        self._update(kv_cache, new)
+        if not read_from_device:
+            logits.copy_to_host_async()
+            return logits
+        return self.read_decode_output(logits, len(tokens))
+
+    def read_decode_output(self, tt_out, unpadded_batch: int | None = None) -> np.ndarray:
+        logits = np.asarray(self._local(tt_out))
+        return logits[: unpadded_batch or len(logits), None, :]
+
+
+def _tuples(kv_cache):
+    return tuple(tuple(layer) for layer in kv_cache)
+
+
+def _is_checkpoint_dir(path: str) -> bool:
+    names = os.listdir(path)
+    return "config.json" in names or "params.json" in names
+

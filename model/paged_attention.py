@@ -1,0 +1,100 @@
+"""Paged attention bookkeeping on the host: PagedAttentionConfig, a free-block allocator and page tables.
+
+The device side is ttjax.paged_cache (writes) and ttjax.flash_decode / flash_attention (reads).
+A paged KV cache is, per layer, K and V pools of [max_num_blocks, n_kv_heads, block_size,
+head_dim]; a user owns a list of blocks, and its page-table row lists them in position order
+(position p is in block row[p // block_size]). Blocks are handed out in any order, so a row is
+usually not sorted: the model must not care, and the tests shuffle it on purpose. Every block,
+block 0 included, is usable; -1 marks "no block".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.errors import KVCacheError
+
+
+@dataclass(frozen=True)
+class PagedAttentionConfig:
+    """tt_transformers' PagedAttentionConfig (its demo uses 32 x 1024, or 64 x 2048 for long context)."""
+
+    block_size: int = 32
+    max_num_blocks: int = 1024
+
+    def __post_init__(self):
+        if self.block_size < 32 or self.block_size % 32:
+            raise KVCacheError(f"block_size = {self.block_size} must be a positive multiple of 32 (the tile height).")
+        if self.max_num_blocks < 1:
+            raise KVCacheError(f"max_num_blocks = {self.max_num_blocks} must be at least 1.")
+
+    def blocks_for(self, n_positions: int) -> int:
+        return -(-n_positions // self.block_size)
+
+
+class BlockAllocator:
+    """A free list over the pool's block ids. shuffle=True hands blocks out in a random order (tests use it to
+    make sure nothing assumes a user's blocks are contiguous)."""
+
+    def __init__(self, max_num_blocks: int, *, shuffle: bool = False, seed: int = 0):
+        order = np.arange(max_num_blocks)
+        if shuffle:
+            np.random.default_rng(seed).shuffle(order)
+        self.max_num_blocks = max_num_blocks
+        self._free = [int(b) for b in order[::-1]]  # pop() from the end
+
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    def allocate(self, n: int) -> list[int]:
+        if n > len(self._free):
+            raise KVCacheError(
+                f"the KV block pool is exhausted: {n} blocks asked for, {len(self._free)} of {self.max_num_blocks} free."
+            )
+        return [self._free.pop() for _ in range(n)]
+
+    def free(self, blocks) -> None:
+        held = set(self._free)
+        for b in blocks:
+            if not 0 <= b < self.max_num_blocks or b in held:
+                raise KVCacheError(f"block {b} cannot be freed: it is not an allocated block of the pool of {self.max_num_blocks}.")
+            held.add(b)
+        self._free.extend(reversed(list(blocks)))
+
+
+class PageTable:
+    """Which blocks each user slot owns. reserve(user, n) grows the user's row to cover positions 0..n-1;
+    release(user) returns its blocks to the allocator. array() is the int32 [batch, blocks_per_user]
+    page_table the model reads, -1 where a user has no block."""
+
+    def __init__(self, config: PagedAttentionConfig, batch: int, max_seq_len: int, allocator: BlockAllocator | None = None):
+        self.config, self.batch, self.max_seq_len = config, batch, max_seq_len
+        self.blocks_per_user = config.blocks_for(max_seq_len)
+        self.allocator = allocator or BlockAllocator(config.max_num_blocks)
+        self.rows: list[list[int]] = [[] for _ in range(batch)]
+
+    def _check_user(self, user: int):
+        if not 0 <= user < self.batch:
+            raise KVCacheError(f"user slot {user} is outside the page table's slots 0..{self.batch - 1}.")
+
+    def reserve(self, user: int, n_positions: int) -> None:
+        self._check_user(user)
+        if n_positions > self.max_seq_len:
+            raise KVCacheError(f"position {n_positions - 1} is past max_seq_len = {self.max_seq_len} (positions 0..{self.max_seq_len - 1}).")
+        need = self.config.blocks_for(n_positions) - len(self.rows[user])
+        if need > 0:
+            self.rows[user].extend(self.allocator.allocate(need))
+
+    def release(self, user: int) -> None:
+        self._check_user(user)
+        self.allocator.free(self.rows[user])
+        self.rows[user] = []
+
+    def array(self) -> np.ndarray:
+        table = np.full((self.batch, self.blocks_per_user), -1, np.int32)
+        for user, row in enumerate(self.rows):
+            table[user, : len(row)] = row
+        return table

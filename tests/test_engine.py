@@ -1,0 +1,188 @@
+"""The generation engine: on-device sampling, continuous batching, the traced and eager step, and the
+vLLM-style interface driven by a small block manager.
+
+Continuous batching is held to the strictest standard there is: every request, whatever joins or
+leaves the batch around it, gets exactly the tokens it gets alone.
+"""
+
+import numpy as np
+import pytest
+
+from mesh import MeshDevice
+from model.checkpoint import dummy_weights
+from model.config import named_config
+from model.engine import Engine, Request
+from model.errors import ConfigError
+from model.generator import Generator
+from model.generator_vllm import LlamaForCausalLM
+from model.paged_attention import BlockAllocator, PagedAttentionConfig, PageTable
+from model.sampling import SamplingBatch, SamplingParams
+from model.sharding import mesh_args
+from tests.conftest import PROMPTS, STEPS
+from ttjax.metrics import pcc
+from ttjax.sampling import sample
+
+# -- sampling ---------------------------------------------------------------------------------------
+
+
+def _sample(logits, params, positions):
+    s = SamplingBatch.of(params)
+    return np.asarray(sample(np.asarray(logits, np.float32), np.asarray(positions, np.int32), temperature=s.temperature,
+                             top_k=s.top_k, top_p=s.top_p, seed=s.seed))
+
+
+def test_top_k_1_and_temperature_0_are_argmax():
+    logits = np.random.default_rng(0).standard_normal((6, 300))
+    params = [SamplingParams(temperature=1.5, top_k=1, seed=i) for i in range(3)] + [SamplingParams(seed=i) for i in range(3)]
+    np.testing.assert_array_equal(_sample(logits, params, np.arange(6)), logits.argmax(-1))
+
+
+def test_sampling_follows_the_distribution_within_top_k_and_top_p():
+    """4,000 seeded draws from one row: frequencies match softmax(logits / T) restricted to the top-k / top-p set."""
+    logits = np.log(np.array([0.4, 0.25, 0.15, 0.1, 0.06, 0.04]))
+    n = 4000
+    row = np.tile(logits, (n, 1))
+
+    def freq(params):
+        return np.bincount(_sample(row, [params] * n, np.arange(n)), minlength=6) / n
+
+    np.testing.assert_allclose(freq(SamplingParams(temperature=1.0, seed=7)), np.exp(logits), atol=0.03)
+    top3 = np.exp(logits[:3]) / np.exp(logits[:3]).sum()
+    np.testing.assert_allclose(freq(SamplingParams(temperature=1.0, top_k=3, seed=7))[:3], top3, atol=0.03)
+    # top_p 0.6: the smallest prefix reaching 0.6 is {0.4, 0.25}
+    f = freq(SamplingParams(temperature=1.0, top_p=0.6, seed=7))
+    np.testing.assert_allclose(f[:2], [0.4 / 0.65, 0.25 / 0.65], atol=0.03)
+    assert f[2:].sum() == 0
+    # a low temperature sharpens toward the argmax
+    assert freq(SamplingParams(temperature=0.2, seed=7))[0] > 0.9
+
+
+def test_seeded_sampling_is_reproducible_and_seeds_differ():
+    logits = np.random.default_rng(1).standard_normal((64, 500))
+    a = _sample(logits, [SamplingParams(temperature=1.0, seed=5)] * 64, np.arange(64))
+    b = _sample(logits, [SamplingParams(temperature=1.0, seed=5)] * 64, np.arange(64))
+    c = _sample(logits, [SamplingParams(temperature=1.0, seed=6)] * 64, np.arange(64))
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).mean() > 0.5
+
+
+def test_sampling_params_errors():
+    with pytest.raises(ConfigError, match=r"top_k = 64 is outside 1\.\.32"):
+        SamplingParams(top_k=64)
+    with pytest.raises(ConfigError, match=r"top_p = 0 is outside \(0, 1\]"):
+        SamplingParams(top_p=0)
+    with pytest.raises(ConfigError, match="temperature = -1"):
+        SamplingParams(temperature=-1)
+
+
+# -- continuous batching on a small random model ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small():
+    args = named_config("SmolLM2-135M", n_layers=2, vocab_size=512, max_seq_len=128, max_batch_size=32)
+    return args, dummy_weights(args, seed=3)
+
+
+def _requests(rng, n, vocab, sampled=False):
+    out = []
+    for i in range(n):
+        prompt = rng.integers(1, vocab, int(rng.integers(1, 60))).tolist()
+        sampling = SamplingParams(temperature=0.8, top_p=0.9, seed=i) if sampled and i % 2 else SamplingParams()
+        out.append(Request(prompt, int(rng.integers(1, 24)), sampling, stop_at_eos=False))
+    return out
+
+
+def _solo(gen_factory, req):
+    """The same request alone in a fresh engine."""
+    alone = Request(req.prompt, req.max_new_tokens, req.sampling, stop_at_eos=False)
+    Engine(gen_factory()).run([alone])
+    return alone.tokens
+
+
+@pytest.mark.parametrize("paged", [False, True], ids=["contiguous", "paged"])
+def test_100_requests_through_32_slots(small, paged):
+    """Mixed prompt lengths and lengths, random arrival steps, greedy and seeded-sampled requests: none is lost
+    or duplicated, each gets exactly max_new_tokens tokens, and each gets what it gets alone. The paged pool
+    holds fewer blocks than 32 full users need, so admission also waits for blocks."""
+    args, params = small
+    if paged:
+        args = args.replace(paged_attention_config=PagedAttentionConfig(32, 40))
+    gen = Generator(params, args)
+    rng = np.random.default_rng(11)
+    requests = _requests(rng, 100, args.vocab_size, sampled=True)
+    arrivals = sorted(rng.integers(0, 60, 100).tolist())
+    engine = Engine(gen)
+    engine.run(requests, arrivals)
+    assert len(engine.finished) == 100 and len({r.request_id for r in engine.finished}) == 100
+    assert all(r.finish_reason == "length" and len(r.tokens) == r.max_new_tokens for r in requests)
+    assert all(s is None for s in engine.slots) and not engine.waiting
+    if paged:
+        assert engine.pages.allocator.num_free == 40  # every block came back
+    solo_gen = Generator(params, args)
+    for r in requests[::7]:  # a sample, to keep the test short; each run alone in its own engine
+        assert r.tokens == _solo(lambda: solo_gen, r), f"request {r.request_id}"
+
+
+def test_stop_strings_and_eos(ckpt, generator):
+    tok = ckpt.tokenizer
+    ids = tok.encode_chat([{"role": "user", "content": "What is the capital of France?"}])
+    full = Request(ids, 40)
+    cut = Request(ids, 40, stop=("Paris",))
+    Engine(generator).run([full, cut])
+    assert full.finish_reason == "eos" and full.tokens[-1] in tok.eos_ids
+    assert "Paris" in full.text and cut.finish_reason == "stop" and "Paris" not in cut.text
+    assert full.text.startswith(cut.text) and len(cut.tokens) < len(full.tokens)
+
+
+# -- the real model ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [None, (1, 8)], ids=["1x1", "1x8"])
+def test_continuous_batching_real_model_matches_solo(ckpt, reference, shape):
+    """Prompts of different lengths arrive at steps 0, 0, 2, 5 and 9 into 3 slots (so some wait), greedy:
+    each gets exactly the reference's tokens for that prompt alone."""
+    args = ckpt.args.replace(max_batch_size=3)
+    mesh = MeshDevice(shape) if shape else None
+    gen = Generator(ckpt.params, mesh_args(args, mesh) if mesh else args, ckpt.tokenizer, mesh_device=mesh)
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[2], PROMPTS[3], PROMPTS[0]]
+    lengths = [12, 20, 8, 16, 10]
+    requests = [Request(reference[p][0], n, stop_at_eos=False) for p, n in zip(prompts, lengths)]
+    Engine(gen).run(requests, [0, 0, 2, 5, 9])
+    for req, prompt, n in zip(requests, prompts, lengths):
+        assert req.tokens == reference[prompt][2][:n], prompt
+
+
+def test_vllm_interface_with_a_block_manager(ckpt, hf_model, reference):
+    """initialize_vllm_model / allocate_kv_cache / prefill_forward / decode_forward as vLLM calls them, with a
+    small block manager handing out shuffled blocks: greedy tokens from the returned logits are the reference's.
+    The eager step (enable_trace=False) gives the traced step's logits, and an async read the same values."""
+    model = LlamaForCausalLM.initialize_vllm_model(hf_model.config, None, max_batch_size=4, max_seq_len=256)
+    block, n_blocks = 32, 32
+    kv_cache = model.allocate_kv_cache((n_blocks, ckpt.args.n_kv_heads, block, ckpt.args.head_dim), np.float32, ckpt.args.n_layers)
+    manager = PageTable(PagedAttentionConfig(block, n_blocks), 4, 256, BlockAllocator(n_blocks, shuffle=True, seed=9))
+    prompts = PROMPTS[:3]
+    ids = [reference[p][0] for p in prompts]
+    for user, seq in enumerate(ids):
+        manager.reserve(user, len(seq) + STEPS)
+    tokens = np.zeros((3, max(map(len, ids))), np.int32)
+    for user, seq in enumerate(ids):
+        tokens[user, : len(seq)] = seq
+    logits = model.prefill_forward(tokens, manager.array()[:3], kv_cache, [len(s) for s in ids])
+    out = [[int(t)] for t in logits.argmax(-1)]
+    pos = np.array([len(s) for s in ids] + [-1], np.int32)
+    for step in range(STEPS - 1):
+        step_tokens = np.array([o[-1] for o in out] + [0], np.int32)[:, None]
+        if step == 3:  # the same step three ways
+            eager = model.decode_forward(step_tokens, pos, manager.array(), [list(layer) for layer in kv_cache], enable_trace=False)
+            handle = model.decode_forward(step_tokens, pos, manager.array(), kv_cache, read_from_device=False)
+            step_logits = model.read_decode_output(handle, 4)
+            assert min(pcc(a[0], b[0]) for a, b in zip(eager[:3], step_logits[:3])) >= 0.99999
+        else:
+            step_logits = model.decode_forward(step_tokens, pos, manager.array(), kv_cache)
+        assert step_logits.shape == (4, 1, ckpt.args.vocab_size)
+        for user in range(3):
+            out[user].append(int(step_logits[user, 0].argmax()))
+        pos[:3] += 1
+    for user, prompt in enumerate(prompts):
+        assert out[user] == reference[prompt][2], prompt

@@ -1,0 +1,159 @@
+"""Flash attention for prefill: ttnn.transformer.scaled_dot_product_attention and its chunked (paged) form.
+
+The queries are cut into q_chunk_size rows and the keys into k_chunk_size rows. Each query
+chunk walks the key chunks in order keeping, per row, the running max m, the running sum l of
+exp(score - m) and the running weighted sum of values (the online softmax): when a chunk raises
+the max, what was accumulated is rescaled by exp(m_old - m_new). With a causal mask the walk
+stops at the key chunk that holds the query chunk's last position, so about half the chunks are
+never touched, and no seq x seq score matrix exists: the largest score block is
+q_chunk_size x k_chunk_size.
+
+Grouped-query attention: query head h reads KV head h // (n_heads // n_kv_heads). Scores and
+softmax are float32. Masked scores take a large negative finite value, never -inf, as in
+tt-metal.
+
+chunked_scaled_dot_product_attention is the same walk over keys read from a paged cache through
+the user's page table, for queries that start at chunk_start_idx (chunked prefill: each chunk of
+a long prompt attends to everything the earlier chunks wrote).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from mesh.errors import TTJaxError
+
+MASK_VALUE = -1e9
+TILE = 32
+
+
+@dataclass(frozen=True)
+class SDPAProgramConfig:
+    """ttnn.SDPAProgramConfig: the chunk sizes (multiples of 32). tt-metal also sets the core grid here;
+    on one JAX device the chunks run in sequence."""
+
+    q_chunk_size: int = 64
+    k_chunk_size: int = 64
+
+    def __post_init__(self):
+        for name in ("q_chunk_size", "k_chunk_size"):
+            size = getattr(self, name)
+            if size < TILE or size % TILE:
+                raise TTJaxError(f"{name} = {size} must be a positive multiple of {TILE} (the tile size).")
+
+
+def group_heads(q: jax.Array, n_kv: int) -> jax.Array:
+    """[B, H, ...] -> [B, n_kv, H // n_kv, ...]: query heads grouped under their KV head."""
+    b, h = q.shape[:2]
+    if h % n_kv:
+        raise TTJaxError(f"{h} query heads do not divide into {n_kv} KV heads.")
+    return q.reshape(b, n_kv, h // n_kv, *q.shape[2:])
+
+
+def _pad_to(x, axis: int, multiple: int):
+    pad = -x.shape[axis] % multiple
+    if not pad:
+        return x
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, pad)
+    return jnp.pad(x, widths)
+
+
+def flash_attention(qg, load_kv, n_k_chunks: int, k_chunk: int, q_start, *, is_causal: bool, q_chunk: int, n_keys=None):
+    """The online-softmax walk. qg [B, KV, G, Sq, d] float32, already scaled, Sq a multiple of q_chunk;
+    load_kv(j) -> (k, v), each [B, KV, k_chunk, d] float32, for key rows [j * k_chunk, (j + 1) * k_chunk).
+    Query row i is at position q_start + i; keys from n_keys on (padding) are masked. Returns
+    [B, KV, G, Sq, d] float32."""
+    b, n_kv, g, sq, d = qg.shape
+    n_q_chunks = sq // q_chunk
+
+    def one_q_chunk(i):
+        q = jax.lax.dynamic_slice_in_dim(qg, i * q_chunk, q_chunk, axis=3)
+        q_pos = q_start + i * q_chunk + jnp.arange(q_chunk)
+
+        def step(j, carry):
+            m, l, acc = carry
+            k, v = load_kv(j)
+            s = jnp.einsum("bkgqd,bksd->bkgqs", q, k)
+            k_pos = j * k_chunk + jnp.arange(k_chunk)
+            if is_causal:
+                s = jnp.where(k_pos[None, :] <= q_pos[:, None], s, MASK_VALUE)
+            if n_keys is not None:
+                s = jnp.where(k_pos < n_keys, s, MASK_VALUE)
+            m_new = jnp.maximum(m, s.max(-1))
+            p = jnp.exp(s - m_new[..., None])
+            rescale = jnp.exp(m - m_new)
+            l = l * rescale + p.sum(-1)
+            acc = acc * rescale[..., None] + jnp.einsum("bkgqs,bksd->bkgqd", p, v)
+            return m_new, l, acc
+
+        # Causal: key chunks past this query chunk's last position are skipped, not masked.
+        last = q_start + (i + 1) * q_chunk - 1
+        stop = jnp.minimum(n_k_chunks, last // k_chunk + 1) if is_causal else n_k_chunks
+        init = (jnp.full((b, n_kv, g, q_chunk), -jnp.inf), jnp.zeros((b, n_kv, g, q_chunk)), jnp.zeros((b, n_kv, g, q_chunk, d)))
+        _, l, acc = jax.lax.fori_loop(0, stop, step, init)
+        return acc / l[..., None]
+
+    out = jax.lax.map(one_q_chunk, jnp.arange(n_q_chunks))  # [nq, B, KV, G, q_chunk, d]
+    return jnp.moveaxis(out, 0, 3).reshape(b, n_kv, g, sq, d)
+
+
+def scaled_dot_product_attention(q, k, v, *, is_causal: bool = True, scale: float | None = None, program_config=None):
+    """q [B, H, Sq, d], k/v [B, KV, Sk, d] -> [B, H, Sq, d], flash attention in program_config's chunks.
+
+    Causal attention needs Sq == Sk. Lengths that are not chunk multiples are zero-padded here and the
+    padding masked (ttnn wants tile-padded inputs; here any length runs)."""
+    cfg = program_config or SDPAProgramConfig()
+    b, h, sq, d = q.shape
+    sk = k.shape[2]
+    if is_causal and sk != sq:
+        raise TTJaxError(f"causal attention needs as many keys as queries, got {sk} keys for {sq} queries.")
+    q_chunk, k_chunk = min(cfg.q_chunk_size, sq), min(cfg.k_chunk_size, sk)
+    scale = d**-0.5 if scale is None else scale
+    qg = _pad_to(group_heads(q, k.shape[1]).astype(jnp.float32) * scale, 3, q_chunk)
+    kf, vf = (_pad_to(t.astype(jnp.float32), 2, k_chunk) for t in (k, v))
+
+    def load_kv(j):
+        return (jax.lax.dynamic_slice_in_dim(kf, j * k_chunk, k_chunk, axis=2), jax.lax.dynamic_slice_in_dim(vf, j * k_chunk, k_chunk, axis=2))
+
+    n_keys = None if sk % k_chunk == 0 else sk
+    out = flash_attention(qg, load_kv, kf.shape[2] // k_chunk, k_chunk, 0, is_causal=is_causal, q_chunk=q_chunk, n_keys=n_keys)
+    return out[..., :sq, :].reshape(b, h, sq, d).astype(q.dtype)
+
+
+def chunked_scaled_dot_product_attention(q, k_cache, v_cache, page_table, chunk_start_idx, *, scale=None, program_config=None):
+    """Causal attention of one user's query chunk against its paged cache.
+
+    q [1, H, S, d] holds positions chunk_start_idx .. chunk_start_idx + S - 1 (its K/V already written);
+    caches [max_num_blocks, KV, block_size, d]; page_table [1, blocks_per_user] (or [blocks_per_user]).
+    chunk_start_idx may be traced: one program serves every chunk of a prompt."""
+    cfg = program_config or SDPAProgramConfig()
+    _, h, s, d = q.shape
+    n_kv, block = k_cache.shape[1], k_cache.shape[2]
+    row = page_table.reshape(-1)
+    k_chunk = min(cfg.k_chunk_size, row.shape[0] * block)
+    if k_chunk % block:
+        raise TTJaxError(f"k_chunk_size = {k_chunk} is not a multiple of the cache's block_size = {block}.")
+    if (row.shape[0] * block) % k_chunk:
+        raise TTJaxError(f"the page table spans {row.shape[0] * block} positions, not a multiple of k_chunk_size = {k_chunk}.")
+    q_chunk = min(cfg.q_chunk_size, s)
+    if s % q_chunk:
+        raise TTJaxError(f"the query chunk of {s} rows is not a multiple of q_chunk_size = {q_chunk}.")
+    per_chunk = k_chunk // block
+    scale = d**-0.5 if scale is None else scale
+    qg = group_heads(q, n_kv).astype(jnp.float32) * scale
+
+    def load_kv(j):
+        blocks = jax.lax.dynamic_slice_in_dim(row, j * per_chunk, per_chunk)
+        blocks = jnp.maximum(blocks, 0)  # unassigned entries (-1) lie past the causal limit; read block 0 and mask
+
+        def read(cache):  # [per_chunk, KV, block, d] -> [1, KV, k_chunk, d]
+            return cache[blocks].transpose(1, 0, 2, 3).reshape(1, n_kv, k_chunk, d).astype(jnp.float32)
+
+        return read(k_cache), read(v_cache)
+
+    out = flash_attention(qg, load_kv, row.shape[0] // per_chunk, k_chunk, chunk_start_idx, is_causal=True, q_chunk=q_chunk)
+    return out.reshape(1, h, s, d).astype(q.dtype)
