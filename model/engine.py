@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model.errors import SequenceLengthError
+from model.errors import KVCacheError, SequenceLengthError
 from model.generator import Generator
 from model.sampling import GREEDY, SamplingBatch, SamplingParams
 from ttjax.sampling import sample
@@ -73,6 +73,9 @@ def _set_slot(tokens, pos, slot, token, position):
     return tokens.at[..., slot].set(token), pos.at[..., slot].set(position)
 
 
+_sample = jax.jit(sample)  # the first token of a sampled request, one compiled op instead of a dozen dispatches
+
+
 class Engine:
     """Continuous batching over a Generator's decode batch (args.max_batch_size slots, 32 on TT).
 
@@ -104,6 +107,13 @@ class Engine:
         if request.max_new_tokens < 1:
             raise SequenceLengthError(f"max_new_tokens = {request.max_new_tokens} must be at least 1.")
         self.gen.check_fits(n, request.max_new_tokens)
+        if self.pages is not None:
+            need = self.gen.paged.blocks_for(n + request.max_new_tokens)
+            if need > self.pages.allocator.max_num_blocks:  # it would wait for blocks forever
+                raise KVCacheError(
+                    f"request {request.request_id} needs {need} blocks ({n} prompt + {request.max_new_tokens} new tokens), "
+                    f"more than the whole pool of {self.pages.allocator.max_num_blocks}."
+                )
         request.arrival_s = time.perf_counter()
         self.waiting.append(request)
         return request
@@ -144,7 +154,7 @@ class Engine:
             return int(jnp.argmax(logits))
         s = SamplingBatch.of([req.sampling])
         pos = jnp.array([len(req.prompt)], jnp.int32)
-        return int(sample(logits[None], pos, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=s.seed)[0])
+        return int(_sample(logits[None], pos, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seed=s.seed)[0])
 
     def _accept(self, req: Request, token: int) -> bool:
         """Give a token to its request; True (and the slot freed) when the request is finished."""

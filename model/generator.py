@@ -204,7 +204,7 @@ class Generator:
             raise KVCacheError("this model's KV cache is contiguous (args.paged_attention_config is None): it has no page table.")
         return PageTable(self.paged, batch or self.args.max_batch_size, self.args.max_seq_len, allocator)
 
-    def _checked_page_table(self, page_table, kv_cache, user_id: int | None = None, n_positions: int = 0) -> np.ndarray:
+    def _checked_page_table(self, page_table, user_id: int | None = None, n_positions: int = 0) -> np.ndarray:
         """The page table on the host, checked against the pool (and, for a user, that it covers n_positions)."""
         if page_table is None:
             raise KVCacheError("the KV cache is paged (args.paged_attention_config is set): pass a page_table.")
@@ -259,7 +259,7 @@ class Generator:
             logits, kv_cache = run(self.params, *inputs)
             return self._local(logits)[0, (n - 1) - last_tile], kv_cache
 
-        table = self._checked_page_table(page_table, kv_cache, user_id, n)
+        table = self._checked_page_table(page_table, user_id, n)
         # The padded prompt's pages: entries past the user's row (or -1) are not written (see ttjax.paged_cache).
         width = self.paged.blocks_for(padded)
         table = np.pad(table, ((0, 0), (0, max(0, width - table.shape[1]))), constant_values=-1)[:, :width]
@@ -291,7 +291,7 @@ class Generator:
         batch = tokens.shape[-1]
         table = None
         if self.paged is not None:
-            table = page_table if isinstance(page_table, jax.Array) else self._put(self._checked_page_table(page_table, kv_cache))
+            table = page_table if isinstance(page_table, jax.Array) else self._put(self._checked_page_table(page_table))
         if sampling is not None and not isinstance(sampling.seed, jax.Array):
             sampling = jax.tree.map(self._put, sampling)
         if not enable_trace:

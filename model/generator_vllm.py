@@ -25,7 +25,7 @@ import numpy as np
 
 from mesh import MeshDevice
 from model.checkpoint import default_model_path, load_checkpoint
-from model.errors import ConfigError, KVCacheError
+from model.errors import CheckpointError, ConfigError, KVCacheError
 from model.generator import Generator
 from model.paged_attention import PagedAttentionConfig
 from model.sharding import mesh_args
@@ -41,11 +41,9 @@ class LlamaForCausalLM(Generator):
         cls, hf_config, mesh_device: MeshDevice | None, max_batch_size: int, max_seq_len: int = 131072, n_layers: int | None = None,
         *, model_path: str | None = None,
     ) -> LlamaForCausalLM:
-        """Load the checkpoint hf_config names (its name_or_path, else model_path, else the shipped model) and check
+        """Load the checkpoint (model_path, else the one hf_config was read from, else the shipped model) and check
         that it is the model hf_config describes."""
-        path = model_path or _hf_field(hf_config, "_name_or_path") or _hf_field(hf_config, "name_or_path")
-        if not path or not os.path.exists(path) or os.path.isdir(path) and not _is_checkpoint_dir(path):
-            path = default_model_path()
+        path = _checkpoint_path(model_path or _hf_field(hf_config, "_name_or_path") or _hf_field(hf_config, "name_or_path"))
         ck = load_checkpoint(path, max_seq_len=None, max_batch_size=max_batch_size, n_layers=n_layers, progress=False)
         for field, ours in (("hidden_size", ck.args.dim), ("num_attention_heads", ck.args.n_heads), ("num_key_value_heads", ck.args.n_kv_heads)):
             theirs = _hf_field(hf_config, field)
@@ -115,7 +113,15 @@ def _tuples(kv_cache):
     return tuple(tuple(layer) for layer in kv_cache)
 
 
-def _is_checkpoint_dir(path: str) -> bool:
-    names = os.listdir(path)
-    return "config.json" in names or "params.json" in names
+def _checkpoint_path(path: str | None) -> str:
+    """None: the shipped model. A folder that holds one .gguf file (what transformers records for a config read
+    from a GGUF) is that file; anything else load_checkpoint reads or rejects by name."""
+    if not path:
+        return default_model_path()
+    if os.path.isdir(path) and not {"config.json", "params.json"} & set(os.listdir(path)):
+        ggufs = [f for f in os.listdir(path) if f.endswith(".gguf")]
+        if len(ggufs) == 1:
+            return os.path.join(path, ggufs[0])
+        raise CheckpointError(f"{path} holds {len(ggufs)} .gguf files and no config.json / params.json; pass model_path.")
+    return path
 

@@ -186,3 +186,19 @@ def test_vllm_interface_with_a_block_manager(ckpt, hf_model, reference):
         pos[:3] += 1
     for user, prompt in enumerate(prompts):
         assert out[user] == reference[prompt][2], prompt
+
+
+def test_engine_and_vllm_bad_input(small, tmp_path):
+    """A request bigger than the whole block pool is refused at once (it would wait forever); a vLLM config whose
+    checkpoint folder cannot be told apart is refused rather than swapped for another model."""
+    from model.errors import CheckpointError, KVCacheError
+
+    args, params = small
+    engine = Engine(Generator(params, args.replace(paged_attention_config=PagedAttentionConfig(32, 2))))
+    with pytest.raises(KVCacheError, match=r"needs 3 blocks \(50 prompt \+ 30 new tokens\), more than the whole pool of 2"):
+        engine.add_request(Request(list(range(1, 51)), 30))
+    assert not engine.waiting
+    (tmp_path / "a.gguf").write_bytes(b"")
+    (tmp_path / "b.gguf").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"holds 2 \.gguf files and no config\.json / params\.json; pass model_path"):
+        LlamaForCausalLM.initialize_vllm_model({"_name_or_path": str(tmp_path)}, None, max_batch_size=1)
