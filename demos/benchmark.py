@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
 PROMPT = "The capital of France is"
@@ -58,13 +59,18 @@ def bench_transformers(path, new_tokens, runs, threads):
 
 
 def main(argv=None):
+    from model.cli import positive_int, report_errors
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="GGUF file (default: shipped SmolLM2-135M)")
-    parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--max-seq-len", type=int, default=256)
+    parser.add_argument("--new-tokens", type=positive_int, default=64)
+    parser.add_argument("--runs", type=positive_int, default=5)
+    parser.add_argument("--max-seq-len", type=positive_int, default=256)
     opts = parser.parse_args(argv)
+    return report_errors("benchmark", run, opts)
 
+
+def run(opts):
     from model.checkpoint import default_model_path
 
     path = opts.model or default_model_path()
@@ -78,7 +84,8 @@ def main(argv=None):
     print(f"{'transformers (torch)':24}{med(peer[0]) * 1e3:>12.1f}{med(peer[1]):>18.1f}")
     print(f"{'ratio ttjax / peer':24}{med(ours[0]) / med(peer[0]):>12.2f}{med(ours[1]) / med(peer[1]):>18.2f}")
     print(f"same greedy tokens: {ours[2] == peer[2]}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

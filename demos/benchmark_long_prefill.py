@@ -99,16 +99,27 @@ def child(variant: str, tokens: int, chunk: int, runs: int) -> dict:
 
 
 def main(argv=None):
+    from model.cli import positive_int, report_errors
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--tokens", type=int, default=8000)
-    p.add_argument("--chunk", type=int, default=2048, help="max_prefill_chunk_size of the chunked variant")
-    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--tokens", type=positive_int, default=8000, help="prompt length, at most 8192 (the whole-prefill variant's cache)")
+    p.add_argument("--chunk", type=positive_int, default=2048, help="max_prefill_chunk_size of the chunked variant (a multiple of 32)")
+    p.add_argument("--runs", type=positive_int, default=3)
     p.add_argument("--variant", choices=("chunked", "whole", "transformers"), help=argparse.SUPPRESS)
-    a = p.parse_args(argv)
+    return report_errors("benchmark_long_prefill", run, p.parse_args(argv))
+
+
+def run(a):
+    from ttjax import TTJaxError
+
+    if a.tokens > 8192:
+        raise TTJaxError(f"--tokens {a.tokens} is past 8192, the cache of the whole-prefill variant.")
+    if a.chunk % 32:
+        raise TTJaxError(f"--chunk {a.chunk} is not a multiple of 32 (the tile height).")
     if a.variant:
         res = run_transformers(a.tokens, a.runs) if a.variant == "transformers" else run_ttjax(a.tokens, a.chunk if a.variant == "chunked" else 8192, a.runs)
         print(json.dumps(res))
-        return
+        return 0
     rows = {name: child(name, a.tokens, a.chunk, a.runs) for name in ("chunked", "whole", "transformers")}
     peer = rows["transformers"]
     print(f"prefill of {a.tokens} tokens, median of {a.runs} runs (each variant in its own process)")
@@ -123,7 +134,8 @@ def main(argv=None):
         print(f"ratio ttjax {name} / peer: time {statistics.median(r['seconds']) / statistics.median(peer['seconds']):.2f}, "
               f"peak RSS {r['peak_mb'] / peer['peak_mb']:.2f}")
     print(f"same top-1 token: {len({r['top1'] for r in rows.values()}) == 1}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

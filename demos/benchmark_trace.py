@@ -16,18 +16,23 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=32, help="decode steps per traced run")
-    p.add_argument("--eager-steps", type=int, default=3, help="decode steps per eager run (slow)")
-    p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--max-seq-len", type=int, default=256)
-    a = p.parse_args(argv)
+    from model.cli import positive_int, report_errors
 
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=positive_int, default=32)
+    p.add_argument("--steps", type=positive_int, default=32, help="decode steps per traced run")
+    p.add_argument("--eager-steps", type=positive_int, default=3, help="decode steps per eager run (slow)")
+    p.add_argument("--runs", type=positive_int, default=3)
+    p.add_argument("--max-seq-len", type=positive_int, default=256)
+    return report_errors("benchmark_trace", run, p.parse_args(argv))
+
+
+def run(a):
     import jax
     import numpy as np
 
@@ -88,7 +93,8 @@ def main(argv=None):
         m = statistics.median(times)
         print(f"{name:24s}{m * 1e3:10.1f}{1 / m:12.1f}{a.batch / m:10.1f}{base / m:10.2f}")
     print(f"same tokens in all three: {bool(same)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,10 +11,17 @@ import sys
 
 
 def main(argv=None, stdin=None):
+    from model.cli import report_errors
+
+    return report_errors("chat", run, argv, stdin)
+
+
+def run(argv=None, stdin=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None)
     p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--max-seq-len", type=int, default=2048)
+    p.add_argument("--max-seq-len", type=int, default=2048, help="KV cache length (at most the model's context unless --allow-past-context)")
+    p.add_argument("--allow-past-context", action="store_true", help="allow --max-seq-len past the context the model was trained for")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-k", type=int, default=32)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -32,7 +39,8 @@ def main(argv=None, stdin=None):
         ensure_host_devices(shape[0] * shape[1])
         mesh_device = MeshDevice(shape)
 
-    from model.checkpoint import load_checkpoint
+    from model.checkpoint import load_args, load_checkpoint
+    from model.cli import check_context
     from model.engine import Engine, Request
     from model.errors import SequenceLengthError
     from model.generator import Generator
@@ -40,10 +48,11 @@ def main(argv=None, stdin=None):
     from model.sharding import mesh_args
     from model.streaming import TextStreamer
 
+    check_context(load_args(opts.model), opts.max_seq_len, opts.allow_past_context)
     ck = load_checkpoint(opts.model, max_seq_len=opts.max_seq_len, progress=False)
     args = mesh_args(ck.args, mesh_device) if mesh_device else ck.args
-    gen = Generator(ck.params, args, ck.tokenizer, mesh_device=mesh_device)
-    tok = ck.tokenizer
+    tok = ck.require_tokenizer()
+    gen = Generator(ck.params, args, tok, mesh_device=mesh_device)
     messages = [{"role": "system", "content": opts.system}] if opts.system else []
     turn = 0
     while True:

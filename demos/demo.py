@@ -22,26 +22,45 @@ DEFAULT_INPUT = os.path.join(os.path.dirname(__file__), "sample_prompts", "input
 
 
 def load_prompts(path: str) -> list[str]:
-    with open(path) as f:
-        entries = json.load(f)
+    """tt-metal's prompt file: a JSON list of {"prompt": text, "max_length": optional characters}."""
+    from model.errors import InputFileError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            entries = json.load(f)
+    except OSError as e:
+        raise InputFileError(f"prompt file {path} cannot be read: {e.strerror}.") from e
+    except json.JSONDecodeError as e:
+        raise InputFileError(f"prompt file {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from e
+    except UnicodeDecodeError as e:
+        raise InputFileError(f"prompt file {path} is not UTF-8 text ({e.reason} at byte {e.start}).") from e
     if not isinstance(entries, list) or not entries:
-        raise SystemExit(f"{path} must hold a non-empty JSON list of {{\"prompt\": ...}} objects.")
+        raise InputFileError(f"prompt file {path} must hold a non-empty JSON list of {{\"prompt\": ...}} objects.")
     prompts = []
     for i, e in enumerate(entries):
-        if not isinstance(e, dict) or not isinstance(e.get("prompt"), str):
-            raise SystemExit(f"{path}: entry {i} has no \"prompt\" string.")
+        if not isinstance(e, dict) or not isinstance(e.get("prompt"), str) or not e["prompt"]:
+            raise InputFileError(f"prompt file {path}: entry {i} has no non-empty \"prompt\" string.")
         limit = e.get("max_length")
-        prompts.append(e["prompt"][:limit] if limit else e["prompt"])  # tt-metal: max_length cuts the text, in characters
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise InputFileError(f"prompt file {path}: entry {i} has max_length {limit!r}; it must be a positive number of characters.")
+        prompts.append(e["prompt"][:limit])  # tt-metal: max_length cuts the text, in characters
     return prompts
 
 
 def main(argv=None):
+    from model.cli import report_errors
+
+    return report_errors("demo", run, argv)
+
+
+def run(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--input", default=DEFAULT_INPUT, help="JSON list of {\"prompt\": ...}")
     p.add_argument("--model", default=None, help="checkpoint (default: shipped SmolLM2-135M GGUF)")
     p.add_argument("--batch-size", type=int, default=8, help="decode slots (1..32)")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--max-seq-len", type=int, default=512)
+    p.add_argument("--max-seq-len", type=int, default=512, help="KV cache length (at most the model's context unless --allow-past-context)")
+    p.add_argument("--allow-past-context", action="store_true", help="allow --max-seq-len past the context the model was trained for")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     p.add_argument("--top-k", type=int, default=32)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -60,8 +79,10 @@ def main(argv=None):
         ensure_host_devices(shape[0] * shape[1])  # before jax starts its backend
         mesh_device = MeshDevice(shape)
 
-    from model.checkpoint import load_checkpoint
+    from model.checkpoint import load_args, load_checkpoint
+    from model.cli import check_context
     from model.engine import Engine, Request
+    from model.errors import ConfigError
     from model.generator import Generator
     from model.paged_attention import PagedAttentionConfig
     from model.sampling import SamplingParams
@@ -69,9 +90,12 @@ def main(argv=None):
     from model.streaming import TextStreamer
 
     prompts = load_prompts(opts.input)
+    if not -1 <= opts.stream_user < len(prompts):
+        raise ConfigError(f"--stream-user {opts.stream_user} is not a user: 0..{len(prompts) - 1}, or -1 for nobody.")
+    check_context(load_args(opts.model), opts.max_seq_len, opts.allow_past_context)
     t = time.perf_counter()
     ck = load_checkpoint(opts.model, max_seq_len=opts.max_seq_len, max_batch_size=opts.batch_size)
-    tok = ck.tokenizer
+    tok = ck.require_tokenizer()
     args = ck.args
     if opts.paged:
         args = args.replace(paged_attention_config=PagedAttentionConfig(32, opts.batch_size * -(-opts.max_seq_len // 32)))
@@ -86,7 +110,7 @@ def main(argv=None):
         ids = tok.encode(prompt) if opts.no_chat else tok.encode_chat([{"role": "user", "content": prompt}])
         sampling = SamplingParams(temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p, seed=opts.seed + i)
         requests.append(Request(ids, opts.max_new_tokens, sampling))
-    streamer = TextStreamer(tok) if 0 <= opts.stream_user < len(requests) else None
+    streamer = TextStreamer(tok) if opts.stream_user >= 0 else None
     streamed = requests[opts.stream_user].request_id if streamer else None
 
     def on_token(req, token):

@@ -139,7 +139,13 @@ def evaluate(
 ) -> dict:
     """The accuracy report (JSON-ready) for each named precision config (reference_model: an already
     loaded transformers model of the same checkpoint)."""
-    tokens = ck.tokenizer.encode(text or shipped_text())
+    if prefill_len < 1:
+        raise TTJaxError(f"prefill_len = {prefill_len} must be at least 1 (the prefill predicts the first scored token).")
+    if decode_steps < 0:
+        raise TTJaxError(f"decode_steps = {decode_steps} must be 0 or more.")
+    if not configs:
+        raise TTJaxError("no precision config to evaluate; name at least one.")
+    tokens = ck.require_tokenizer().encode(text or shipped_text())
     need = prefill_len + decode_steps + 1
     if len(tokens) < need:
         raise TTJaxError(f"the text has {len(tokens)} tokens; prefill_len + decode_steps + 1 = {need} are needed.")

@@ -20,6 +20,17 @@ DTYPES = ("float32", "bfloat16")
 PRECISIONS = ("float32", "bfloat16", "accuracy", "performance", "bfloat8_b", "bfloat4_b")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type for counts (runs, steps, tokens): a bad one is argparse's one-line error, exit status 2."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
@@ -40,20 +51,33 @@ def _mesh_config(opts) -> dict:
 
 
 def run_generate(opts) -> int:
+    if opts.max_new_tokens < 1:
+        raise TTJaxError(f"--max-new-tokens {opts.max_new_tokens} must be at least 1.")
     mesh_device = _mesh(opts)
     import jax.numpy as jnp
 
-    from model.checkpoint import load_checkpoint
-    from model.errors import SequenceLengthError, TokenizerError
+    from model.checkpoint import load_args, load_checkpoint
+    from model.errors import SequenceLengthError
     from model.generator import Generator, get_padded_prefill_len
     from model.paged_attention import PagedAttentionConfig
     from model.sharding import mesh_args
     from model.streaming import TextStreamer
 
+    config = load_args(opts.model)  # the config alone, so that bad flags fail before the weights load
+    if opts.max_seq_len is not None:
+        check_context(config, opts.max_seq_len, opts.allow_past_context)
+    optimizations = None
+    if opts.precision or opts.override:  # else the precision is --dtype's, set by load_checkpoint
+        from model.precision import ModelOptimizations, parse_overrides
+
+        optimizations = ModelOptimizations.named(opts.precision or opts.dtype)
+        for group, setting, layer in parse_overrides(opts.override or []):
+            optimizations = optimizations.override(group, setting, layer)
+        config.replace(optimizations=optimizations)  # checks per-layer overrides against the model's layers
+    if mesh_device is not None:
+        mesh_args(config, mesh_device, **_mesh_config(opts))  # checks the model divides over the mesh
     ck = load_checkpoint(opts.model, max_seq_len=opts.max_seq_len, dtype=getattr(jnp, opts.dtype), progress=not opts.json)
-    if ck.tokenizer is None:
-        raise TokenizerError(f"{ck.path} has no tokenizer, so a text prompt cannot be encoded.")
-    tok = ck.tokenizer
+    tok = ck.require_tokenizer()
     ids = tok.encode_chat([{"role": "user", "content": opts.prompt}]) if opts.chat else tok.encode(opts.prompt)
     args = ck.args
     if opts.max_seq_len is None:
@@ -70,13 +94,8 @@ def run_generate(opts) -> int:
         # A long prompt is prefilled in chunks, which read the earlier chunks through a paged cache.
         blocks = PagedAttentionConfig().blocks_for(args.max_seq_len) * args.max_batch_size
         args = args.replace(paged_attention_config=PagedAttentionConfig(block_size=32, max_num_blocks=blocks))
-    if opts.precision or opts.override:  # else the precision is --dtype's, set by load_checkpoint
-        from model.precision import ModelOptimizations, parse_overrides
-
-        opt = ModelOptimizations.named(opts.precision or opts.dtype)
-        for group, setting, layer in parse_overrides(opts.override or []):
-            opt = opt.override(group, setting, layer)
-        args = args.replace(optimizations=opt)
+    if optimizations is not None:
+        args = args.replace(optimizations=optimizations)
     if mesh_device is not None:
         args = mesh_args(args, mesh_device, **_mesh_config(opts))
     gen = Generator(ck.params, args, tok, mesh_device=mesh_device)
@@ -110,6 +129,18 @@ def run_generate(opts) -> int:
     return 0
 
 
+def check_context(args, max_seq_len: int, allow_past_context: bool):
+    """A cache longer than the context the model was trained for gives it positions it never saw (and decodes
+    slower): refused unless asked for by name."""
+    if max_seq_len > args.max_context_len and not allow_past_context:
+        from model.errors import SequenceLengthError
+
+        raise SequenceLengthError(
+            f"--max-seq-len {max_seq_len} is past the model's trained context of {args.max_context_len} tokens; "
+            "pass --allow-past-context to run there anyway."
+        )
+
+
 def run_comm_report(opts) -> int:
     mesh_device = _mesh(opts)
     from model.checkpoint import load_args
@@ -120,7 +151,9 @@ def run_comm_report(opts) -> int:
         args = named_config(opts.model_name, max_seq_len=opts.seq_len)
     else:
         args = load_args(opts.model, max_seq_len=opts.seq_len)
-    if opts.n_layers:
+    if opts.n_layers is not None:
+        if not 1 <= opts.n_layers <= args.n_layers:
+            raise TTJaxError(f"--n-layers {opts.n_layers} is outside 1..{args.n_layers}, the layers of {args.model_name}.")
         args = args.replace(n_layers=opts.n_layers)
     batch = opts.batch if opts.mode == "decode" else 1
     rep = comm_report(args, mesh_device, opts.mode, batch=batch, seq_len=opts.seq_len, **_mesh_config(opts))
@@ -133,8 +166,12 @@ def run_accuracy(opts) -> int:
     from model.checkpoint import load_checkpoint
     from model.precision import parse_overrides
 
+    configs = DEFAULT_CONFIGS if opts.configs is None else [c.strip() for c in opts.configs.split(",") if c.strip()]
+    if not configs:
+        raise TTJaxError(f"--configs {opts.configs!r} names no precision config.")
+    if not -1 <= opts.pcc_threshold <= 1:  # also refuses nan
+        raise TTJaxError(f"--pcc-threshold {opts.pcc_threshold} is outside -1..1, the range of a PCC.")
     ck = load_checkpoint(opts.model, progress=not opts.json)
-    configs = opts.configs.split(",") if opts.configs else DEFAULT_CONFIGS
     progress = None if opts.json else (lambda r: print(f"  {r.name}: top-1 {100 * r.top1:.1f}%, top-5 {100 * r.top5:.1f}%, "
                                                        f"perplexity {r.perplexity:.2f} ({r.seconds:.0f} s)", file=sys.stderr))
     rep = evaluate(
@@ -164,7 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
     g.add_argument("--model", default=None, help="a .gguf file, Hugging Face folder or Meta folder (default: shipped SmolLM2-135M)")
-    g.add_argument("--max-seq-len", type=int, default=None, help="KV cache length (default: fits the request)")
+    g.add_argument("--max-seq-len", type=int, default=None,
+                   help="KV cache length (default: fits the request); at most the model's trained context unless --allow-past-context")
+    g.add_argument("--allow-past-context", action="store_true",
+                   help="allow --max-seq-len past the context the model was trained for (positions it never saw)")
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template as a user turn")
     g.add_argument("--dtype", choices=DTYPES, default="float32", help="weight and activation dtype (default float32)")
     g.add_argument("--precision", choices=PRECISIONS, default=None, help="a tt_transformers precision config instead of --dtype")
@@ -198,13 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def report_errors(prog: str, command, *args, **kwargs) -> int:
+    """Run a command; bad input (a TTJaxError) ends it with one line on stderr and exit status 2, as argparse ends
+    a bad flag, instead of a traceback."""
+    try:
+        return command(*args, **kwargs)
+    except TTJaxError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+
+
 def main(argv=None) -> int:
     opts = build_parser().parse_args(argv)
-    try:
-        return opts.func(opts)
-    except TTJaxError as e:
-        print(f"ttjax: error: {e}", file=sys.stderr)
-        return 2
+    return report_errors("ttjax", opts.func, opts)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,11 @@ class ModelArgs:
             raise ConfigError(f"max_prefill_chunk_size = {self.max_prefill_chunk_size} must be a positive multiple of {TILE_SIZE}.")
         if not 1 <= self.max_batch_size <= 32:
             raise ConfigError(f"max_batch_size = {self.max_batch_size} is outside 1..32.")
+        for layer, group, setting in self.optimizations.layer_overrides:
+            if not 0 <= layer < self.n_layers:
+                raise ConfigError(
+                    f"precision override layers.{layer}.{group.value}={setting.value} names layer {layer}; the model has layers 0..{self.n_layers - 1}."
+                )
 
     @cached_property
     def layout(self) -> TPLayout:
@@ -114,6 +119,22 @@ class ModelArgs:
 
     def replace(self, **changes) -> ModelArgs:
         return dataclasses.replace(self, **changes)
+
+
+def read_json_config(path: str) -> dict:
+    """A checkpoint's config.json / params.json as a dict, or a ConfigError that says where the JSON breaks."""
+    import json
+
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON: it is not UTF-8 text ({e.reason} at byte {e.start}).") from e
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path} holds a JSON {type(config).__name__}, not the object of fields a model config is.")
+    return config
 
 
 def require(config: dict, key: str, source: str):

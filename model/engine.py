@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model.errors import KVCacheError, SequenceLengthError
+from model.errors import ConfigError, KVCacheError, SequenceLengthError
 from model.generator import Generator
 from model.sampling import GREEDY, SamplingBatch, SamplingParams
 from ttjax.sampling import sample
@@ -51,6 +51,19 @@ class Request:
     arrival_s: float = 0.0
     first_token_s: float = 0.0
     finish_s: float = 0.0
+
+    def __post_init__(self):
+        if isinstance(self.stop, str):  # one stop string, not its characters
+            self.stop = (self.stop,)
+        self.stop = tuple(self.stop)
+        if not len(self.prompt):
+            raise SequenceLengthError(f"request {self.request_id} has an empty prompt: prefill needs at least one token.")
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, (int, np.integer)) or self.max_new_tokens < 1:
+            raise SequenceLengthError(f"request {self.request_id} asks for max_new_tokens = {self.max_new_tokens!r}; it must be an integer of at least 1.")
+        if "" in self.stop or not all(isinstance(s, str) for s in self.stop):
+            raise ConfigError(f"request {self.request_id} has stop strings {self.stop!r}; each must be a non-empty string.")
+        if not isinstance(self.sampling, SamplingParams):
+            raise ConfigError(f"request {self.request_id} has sampling {self.sampling!r}; pass a SamplingParams.")
 
     @property
     def done(self) -> bool:
@@ -95,7 +108,7 @@ class Engine:
         self.pos = generator._put(np.full(self.batch, -1, np.int32))
         self.sampling = SamplingBatch.greedy(self.batch)
         self._sampling_dev = None
-        self._table_dev = None if self.pages is None else generator._put(self.pages.array())
+        self._table_dev = None if self.pages is None else generator.place_page_table(self.pages)
         self._pending = None  # (device tokens of the last dispatched step, owners when dispatched)
         self.steps = 0
         tok = generator.tokenizer
@@ -103,10 +116,20 @@ class Engine:
 
     # -- requests --------------------------------------------------------------------------------
     def add_request(self, request: Request) -> Request:
+        """Queue a request, after checking everything that could make it fail later (check_request)."""
+        self.check_request(request)
+        request.arrival_s = time.perf_counter()
+        self.waiting.append(request)
+        return request
+
+    def check_request(self, request: Request) -> None:
+        """Its token ids against the vocabulary, its length against max_seq_len and, paged, against the whole block
+        pool (a request bigger than the pool would wait for blocks forever); not already queued or served."""
+        if request.done or request.tokens or any(r is request for r in (*self.waiting, *self.slots)):
+            raise ConfigError(f"request {request.request_id} has already been added to an engine; make a new Request.")
         n = len(request.prompt)
-        if request.max_new_tokens < 1:
-            raise SequenceLengthError(f"max_new_tokens = {request.max_new_tokens} must be at least 1.")
         self.gen.check_fits(n, request.max_new_tokens)
+        self.gen.check_tokens(request.prompt, f"request {request.request_id}'s prompt")
         if self.pages is not None:
             need = self.gen.paged.blocks_for(n + request.max_new_tokens)
             if need > self.pages.allocator.max_num_blocks:  # it would wait for blocks forever
@@ -114,9 +137,6 @@ class Engine:
                     f"request {request.request_id} needs {need} blocks ({n} prompt + {request.max_new_tokens} new tokens), "
                     f"more than the whole pool of {self.pages.allocator.max_num_blocks}."
                 )
-        request.arrival_s = time.perf_counter()
-        self.waiting.append(request)
-        return request
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting) or any(r is not None for r in self.slots) or self._pending is not None
@@ -147,7 +167,7 @@ class Engine:
             changed = True
         if changed:
             self._sampling_dev = jax.tree.map(self.gen._put, self.sampling)
-            self._table_dev = None if self.pages is None else self.gen._put(self.pages.array())
+            self._table_dev = None if self.pages is None else self.gen.place_page_table(self.pages)
 
     def _first_token(self, logits, req: Request) -> int:
         if req.sampling.greedy:
@@ -222,7 +242,17 @@ class Engine:
 
     def run(self, requests: list[Request], arrival_steps: list[int] | None = None) -> list[Request]:
         """Serve requests (request i joins the waiting queue at engine step arrival_steps[i]); returns them all, done."""
-        arrivals = sorted(zip(arrival_steps or [0] * len(requests), range(len(requests))))
+        steps = [0] * len(requests) if arrival_steps is None else list(arrival_steps)
+        if len(steps) != len(requests):
+            raise ConfigError(f"run() got {len(steps)} arrival steps for {len(requests)} requests; give one step per request.")
+        bad = [a for a in steps if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or a < 0]
+        if bad:
+            raise ConfigError(f"arrival step {bad[0]!r} is not a step number (an integer of 0 or more).")
+        for req in requests:  # all of them before any runs: a bad one fails the call, not the middle of it
+            self.check_request(req)
+        if len({id(r) for r in requests}) != len(requests):
+            raise ConfigError("run() got the same Request object twice; make one Request per generation.")
+        arrivals = sorted(zip(steps, range(len(requests))))
         queue = deque(arrivals)
         while queue or self.has_unfinished():
             while queue and queue[0][0] <= self.steps:

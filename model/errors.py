@@ -21,3 +21,11 @@ class SequenceLengthError(TTJaxError):
 
 class KVCacheError(TTJaxError):
     """A KV cache, block pool or page table that cannot serve a request."""
+
+
+class TokenIdError(TTJaxError):
+    """A token id outside the model's vocabulary."""
+
+
+class InputFileError(TTJaxError):
+    """A file the user passed (a prompt file, say) that is missing or not in the expected format."""

@@ -11,7 +11,6 @@ runs, to check for EOS.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model.config import TILE_SIZE, ModelArgs
-from model.errors import KVCacheError, SequenceLengthError
+from model.buckets import get_last_token, get_max_prefill_chunk_size, get_padded_prefill_len, prefill_buckets, prefill_extent  # noqa: F401
+from model.config import ModelArgs
+from model.errors import KVCacheError, SequenceLengthError, TokenIdError
 from model.kv_cache import allocate_kv_cache
 from model.paged_attention import BlockAllocator, PagedAttentionConfig, PageTable
 from ttjax.paged_cache import check_page_table
@@ -35,31 +35,6 @@ from model.sampling import SamplingBatch
 from model.sharding import allocate_mesh_kv_cache, mesh_args, replicate, shard_params
 from mesh import MeshDevice
 from model.transformer import forward
-
-
-def get_padded_prefill_len(seq_len: int) -> int:
-    """tt-metal's prefill buckets: 128 for short prompts, else the smaller of the next power of two
-    and the next multiple of 2048."""
-    if seq_len <= 128:
-        return 128
-    return min(2 ** math.ceil(math.log2(seq_len)), 2048 * math.ceil(seq_len / 2048))
-
-
-def get_max_prefill_chunk_size(padded_len: int, max_prefill_chunk_size: int) -> int:
-    """The chunk for a padded prompt: the largest tile multiple up to max_prefill_chunk_size that divides it
-    (tt-metal takes the largest multiple of 2048 that does)."""
-    return next(c for c in range(min(padded_len, max_prefill_chunk_size), 0, -TILE_SIZE) if padded_len % c == 0)
-
-
-def prefill_buckets(args: ModelArgs) -> list[int]:
-    """Every prefill length that gets its own program: buckets up to the chunk limit, then the chunk sizes."""
-    lens = {get_padded_prefill_len(n) for n in range(1, args.max_seq_len + 1)}
-    return sorted({n if n <= args.max_prefill_chunk_size else get_max_prefill_chunk_size(n, args.max_prefill_chunk_size) for n in lens})
-
-
-def get_last_token(last_idx: int) -> int:
-    """Start row of the 32-row tile that holds position last_idx."""
-    return (last_idx // TILE_SIZE) * TILE_SIZE
 
 
 # Positional arguments throughout (shard_map maps positional arguments); the cache is argument 3 of
@@ -84,8 +59,10 @@ def _decode_step(params, tokens, current_pos, rot, kv_cache, page_table=None, sa
         next_tokens = sample(
             logits, current_pos + 1, temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, seed=sampling.seed
         )
-    # Empty slots (negative positions) stay empty.
-    return next_tokens, logits, jnp.where(current_pos >= 0, current_pos + 1, current_pos), kv_cache
+    # Empty slots (negative positions) stay empty, and a slot that reaches max_seq_len becomes empty rather than
+    # write past the cache (host-given positions are checked; these advance on device).
+    advanced = jnp.where((current_pos >= 0) & (current_pos + 1 < args.max_seq_len), current_pos + 1, -1)
+    return next_tokens, logits, jnp.where(current_pos >= 0, advanced, current_pos), kv_cache
 
 
 def build_program(fn, args: ModelArgs, mesh_device: MeshDevice | None = None):
@@ -94,6 +71,15 @@ def build_program(fn, args: ModelArgs, mesh_device: MeshDevice | None = None):
     if mesh_device is not None:
         body = mesh_device.shard_map(body)
     return jax.jit(body, donate_argnums=3 if fn is _prefill else 4)
+
+
+@dataclass(frozen=True)
+class PlacedPageTable:
+    """A page table checked on the host and placed for the decode programs (Generator.place_page_table)."""
+
+    array: jax.Array
+    shape: tuple[int, int]  # [batch, blocks_per_user]
+    positions: int  # positions a row covers: blocks_per_user * block_size
 
 
 @dataclass
@@ -205,11 +191,16 @@ class Generator:
         return PageTable(self.paged, batch or self.args.max_batch_size, self.args.max_seq_len, allocator)
 
     def _checked_page_table(self, page_table, user_id: int | None = None, n_positions: int = 0) -> np.ndarray:
-        """The page table on the host, checked against the pool (and, for a user, that it covers n_positions)."""
+        """The page table on the host, checked against the pool (and, for a user, that it covers n_positions).
+
+        Accepts numpy, lists, a PageTable, or a device array (read back once to be checked)."""
         if page_table is None:
             raise KVCacheError("the KV cache is paged (args.paged_attention_config is set): pass a page_table.")
-        table = np.asarray(page_table.array() if isinstance(page_table, PageTable) else page_table, np.int32)
+        if isinstance(page_table, PlacedPageTable):
+            raise KVCacheError("prefill reads the page table on the host: pass the PageTable or numpy table, not a placed one.")
+        table = page_table.array() if isinstance(page_table, PageTable) else np.asarray(page_table)
         check_page_table(table, self.paged.max_num_blocks)
+        table = table.astype(np.int32)
         if user_id is not None:
             if not 0 <= user_id < table.shape[0]:
                 raise KVCacheError(f"user_id {user_id} is outside the page table's rows 0..{table.shape[0] - 1}.")
@@ -221,6 +212,26 @@ class Generator:
                     f"the prompt needs {n_positions}."
                 )
         return table
+
+    def place_page_table(self, page_table) -> PlacedPageTable:
+        """Check a page table on the host once and place it for the decode programs (the Engine re-places it only
+        when an admission or a retirement changes it)."""
+        table = self._checked_page_table(page_table)
+        return PlacedPageTable(self._put(table), table.shape, table.shape[1] * self.paged.block_size)
+
+    def check_tokens(self, tokens, what: str = "the prompt") -> np.ndarray:
+        """Token ids on the host as int32, each checked to be in the vocabulary (the embedding lookup would
+        otherwise read NaN or a clamped row without a word)."""
+        ids = np.asarray(tokens)
+        if ids.size and ids.dtype.kind not in "iu":
+            raise TokenIdError(f"{what} holds {ids.dtype} values; token ids are integers.")
+        bad = np.argwhere((ids < 0) | (ids >= self.args.vocab_size))
+        if bad.size:
+            where = ", ".join(str(int(i)) for i in bad[0])
+            raise TokenIdError(
+                f"token id {int(ids[tuple(bad[0])])} at position {where} of {what} is outside the vocabulary 0..{self.args.vocab_size - 1}."
+            )
+        return ids.astype(np.int32)
 
     def check_fits(self, prompt_len: int, max_new_tokens: int = 0):
         if prompt_len == 0:
@@ -241,6 +252,7 @@ class Generator:
         chunk writes its K/V to the user's pages and attends to the earlier chunks through them."""
         n = len(tokens)
         self.check_fits(n)
+        tokens = self.check_tokens(tokens)
         padded = get_padded_prefill_len(n)
         last_tile = get_last_token(n - 1)
         if self.paged is None:
@@ -254,6 +266,7 @@ class Generator:
                 raise TTJaxError(f"user_id {user_id} is outside the cache's slots 0..{slots - 1}.")
             ids = np.zeros((1, padded), np.int32)
             ids[0, :n] = tokens
+            self._check_rows(0, padded)
             run = self.prefill_program(padded, kv_cache)
             inputs = (self._put(ids), self.rot, kv_cache, self._put(np.int32(user_id)), self._put(np.int32(last_tile)))
             logits, kv_cache = run(self.params, *inputs)
@@ -261,37 +274,51 @@ class Generator:
 
         table = self._checked_page_table(page_table, user_id, n)
         # The padded prompt's pages: entries past the user's row (or -1) are not written (see ttjax.paged_cache).
-        width = self.paged.blocks_for(padded)
-        table = np.pad(table, ((0, 0), (0, max(0, width - table.shape[1]))), constant_values=-1)[:, :width]
         chunk = get_max_prefill_chunk_size(padded, self.args.max_prefill_chunk_size)
         chunked = chunk < padded
+        width = self._prefill_table_width(padded, chunked)
+        table = np.pad(table, ((0, 0), (0, max(0, width - table.shape[1]))), constant_values=-1)[:, :width]
         ids = np.zeros((1, padded), np.int32)
         ids[0, :n] = tokens
         run = self.prefill_program(chunk, kv_cache, table.shape, chunked)
         put_table, put_user = self._put(table), self._put(np.int32(user_id))
         for start in range(0, last_tile + 1, chunk):  # chunks past the last token hold only padding
+            self._check_rows(start, chunk)
             tail = last_tile - start if start + chunk > last_tile else 0
             inputs = (self._put(ids[:, start : start + chunk]), self.rot, kv_cache, put_user, self._put(np.int32(tail)), put_table)
             logits, kv_cache = run(self.params, *inputs, self._put(np.int32(start)) if chunked else None)
         return self._local(logits)[0, (n - 1) - last_tile], kv_cache
 
+    def _check_rows(self, start: int, length: int):
+        """A prefill program reads the rotary rows [start, start + length) with a traced start, which dynamic_slice
+        would clamp without a word: prove it in range on the host."""
+        rows = self.rot.cos.shape[-2]
+        if start + length > rows:
+            raise SequenceLengthError(f"prefill rows {start}..{start + length - 1} are past the rotary tables' {rows} positions.")
+
     def decode_forward(self, tokens, current_pos, kv_cache, page_table=None, sampling: SamplingBatch | None = None, enable_trace: bool = True):
         """One decode step for every slot: (next tokens, logits, positions + 1, kv_cache), all left on device.
 
-        tokens and current_pos are [batch] arrays, or on a mesh, what a previous step returned (or _put made).
-        A paged cache needs the page table ([batch, blocks_per_user] numpy, a PageTable, or a placed array).
-        sampling (per-slot options) samples on device; None is greedy. enable_trace=False runs the same step op
-        by op, dispatching every op from Python (what decode costs without a trace)."""
-        if isinstance(current_pos, np.ndarray) and (current_pos >= self.args.max_seq_len).any():
-            raise SequenceLengthError(
-                f"position {int(current_pos.max())} is past max_seq_len = {self.args.max_seq_len} (positions 0..{self.args.max_seq_len - 1})."
-            )
-        if self.mesh_device is not None and tokens.ndim == 1:
-            tokens, current_pos = self._put(tokens), self._put(current_pos)
+        tokens and current_pos are [batch]: host arrays (numpy or lists, checked: ids in the vocabulary, positions
+        below max_seq_len and within the page table), or device arrays a previous step returned, whose positions
+        advance on device (a slot that reaches max_seq_len becomes empty, -1, rather than write past the cache).
+        A paged cache needs the page table: a PageTable, a [batch, blocks_per_user] array (checked), or a
+        PlacedPageTable from place_page_table. sampling (per-slot options) samples on device; None is greedy.
+        enable_trace=False runs the same step op by op, dispatching every op from Python (what decode costs
+        without a trace)."""
+        if not isinstance(tokens, jax.Array):
+            tokens = self.check_tokens(tokens, "the decode tokens").reshape(-1)
+        host_pos = not isinstance(current_pos, jax.Array)
+        if host_pos:
+            current_pos = self._checked_positions(current_pos, tokens.shape[-1])
+        if self.mesh_device is not None:
+            tokens, current_pos = (self._put(x) if x.ndim == 1 else x for x in (tokens, current_pos))
         batch = tokens.shape[-1]
         table = None
         if self.paged is not None:
-            table = page_table if isinstance(page_table, jax.Array) else self._put(self._checked_page_table(page_table))
+            placed = page_table if isinstance(page_table, PlacedPageTable) else self.place_page_table(page_table)
+            self._check_decode_table(placed, batch, current_pos if host_pos else None)
+            table = placed.array
         if sampling is not None and not isinstance(sampling.seed, jax.Array):
             sampling = jax.tree.map(self._put, sampling)
         if not enable_trace:
@@ -302,6 +329,34 @@ class Generator:
                 return step(self.params, tokens, current_pos, self.rot, kv_cache, table, sampling)
         run = self.decode_program(batch, None if table is None else table.shape[-2:], sampling is not None)
         return run(self.params, tokens, current_pos, self.rot, kv_cache, table, sampling)
+
+    def _checked_positions(self, current_pos, batch: int) -> np.ndarray:
+        pos = np.asarray(current_pos)
+        if pos.size and pos.dtype.kind not in "iu":
+            raise SequenceLengthError(f"current_pos holds {pos.dtype} values; positions are integers.")
+        pos = pos.astype(np.int32).reshape(-1)
+        if pos.shape[0] != batch:
+            raise SequenceLengthError(f"current_pos has {pos.shape[0]} entries for a batch of {batch} tokens.")
+        if (pos >= self.args.max_seq_len).any():
+            raise SequenceLengthError(
+                f"position {int(pos.max())} is past max_seq_len = {self.args.max_seq_len} (positions 0..{self.args.max_seq_len - 1})."
+            )
+        return pos
+
+    def _check_decode_table(self, placed: PlacedPageTable, batch: int, host_pos: np.ndarray | None):
+        """Every slot has a page-table row, and every position a row reaches has an entry: a write past the row
+        would be dropped and the token's own K/V lost."""
+        if placed.shape[0] != batch:
+            raise KVCacheError(f"the page table has {placed.shape[0]} rows for a decode batch of {batch} users.")
+        if host_pos is not None:
+            over = host_pos[host_pos >= placed.positions]
+            if over.size:
+                raise KVCacheError(f"position {int(over[0])} is past the {placed.positions} positions a page-table row covers.")
+        elif placed.positions < self.args.max_seq_len:
+            raise KVCacheError(
+                f"page-table rows cover {placed.positions} positions, fewer than max_seq_len = {self.args.max_seq_len}, and the "
+                "positions are on device where they cannot be checked: give rows that cover max_seq_len."
+            )
 
     def read_tokens(self, tokens) -> np.ndarray:
         """A decode step's tokens (or logits) on the host, as one device holds them."""
@@ -342,7 +397,7 @@ class Generator:
         if stop != "eos" and max_new_tokens > 1:
             tokens = self._put(np.array([first] + [0] * (batch - 1), np.int32))
             pos = self._put(np.array([n] + [-1] * (batch - 1), np.int32))
-            table = None if pages is None else self._put(pages.array())
+            table = None if pages is None else self.place_page_table(pages)
             pending = None
             for _ in range(max_new_tokens - 1):
                 tokens, _, pos, kv_cache = self.decode_forward(tokens, pos, kv_cache, table)
@@ -368,8 +423,14 @@ class Generator:
             self.decode_program(batch, None, sampled)
             return
         chunk = get_max_prefill_chunk_size(padded, self.args.max_prefill_chunk_size)
-        self.prefill_program(chunk, None, (table_shape[0], self.paged.blocks_for(padded)), chunk < padded)
+        self.prefill_program(chunk, None, (table_shape[0], self._prefill_table_width(padded, chunk < padded)), chunk < padded)
         self.decode_program(batch, table_shape, sampled)
+
+    def _prefill_table_width(self, padded: int, chunked: bool) -> int:
+        """Page-table blocks a prefill program reads: the padded prompt's, or for chunked prefill those of the longest
+        prompt (prefill_extent), so one program serves every chunk of every long prompt (attention stops at the
+        causal limit, so the extra entries cost nothing). Entries past the user's row are -1: not written."""
+        return self.paged.blocks_for(prefill_extent(self.args.max_seq_len) if chunked else padded)
 
     @staticmethod
     def _accept(step_tokens, out: list[int], eos, on_token) -> bool:

@@ -38,18 +38,22 @@ def _hf_field(cfg, name):
 class LlamaForCausalLM(Generator):
     @classmethod
     def initialize_vllm_model(
-        cls, hf_config, mesh_device: MeshDevice | None, max_batch_size: int, max_seq_len: int = 131072, n_layers: int | None = None,
+        cls, hf_config, mesh_device: MeshDevice | None, max_batch_size: int, max_seq_len: int | None = None, n_layers: int | None = None,
         *, model_path: str | None = None,
     ) -> LlamaForCausalLM:
         """Load the checkpoint (model_path, else the one hf_config was read from, else the shipped model) and check
-        that it is the model hf_config describes."""
+        that it is the model hf_config describes. max_seq_len (vLLM's max_model_len) defaults to the model's context
+        and may not exceed it."""
         path = _checkpoint_path(model_path or _hf_field(hf_config, "_name_or_path") or _hf_field(hf_config, "name_or_path"))
         ck = load_checkpoint(path, max_seq_len=None, max_batch_size=max_batch_size, n_layers=n_layers, progress=False)
         for field, ours in (("hidden_size", ck.args.dim), ("num_attention_heads", ck.args.n_heads), ("num_key_value_heads", ck.args.n_kv_heads)):
             theirs = _hf_field(hf_config, field)
             if theirs is not None and theirs != ours:
                 raise ConfigError(f"hf_config has {field} = {theirs} but the checkpoint at {path} has {ours}.")
-        args = ck.args.replace(max_seq_len=min(max_seq_len, ck.args.max_context_len))
+        context = ck.args.max_context_len
+        if max_seq_len is not None and max_seq_len > context:
+            raise ConfigError(f"max_seq_len = {max_seq_len} is past the model's trained context of {context} tokens.")
+        args = ck.args.replace(max_seq_len=context if max_seq_len is None else max_seq_len)
         if mesh_device is not None:
             args = mesh_args(args, mesh_device)
         return cls(ck.params, args, ck.tokenizer, mesh_device=mesh_device)
@@ -58,13 +62,21 @@ class LlamaForCausalLM(Generator):
         """Per layer [K, V] block pools of kv_cache_shape (max_num_blocks, num_kv_heads, block_size, head_size)."""
         if kv_cache_shape is None:
             return super().allocate_kv_cache()
-        blocks, n_kv, block_size, head = kv_cache_shape
+        shape = tuple(kv_cache_shape)
+        if len(shape) != 4 or not all(isinstance(n, (int, np.integer)) and n > 0 for n in shape):
+            raise KVCacheError(f"kv_cache_shape {shape} is not (max_num_blocks, num_kv_heads, block_size, head_size) of positive integers.")
+        blocks, n_kv, block_size, head = shape
         if (n_kv, head) != (self.args.n_kv_heads, self.args.head_dim):
             raise KVCacheError(
                 f"kv_cache_shape {tuple(kv_cache_shape)} has {n_kv} KV heads of {head}; the model has {self.args.n_kv_heads} of {self.args.head_dim}."
             )
         if num_layers is not None and num_layers != self.args.n_layers:
             raise KVCacheError(f"num_layers = {num_layers}, but the model has {self.args.n_layers} layers.")
+        if dtype is not None and _dtype_name(dtype) != np.dtype(self.args.activation_dtype).name:
+            raise KVCacheError(
+                f"kv cache dtype {_dtype_name(dtype)} differs from this model's {np.dtype(self.args.activation_dtype).name} "
+                "(the activation dtype its precision config sets; a block-float KV_CACHE rounds the values written)."
+            )
         paged = PagedAttentionConfig(block_size=block_size, max_num_blocks=blocks)
         if paged != self.args.paged_attention_config:
             self.args = self.args.replace(paged_attention_config=paged)
@@ -80,14 +92,20 @@ class LlamaForCausalLM(Generator):
 
     def prefill_forward(self, tokens, page_table, kv_cache, prompt_lens):
         """Prefill each user of the batch into its pages; returns last-token logits [batch, vocab] (host, float32)."""
-        tokens, table, lens = np.asarray(tokens), np.asarray(page_table, np.int32), np.asarray(prompt_lens)
+        tokens, table, lens = np.asarray(tokens), np.asarray(page_table), np.asarray(prompt_lens)
+        if tokens.ndim != 2:
+            raise KVCacheError(f"tokens must be [batch, max_prompt_len], got shape {tokens.shape}.")
+        if lens.ndim != 1 or (lens.size and lens.dtype.kind not in "iu"):
+            raise KVCacheError(f"prompt_lens must be one integer per user, got {lens.dtype} values of shape {lens.shape}.")
         if not (len(tokens) == len(table) == len(lens)):
             raise KVCacheError(f"tokens ({len(tokens)}), page_table ({len(table)}) and prompt_lens ({len(lens)}) must have one row per user.")
+        for user, n in enumerate(lens):  # every user before any is prefilled
+            if not 1 <= n <= tokens.shape[1]:
+                raise KVCacheError(f"prompt_lens[{user}] = {n} is outside 1..{tokens.shape[1]}, the tokens given per user.")
+            self.check_tokens(tokens[user, :n], f"user {user}'s prompt")
         out = []
         for user, n in enumerate(lens):
-            if n > tokens.shape[1]:
-                raise KVCacheError(f"prompt_lens[{user}] = {n} is longer than the {tokens.shape[1]} tokens given.")
-            logits, new = self.prefill_forward_text(tokens[user, :n].tolist(), _tuples(kv_cache), user_id=user, page_table=table)
+            logits, new = self.prefill_forward_text(tokens[user, :n], _tuples(kv_cache), user_id=user, page_table=table)
             self._update(kv_cache, new)
             out.append(np.asarray(logits))
         return np.stack(out)
@@ -95,9 +113,8 @@ class LlamaForCausalLM(Generator):
     def decode_forward(self, tokens, start_pos, page_table, kv_cache, enable_trace: bool = True, read_from_device: bool = True):
         """One step for the whole (padded) batch. Returns logits [max_batch, 1, vocab] on the host, or, with
         read_from_device=False, the device output for read_decode_output."""
-        tokens = np.asarray(tokens, np.int32).reshape(-1)
-        table = np.asarray(page_table, np.int32)
-        _, logits, _, new = super().decode_forward(tokens, np.asarray(start_pos, np.int32), _tuples(kv_cache), table, enable_trace=enable_trace)
+        tokens = np.asarray(tokens).reshape(-1)
+        _, logits, _, new = super().decode_forward(tokens, np.asarray(start_pos), _tuples(kv_cache), page_table, enable_trace=enable_trace)
         self._update(kv_cache, new)
         if not read_from_device:
             logits.copy_to_host_async()
@@ -107,6 +124,18 @@ class LlamaForCausalLM(Generator):
     def read_decode_output(self, tt_out, unpadded_batch: int | None = None) -> np.ndarray:
         logits = np.asarray(self._local(tt_out))
         return logits[: unpadded_batch or len(logits), None, :]
+
+
+def _dtype_name(dtype) -> str:
+    """numpy, jax and torch dtypes (vLLM passes torch's) by name: float32, bfloat16, ..."""
+    import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy)
+
+    for candidate in (dtype, str(dtype).removeprefix("torch.")):
+        try:
+            return np.dtype(candidate).name
+        except TypeError:
+            continue
+    return str(dtype)
 
 
 def _tuples(kv_cache):

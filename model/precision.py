@@ -135,8 +135,10 @@ def parse_overrides(spec: list[str]) -> list[tuple[TensorGroup, PrecisionSetting
             raise TTJaxError(f"override {item!r} is not GROUP=DTYPE or layers.N.GROUP=DTYPE.")
         layer = None
         if key.startswith("layers."):
-            _, n, key = key.split(".", 2)
-            layer = int(n)
+            parts = key.split(".", 2)
+            if len(parts) != 3 or not parts[1].isdigit():
+                raise TTJaxError(f"override {item!r} is not layers.N.GROUP=DTYPE with N a layer number.")
+            layer, key = int(parts[1]), parts[2]
         out.append((_group(key), _setting(value), layer))
     return out
 

@@ -1,6 +1,10 @@
-"""RoPE tables, prepared once: cos/sin [max_seq_len, head_dim] in Meta's interleaved layout.
+"""RoPE tables, prepared once: cos/sin [rows, head_dim] in Meta's interleaved layout.
 
-Prefill slices rows [start, start + seq) (a chunk of a long prompt starts past 0); decode
+The tables have a row for every position a program can touch: max_seq_len, or more when the
+longest prompt's prefill bucket is longer (model.buckets.prefill_extent), because a padded
+prompt's last chunk runs past the cache and dynamic_slice would otherwise clamp its start and
+hand it the angles of other positions. Prefill slices rows [start, start + seq) (a chunk of a
+long prompt starts past 0); decode
 gathers one row per user at its current_pos. That is the report's iterative update: the tables
 stay on device, the decode step advances current_pos on device (model.generator), and the next
 step looks its rows up, an embedding lookup, so no rotation matrix is recomputed or sent from
@@ -17,7 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from model.buckets import prefill_extent
 from model.config import ModelArgs, RopeScaling
+from model.errors import SequenceLengthError
 from ttjax.rotary import get_rot_transformation_mat
 
 
@@ -56,19 +62,29 @@ def inv_frequencies(args: ModelArgs) -> np.ndarray:
 
 
 def precompute_rot_mats(args: ModelArgs, seq_len: int | None = None) -> RotMats:
-    seq_len = seq_len or args.max_seq_len
+    """Tables for positions 0 .. seq_len - 1 (default: every position a prefill or decode program of args reaches)."""
+    seq_len = seq_len or prefill_extent(args.max_seq_len)
     angles = np.outer(np.arange(seq_len, dtype=np.float32), inv_frequencies(args)).astype(np.float32)
     angles = np.repeat(angles, 2, axis=-1)  # [c0, c0, c1, c1, ...]: interleaved pairs
     return RotMats(cos=jnp.asarray(np.cos(angles)), sin=jnp.asarray(np.sin(angles)), trans_mat=get_rot_transformation_mat())
 
 
 def prefill_rot_mats(rot: RotMats, seq_len: int, start_pos=0) -> tuple[jax.Array, jax.Array]:
-    """Rows [start_pos, start_pos + seq_len) of the tables, each [seq_len, head_dim]."""
+    """Rows [start_pos, start_pos + seq_len) of the tables, each [seq_len, head_dim].
+
+    A traced start_pos is the caller's to keep within the tables (the Generator checks every chunk's on the
+    host); a Python int is checked here."""
+    rows = rot.cos.shape[0]
+    end = seq_len + (start_pos if isinstance(start_pos, int) else 0)
+    if end > rows:
+        raise SequenceLengthError(f"prefill rows up to position {end - 1} are past the rotary tables' {rows} positions.")
     size = (seq_len, rot.cos.shape[1])
     return jax.lax.dynamic_slice(rot.cos, (start_pos, 0), size), jax.lax.dynamic_slice(rot.sin, (start_pos, 0), size)
 
 
 def decode_rot_mats(rot: RotMats, current_pos: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """One row per user at its position, [batch, head_dim]; empty slots (pos < 0) read row 0."""
+    """One row per user at its position, [batch, head_dim]; empty slots (pos < 0) read row 0. Positions are below
+    max_seq_len (checked on the host, and advanced on device only within a request's checked length), so in
+    the tables."""
     pos = jnp.maximum(current_pos, 0)
     return jnp.take(rot.cos, pos, axis=0), jnp.take(rot.sin, pos, axis=0)

@@ -3,6 +3,7 @@ decode step reads on device (SamplingBatch: one [batch] array per option, a slot
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import jax
@@ -22,6 +23,14 @@ class SamplingParams:
     seed: int = 0
 
     def __post_init__(self):
+        for name in ("temperature", "top_p"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+                raise ConfigError(f"{name} = {value!r} must be a finite number.")
+        for name in ("top_k", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ConfigError(f"{name} = {value!r} must be an integer.")
         if not self.temperature >= 0:
             raise ConfigError(f"temperature = {self.temperature} must be 0 (greedy) or more.")
         if not 1 <= self.top_k <= MAX_TOP_K:

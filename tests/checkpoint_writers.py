@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from model.checkpoint.hf import HF_GLOBAL_NAMES, HF_LAYER_NAMES
-from model.checkpoint.meta import _SHARD_DIM
 from model.checkpoint.rotary_layout import hf_to_meta, meta_to_hf
 from model.rope import inv_frequencies
 
@@ -100,17 +99,67 @@ def hf_state_from_meta(state: dict, n_heads: int, n_kv_heads: int) -> dict[str, 
     return out
 
 
-def write_meta(state, params: dict, folder, shards=2, dtype=torch.float32):
-    """Meta consolidated layout, split into `shards` model-parallel files the way Meta splits them."""
+# How Meta's reference code parallelises each weight, by the fairscale class it builds it with
+# (fairscale.nn.model_parallel.layers, used by meta-llama/llama, meta-llama/llama3 and
+# llama-models' models/llama3/reference_impl/model.py). Written here from that published code, not
+# from the loader's table, so a wrong axis in the loader fails the Meta tests instead of being mirrored.
+#   ColumnParallelLinear: splits the output features; torch weight [out, in] -> axis 0.
+#   RowParallelLinear: splits the input features -> axis 1.
+#   VocabParallelEmbedding (Llama 3: meta-llama/llama3, llama-models): splits the vocab,
+#     weight [vocab, dim] -> axis 0.
+#   ParallelEmbedding (Llama 1/2: meta-llama/llama): splits the embedding dim -> axis 1.
+#   RMSNorm is a plain nn.Module: replicated, every shard holds the full copy.
+# (transformers' convert_llama_weights_to_hf.py joins tok_embeddings on dim 0 for Llama 3, 1 before.)
+META_MODULE_CLASS = {
+    "tok_embeddings": "embedding",  # the release's embedding class, see write_meta(embedding=)
+    "attention.wq": "ColumnParallelLinear",
+    "attention.wk": "ColumnParallelLinear",
+    "attention.wv": "ColumnParallelLinear",
+    "attention.wo": "RowParallelLinear",
+    "feed_forward.w1": "ColumnParallelLinear",
+    "feed_forward.w3": "ColumnParallelLinear",
+    "feed_forward.w2": "RowParallelLinear",
+    "output": "ColumnParallelLinear",
+    "attention_norm": "RMSNorm",
+    "ffn_norm": "RMSNorm",
+    "norm": "RMSNorm",
+}
+# Split axis of the torch weight for each fairscale class; None = replicated.
+SPLIT_AXIS = {
+    "ColumnParallelLinear": 0,
+    "RowParallelLinear": 1,
+    "VocabParallelEmbedding": 0,
+    "ParallelEmbedding": 1,
+    "RMSNorm": None,
+}
+LLAMA3_EMBEDDING = "VocabParallelEmbedding"
+LLAMA2_EMBEDDING = "ParallelEmbedding"
+
+
+def meta_split_axis(name: str, embedding: str = LLAMA3_EMBEDDING) -> int | None:
+    """The axis Meta's model-parallel shards split weight `name` on (None: replicated)."""
+    parts = name.split(".")
+    module = ".".join(parts[2:-1] if parts[0] == "layers" else parts[:-1])
+    cls = META_MODULE_CLASS[module]  # an unknown weight is an error, not silently replicated
+    return SPLIT_AXIS[embedding if cls == "embedding" else cls]
+
+
+def write_meta(state, params: dict, folder, shards=2, dtype=torch.float32, embedding=LLAMA3_EMBEDDING):
+    """Meta consolidated layout, split into `shards` model-parallel files the way Meta's reference
+    code splits them (META_MODULE_CLASS). `embedding` is the release's tok_embeddings class:
+    "VocabParallelEmbedding" (Llama 3, the default) or "ParallelEmbedding" (Llama 1/2)."""
+    if embedding not in (LLAMA3_EMBEDDING, LLAMA2_EMBEDDING):
+        raise ValueError(f"embedding must be {LLAMA3_EMBEDDING!r} or {LLAMA2_EMBEDDING!r}, not {embedding!r}")
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "params.json"), "w") as f:
         json.dump(params, f)
     for i in range(shards):
         part = {}
         for name, a in state.items():
-            kind = name.split(".")[-2]
-            if kind in _SHARD_DIM:
-                a = np.split(a, shards, axis=_SHARD_DIM[kind])[i]
+            axis = meta_split_axis(name, embedding)
+            if axis is not None:
+                assert a.shape[axis] % shards == 0, (name, a.shape, axis, shards)
+                a = np.split(a, shards, axis=axis)[i]  # fairscale: contiguous equal chunks, rank i gets chunk i
             part[name] = torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
         torch.save(part, os.path.join(folder, f"consolidated.{i:02d}.pth"))
     return folder
@@ -132,12 +181,16 @@ def meta_params_for_tiny(model):
     )
 
 
-def write_gguf(state, args, path, *, drop_keys=()):
+def write_gguf(state, args, path, *, drop_keys=(), arch="llama", metadata=None, raw_types=None):
     """A llama GGUF (F32 tensors) from a Meta-layout state; llama3 rope scaling goes in as rope_freqs,
-    as llama.cpp's converter writes it."""
+    as llama.cpp's converter writes it. For the error tests: another architecture name, extra metadata
+    ({key: str value}), and raw_types {gguf tensor name: GGMLQuantizationType} to store a tensor as that type
+    (zero bytes of the right size)."""
     import gguf
 
-    w = gguf.GGUFWriter(path, "llama")
+    w = gguf.GGUFWriter(path, arch)
+    for key, value in (metadata or {}).items():
+        w.add_string(key, value)
     fields = {
         "block_count": lambda: w.add_block_count(args.n_layers),
         "context_length": lambda: w.add_context_length(args.max_context_len),
@@ -161,7 +214,13 @@ def write_gguf(state, args, path, *, drop_keys=()):
             gname = f"blk.{parts[1]}.{META_TO_GGUF['.'.join(parts[2:-1])]}.{parts[-1]}"
         else:
             gname = f"{META_TO_GGUF[parts[0]]}.{parts[1]}"
-        w.add_tensor(gname, np.ascontiguousarray(a, dtype=np.float32))
+        kind = (raw_types or {}).get(gname)
+        if kind is None:
+            w.add_tensor(gname, np.ascontiguousarray(a, dtype=np.float32))
+        else:
+            block, nbytes = gguf.GGML_QUANT_SIZES[kind]
+            raw = np.zeros((*a.shape[:-1], a.shape[-1] // block * nbytes), np.uint8)
+            w.add_tensor(gname, raw, raw_dtype=kind)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

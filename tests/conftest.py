@@ -3,12 +3,31 @@ transformers' LlamaForCausalLM (float32, same file)."""
 
 import os
 
-# 32 host devices, for meshes up to 8x4 (Galaxy); must be set before jax is imported anywhere.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=32")
+HOST_DEVICES = 32  # for meshes up to 8x4 (Galaxy)
+
+
+def with_host_devices(xla_flags: str, n: int) -> str:
+    """XLA_FLAGS asking for at least n host devices: added to flags already set (not skipped because some are);
+    a larger count already asked for is kept."""
+    flag = "--xla_force_host_platform_device_count="
+    counts = [int(f[len(flag):]) for f in xla_flags.split() if f.startswith(flag)]
+    kept = [f for f in xla_flags.split() if not f.startswith(flag)]
+    return " ".join([*kept, f"{flag}{max([n, *counts])}"])
+
+
+# Must be set before jax is imported anywhere.
+os.environ["XLA_FLAGS"] = with_host_devices(os.environ.get("XLA_FLAGS", ""), HOST_DEVICES)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# CI runs hypothesis derandomized: the same examples every run, so a red run reproduces. HYPOTHESIS_PROFILE=dev
+# explores new examples locally.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 PROMPTS = [
     "The capital of France is",
@@ -59,22 +78,28 @@ def hf_tokenizer(gguf_path):
     return AutoTokenizer.from_pretrained(folder, gguf_file=name)
 
 
+def hf_greedy(hf_model, ids: list[int], steps: int, eos=frozenset()) -> tuple[list[int], list]:
+    """transformers' own prefill + KV-cache decode loop, greedy: (tokens, each step's logits), stopping after an
+    end-of-sequence token in eos."""
+    import torch
+
+    tokens, step_logits, past, cur = [], [], None, torch.tensor([ids])
+    with torch.no_grad():
+        while len(tokens) < steps and not (tokens and tokens[-1] in eos):
+            res = hf_model(input_ids=cur, past_key_values=past, use_cache=True)
+            step_logits.append(res.logits[0, -1].numpy().copy())
+            tokens.append(int(step_logits[-1].argmax()))
+            past, cur = res.past_key_values, torch.tensor([[tokens[-1]]])
+    return tokens, step_logits
+
+
 @pytest.fixture(scope="session")
 def reference(hf_model, ckpt):
     """{prompt: (prompt ids, last-token logits, greedy tokens, per-step logits)} from the reference's
     own prefill + KV-cache decode loop."""
-    import torch
-
     out = {}
     for prompt in PROMPTS:
         ids = ckpt.tokenizer.encode(prompt)
-        tokens, step_logits, past, cur = [], [], None, torch.tensor([ids])
-        with torch.no_grad():
-            for _ in range(STEPS):
-                res = hf_model(input_ids=cur, past_key_values=past, use_cache=True)
-                logits = res.logits[0, -1].numpy().copy()
-                step_logits.append(logits)
-                tokens.append(int(logits.argmax()))
-                past, cur = res.past_key_values, torch.tensor([[tokens[-1]]])
+        tokens, step_logits = hf_greedy(hf_model, ids, STEPS)
         out[prompt] = (ids, step_logits[0], tokens, step_logits)
     return out

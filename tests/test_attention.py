@@ -1,7 +1,10 @@
 """Flash attention, flash decode and the paged KV cache against torch's scaled_dot_product_attention (float32).
 
 Each case is checked at PCC >= 0.99999 and elementwise; paged results must equal contiguous
-ones computed from the same values through a shuffled page table that includes block 0.
+ones computed from the same values through a shuffled page table that includes block 0. Paged
+pools are built and read back by a plain numpy reference of the paged layout (_np_write,
+_np_read), never by ttjax's own paged writes, so a layout bug shared by ttjax's paged writes and
+reads cannot cancel.
 """
 
 import jax
@@ -102,12 +105,40 @@ def test_flash_decode_equals_reference(heads, k_chunk):
     assert_close(ours, _decode_reference(q, kc, vc, RAGGED))
 
 
+def _np_write(pool, table, user, pos, row):
+    """The paged layout by its definition, in numpy (no ttjax): user's position pos is row pos % block of
+    block table[user, pos // block]. A negative position, one past the row, or a -1 entry writes nothing."""
+    block = pool.shape[2]
+    if 0 <= pos < table.shape[1] * block and table[user, pos // block] >= 0:
+        pool[table[user, pos // block], :, pos % block] = row
+
+
+def _np_fill(pool, table, user, start, x):
+    """x [KV, seq, d] written at user's positions start .. start + seq - 1, one position at a time."""
+    for i in range(x.shape[1]):
+        _np_write(pool, table, user, start + i, x[:, i])
+
+
+def _np_read(pool, table, length):
+    """[B, KV, length, d]: every user's positions 0 .. length - 1 read back by the definition (zeros where
+    the page table has no block)."""
+    _, kv, block, d = pool.shape
+    out = np.zeros((table.shape[0], kv, length, d), pool.dtype)
+    for user in range(table.shape[0]):
+        for p in range(length):
+            if table[user, p // block] >= 0:
+                out[user, :, p] = pool[table[user, p // block], :, p % block]
+    return out
+
+
 def _paged_copy(contiguous, table, block):
-    """The contiguous [B, KV, S, d] values written into a pool through table, user by user with paged_fill_cache."""
+    """The contiguous [B, KV, S, d] values written into a pool through table by the numpy writer (not by
+    ttjax.paged_fill_cache, whose bugs would then be shared by both sides). Rows no position maps to hold
+    noise, so reading one shows."""
     b, kv, s, d = contiguous.shape
-    pool = jnp.zeros((int(table.max()) + 1, kv, block, d), jnp.float32)
+    pool = _rand(np.random.default_rng(0), int(table.max()) + 1, kv, block, d)
     for user in range(b):
-        pool = ttjax.paged_fill_cache(pool, contiguous[user : user + 1], table, batch_idx=user)
+        _np_fill(pool, table, user, 0, contiguous[user])
     return pool
 
 
@@ -145,6 +176,81 @@ def test_paged_update_equals_contiguous_update():
     np.testing.assert_array_equal(np.asarray(_paged_copy(np.asarray(new_contig), table, block)), np.asarray(new_pool))
 
 
+# Blocks in shuffled order, block 0 in use; user 1 owns two blocks and then none (-1); blocks 6, 10, 12
+# and 13 of a 14-block pool belong to nobody.
+TABLE = np.array([[5, 0, 9, 2], [7, 3, -1, -1], [1, 11, 4, 8]], np.int32)
+
+
+def test_paged_fill_equals_numpy_reference():
+    """Whole prompts, a prompt in two chunks (start_pos > 0) and a padded prompt whose padding runs into -1
+    entries: the WHOLE pool, blocks of nobody included, equals the numpy writer's. The pool starts as noise,
+    so a write in the wrong place or a dropped write shows."""
+    rng = np.random.default_rng(9)
+    pool = _rand(rng, 14, 2, 32, 16)
+    ref = pool.copy()
+    fill = jax.jit(ttjax.paged_fill_cache)  # batch_idx and start_pos traced, as in chunked prefill
+    xs = {}
+    for user, start, seq in [(0, 0, 128), (1, 0, 128), (2, 0, 64), (2, 64, 64)]:
+        xs[user, start] = x = _rand(rng, 1, 2, seq, 16)
+        pool = fill(pool, x, TABLE, user, start)
+        _np_fill(ref, TABLE, user, start, x[0])
+    np.testing.assert_array_equal(np.asarray(pool), ref)
+    # The reference itself, by hand: user 0's position 33 is row 1 of block TABLE[0, 1] = 0, user 2's
+    # position 64 (first of the later chunk) is row 0 of block TABLE[2, 2] = 4.
+    np.testing.assert_array_equal(ref[0, :, 1], xs[0, 0][0, :, 33])
+    np.testing.assert_array_equal(ref[4, :, 0], xs[2, 64][0, :, 0])
+
+
+def test_paged_update_equals_numpy_reference():
+    """Decode steps at block edges (0, block - 1, block, the row's last position 127), empty slots
+    (position -1) and a position whose page-table entry is -1 (user 1 at 64): after each step the whole
+    pool equals the numpy writer's."""
+    rng = np.random.default_rng(10)
+    pool = _rand(rng, 14, 2, 32, 16)
+    ref = pool.copy()
+    update = jax.jit(ttjax.paged_update_cache)
+    for pos in ([0, 0, 31], [31, -1, 32], [127, 63, 127], [64, 64, -1]):
+        x = _rand(rng, 3, 2, 16)
+        pool = update(pool, x, np.array(pos, np.int32), TABLE)
+        for user, p in enumerate(pos):
+            _np_write(ref, TABLE, user, p, x[user])
+        np.testing.assert_array_equal(np.asarray(pool), ref, err_msg=f"positions {pos}")
+
+
+def test_paged_decode_equals_torch_on_a_numpy_built_pool():
+    """Paged flash decode against torch SDPA on K/V read back by the numpy reader, from a pool the numpy
+    writer built: a layout bug shared by ttjax's paged writes and reads cannot cancel. Each row ends in -1
+    entries past its user's position (read as block 0, and masked), and unowned blocks hold noise."""
+    rng = np.random.default_rng(11)
+    b, h, kv, s, d, block = 32, 9, 3, 256, 64, 32
+    table = _shuffled_table(b, s // block, seed=12)
+    table[np.arange(s // block) > RAGGED[:, None] // block] = -1  # no block past the user's position
+    assert 0 in table and (table == -1).any()
+    q, k, v = _rand(rng, b, h, d), _rand(rng, b, kv, s, d), _rand(rng, b, kv, s, d)
+    pool_k, pool_v = _paged_copy(k, table, block), _paged_copy(v, table, block)
+    cfg = SDPAProgramConfig(32, 64)
+    ours = jax.jit(lambda *a: ttjax.paged_scaled_dot_product_attention_decode(*a, program_config=cfg))(q, pool_k, pool_v, RAGGED, table)
+    assert_close(ours, _decode_reference(q, _np_read(pool_k, table, s), _np_read(pool_v, table, s), RAGGED))
+
+
+def test_chunked_prefill_equals_torch_on_a_numpy_built_pool():
+    """Each 128-token chunk of a 384-token prompt against torch SDPA over the whole prompt read back by the
+    numpy reader. The numpy writer put the whole prompt in the pool up front, so only the causal mask hides
+    later positions; the row's last 4 entries are -1, and the other blocks hold noise."""
+    rng = np.random.default_rng(13)
+    h, kv, s, d, block, chunk = 8, 2, 384, 64, 32, 128
+    q, k, v = _rand(rng, 1, h, s, d), _rand(rng, 1, kv, s, d), _rand(rng, 1, kv, s, d)
+    table = rng.permutation(24)[None, :16].astype(np.int32)  # 16 of 24 blocks, shuffled
+    table[:, s // block :] = -1
+    assert 0 in table
+    pool_k, pool_v = _paged_copy(k, table, block), _paged_copy(v, table, block)
+    ref = torch_sdpa(q, _np_read(pool_k, table, s), _np_read(pool_v, table, s))
+    cfg = SDPAProgramConfig(64, 64)
+    attend = jax.jit(lambda qc, *a: ttjax.chunked_scaled_dot_product_attention(qc, *a, program_config=cfg))
+    for start in range(0, s, chunk):
+        assert_close(attend(q[:, :, start : start + chunk], pool_k, pool_v, table, start), ref[:, :, start : start + chunk])
+
+
 def test_chunked_prefill_attention_equals_whole_prefill():
     """A 512-token prompt in 128-token chunks, each reading the earlier chunks' K/V from the paged cache."""
     rng = np.random.default_rng(6)
@@ -180,7 +286,7 @@ def test_padded_prefill_does_not_spill_into_other_blocks():
 
 def test_paged_errors():
     pool = jnp.zeros((4, 1, 32, 16))
-    with pytest.raises(TTJaxError, match=r"page_table entry 7 points outside the block pool of 4 blocks \(0\.\.3\)"):
+    with pytest.raises(TTJaxError, match=r"page_table entry 7 is neither -1 \(no block\) nor a block of the pool of 4 \(0\.\.3\)"):
         ttjax.paged_fill_cache(pool, jnp.ones((1, 1, 32, 16)), np.array([[7]], np.int32))
     with pytest.raises(TTJaxError, match="block 1 appears more than once"):
         ttjax.check_page_table(np.array([[1, 1]]), 4)
@@ -206,3 +312,28 @@ def test_allocator_reuses_freed_blocks_and_refuses_double_free():
     assert (pt.array()[1][:2] >= 0).all() and (pt.array()[0] == -1).all()
     with pytest.raises(KVCacheError, match="cannot be freed"):
         pt.allocator.free([int(pt.array()[1][0])] * 2)
+
+
+def test_indices_out_of_range_are_refused_or_dropped():
+    """dynamic_update_slice clamps an out-of-range start and would write into the last position or slot without a
+    word: concrete indices are refused, and positions past the cache that arrive traced leave it as it was."""
+    rng = np.random.default_rng(5)
+    cache = jnp.asarray(_rand(rng, 2, 1, 64, 16))
+    row = jnp.ones((2, 1, 16))
+    with pytest.raises(TTJaxError, match=r"position 64 is past max_seq_len = 64 \(positions 0\.\.63\)"):
+        ttjax.update_cache(cache, row, np.array([3, 64], np.int32))
+    traced = jax.jit(ttjax.update_cache)(cache, row, jnp.array([3, 64], jnp.int32))
+    expected = np.asarray(cache).copy()
+    expected[0, :, 3] = 1
+    np.testing.assert_array_equal(np.asarray(traced), expected)  # user 1's last row untouched
+    with pytest.raises(TTJaxError, match=r"batch_idx 2 is outside the cache's slots 0\.\.1"):
+        ttjax.fill_cache(cache, jnp.ones((1, 1, 32, 16)), 2)
+    with pytest.raises(TTJaxError, match=r"start_pos 64 is outside the cache's positions 0\.\.63"):
+        ttjax.fill_cache(cache, jnp.ones((1, 1, 32, 16)), 0, 64)
+    pool, table = jnp.asarray(_rand(rng, 4, 1, 32, 16)), np.array([[2, 0], [1, 3]], np.int32)
+    with pytest.raises(TTJaxError, match=r"batch_idx 2 is outside the page table's rows 0\.\.1"):
+        ttjax.paged_fill_cache(pool, jnp.ones((1, 1, 32, 16)), table, batch_idx=2)
+    with pytest.raises(TTJaxError, match=r"positions 32\.\.95 are not whole blocks within the 64 positions a page-table row covers"):
+        ttjax.paged_fill_cache(pool, jnp.ones((1, 1, 64, 16)), table, start_pos=32)
+    dropped = jax.jit(ttjax.paged_update_cache)(pool, jnp.ones((2, 1, 16)), jnp.array([64, 100], jnp.int32), jnp.asarray(table))
+    np.testing.assert_array_equal(np.asarray(dropped), np.asarray(pool))  # not clamped onto position 63

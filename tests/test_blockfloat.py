@@ -90,6 +90,34 @@ def test_ties_round_to_even(value, code, decoded):
     assert (e, codes[0], dec[0]) == (0x85, code, decoded)
 
 
+# Block [2.0, x, -x, 0 x 13]: shared exponent 0x80 (2.0); x is in [1, 2) (exponent 0x7F), so its 24-bit mantissa
+# shifts right by 1 and its last bit, a 1, is dropped. The step is 2^(0x80 - 127 - (W - 1)).
+# bfp8 (W = 7, rounds on the low 17 bits, half = 0x10000, step 2^-5): x = 0x3F820001 = 1 + 2^-6 + 2^-23.
+#   0x820001 >> 1 = 0x410000 = q 0x20 (<< 17) | remainder 0x10000: exactly half, q even -> 0x20 = 1.0.
+#   x is 32.5 steps + 2^-23: the nearest grid point, and what a sticky bit gives, is 0x21 = 1.03125.
+# bfp4 (W = 3, rounds on the low 21 bits, half = 0x100000, step 2^-1): x = 0x3FA00001 = 1.25 + 2^-23.
+#   0xA00001 >> 1 = 0x500000 = q 2 (<< 21) | remainder 0x100000: exactly half, q even -> 2 = 1.0 (sticky: 3 = 1.5).
+@pytest.mark.parametrize(
+    "fmt, bits, code, decoded", [(bfloat8_b, 0x3F820001, 0x20, 1.0), (bfloat4_b, 0x3FA00001, 2, 1.0)], ids=["bfp8", "bfp4"]
+)
+def test_bits_shifted_out_do_not_round(fmt, bits, code, decoded):
+    """tt-metal has no sticky bit: the bits the exponent alignment shifts out are dropped before rounding, so a value
+    just above a tie rounds to even (down), more than half a step away, where an encoder with a sticky bit rounds up."""
+    w = fmt.mantissa_bits
+    mant = (bits & 0x7FFFFF) | 0x800000  # the arithmetic above, on the float32 bits, without the encoder
+    kept, dropped = mant >> 1, mant & 1
+    q, rem = kept >> (24 - w), kept & ((1 << (24 - w)) - 1)
+    assert dropped == 1 and rem == 1 << (23 - w) and q % 2 == 0  # a tie only once the dropped bit is gone
+    step = 2.0 ** (0x80 - 127 - (w - 1))
+    assert q == code and q * step == decoded and f32(bits)[0] - decoded > step / 2  # nearest would be q + 1
+    x = f32(0x40000000, bits, bits | 1 << 31, *[0] * 13)
+    e, codes, dec = block(fmt, x)
+    assert e == 0x80 and codes[1:3] == [code, code | 1 << w]
+    np.testing.assert_array_equal(dec[1:3], [decoded, -decoded])
+    np.testing.assert_array_equal(typecast(x, fmt)[1:3], [decoded, -decoded])
+    np.testing.assert_array_equal(np.asarray(typecast(jnp.asarray(x), fmt))[1:3], [decoded, -decoded])
+
+
 def test_tile_byte_layout():
     """pack_as_bfp_tiles: 64 exponents (faces TL, TR, BL, BR; 16 rows each), then the codes in the same order.
     Block (face f, row r) holds 2^(k - 30) * (1 + j / 64) with k = 16 f + r, j = column in face, so its shared
@@ -142,8 +170,17 @@ def test_properties(fmt, x):
     q = typecast(x, fmt)
     np.testing.assert_array_equal(typecast(q, fmt), q)  # idempotent: decoded values encode to themselves
     shared, _ = encode_blocks(x, fmt)
-    step = np.repeat(np.exp2(shared.astype(np.float64) - 127 - (fmt.mantissa_bits - 1)), 16, axis=-1)
-    assert (np.abs(x.astype(np.float64) - q) <= step).all()  # within one step of the shared exponent's grid
+    w = fmt.mantissa_bits
+    step = np.repeat(np.exp2(shared.astype(np.float64) - 127 - (w - 1)), 16, axis=-1)
+    # After the alignment shift |x| = k u + d: k the kept mantissa bits, u = step / 2^(24 - W) the weight of the last
+    # one, d < u the dropped bits. Rounding k to a multiple of 2^(24 - W) moves it at most half a step, and d only
+    # adds, so -step/2 <= |x| - |q| < step/2 + u (test_bits_shifted_out_do_not_round: step/2 + 2^-23, u = 2^-22).
+    # Truncation is off by nearly a full step and fails. Past the top code (2^W - 1) step the clamp holds q there: the
+    # error reaches nearly a full step, bounded only by |x| < 2^W step. float64 holds x, q and the bounds exactly.
+    over = np.abs(x.astype(np.float64)) - np.abs(q)
+    top = ((1 << w) - 1) * step
+    ok = (over >= -step / 2) & (over < np.where(np.abs(x) > top, step, step / 2 + step / 2 ** (24 - w)))
+    assert ok.all(), f"{x[~ok][:3]} -> {q[~ok][:3]}, step {step[~ok][:3]}"
     assert ((q == 0) | (np.sign(q) == np.sign(x))).all()  # sign kept (or the value flushed to +0)
     np.testing.assert_array_equal(np.asarray(typecast(jnp.asarray(x), fmt)), q)  # jax == numpy, bit for bit
 

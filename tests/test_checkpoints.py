@@ -269,3 +269,81 @@ def test_missing_paths(tmp_path):
         load_checkpoint(str(tmp_path / "nowhere"), progress=False)
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         load_checkpoint(str(tmp_path), progress=False)
+
+
+def test_missing_tensor(tiny, tmp_path):
+    from safetensors.numpy import load_file
+
+    model, folder = tiny
+    shutil.copytree(folder, tmp_path / "hf", dirs_exist_ok=True)
+    weights = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    del weights["model.layers.1.mlp.up_proj.weight"]
+    save_file(weights, str(tmp_path / "hf" / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"checkpoint has no tensor 'layers\.1\.feed_forward\.w3\.weight'"):
+        load_checkpoint(str(tmp_path / "hf"), progress=False)
+    folder = write_meta(meta_state_from_hf(model), meta_params_for_tiny(model), str(tmp_path / "meta"))
+    shard = torch.load(tmp_path / "meta" / "consolidated.01.pth")
+    del shard["layers.0.attention.wo.weight"]
+    torch.save(shard, tmp_path / "meta" / "consolidated.01.pth")
+    with pytest.raises(CheckpointError, match=r"tensor 'layers\.0\.attention\.wo\.weight' is in consolidated\.00\.pth but missing from consolidated\.01\.pth"):
+        load_checkpoint(folder, progress=False)
+
+
+def test_invalid_json_config(tiny, tmp_path):
+    model, folder = tiny
+    shutil.copytree(folder, tmp_path / "hf", dirs_exist_ok=True)
+    (tmp_path / "hf" / "config.json").write_text('{"model_type": "llama",\n "hidden_size": 64,,\n}')
+    with pytest.raises(ConfigError, match=r"config\.json is not valid JSON: Expecting property name enclosed in double quotes at line 2, column 20"):
+        load_checkpoint(str(tmp_path / "hf"), progress=False)
+    folder = write_meta(meta_state_from_hf(model), meta_params_for_tiny(model), str(tmp_path / "meta"))
+    (tmp_path / "meta" / "params.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match=r"params\.json holds a JSON list, not the object of fields a model config is"):
+        load_checkpoint(folder, progress=False)
+
+
+def _edit_config(folder, tmp_path, **changes):
+    shutil.copytree(folder, tmp_path, dirs_exist_ok=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(changes)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return str(tmp_path)
+
+
+def test_unsupported_rope_type(tiny, tmp_path):
+    model, folder = tiny
+    yarn = dict(rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=512)
+    with pytest.raises(ConfigError, match=r"config\.json asks for rope scaling 'yarn'; supported: 'llama3', 'linear'"):
+        load_checkpoint(_edit_config(folder, tmp_path / "hf", rope_parameters=yarn), progress=False)
+    args = load_checkpoint(folder, progress=False).args
+    path = write_gguf(meta_state_from_hf(model), args, str(tmp_path / "yarn.gguf"), metadata={"llama.rope.scaling.type": "yarn"})
+    with pytest.raises(ConfigError, match=r"yarn\.gguf asks for rope scaling 'yarn'; supported: 'none', 'linear'"):
+        load_checkpoint(path, progress=False)
+
+
+def test_heads_not_a_multiple_of_kv_heads(tiny, tmp_path):
+    _, folder = tiny
+    with pytest.raises(ConfigError, match="n_heads = 4 is not a multiple of n_kv_heads = 3"):
+        load_checkpoint(_edit_config(folder, tmp_path, num_key_value_heads=3), progress=False)
+
+
+def test_gguf_of_another_architecture(tiny, tmp_path):
+    model, folder = tiny
+    path = write_gguf(meta_state_from_hf(model), load_checkpoint(folder, progress=False).args, str(tmp_path / "q.gguf"), arch="qwen2")
+    with pytest.raises(CheckpointError, match=r"q\.gguf holds a 'qwen2' model; ttjax runs 'llama' models"):
+        load_checkpoint(path, progress=False)
+
+
+def test_gguf_quantization_the_reader_cannot_dequantize(tiny, tmp_path):
+    import gguf
+
+    model, folder = tiny
+    path = write_gguf(meta_state_from_hf(model), load_checkpoint(folder, progress=False).args, str(tmp_path / "q81.gguf"),
+                      raw_types={"blk.0.ffn_up.weight": gguf.GGMLQuantizationType.Q8_1})
+    with pytest.raises(CheckpointError, match=r"tensor 'blk\.0\.ffn_up\.weight' of .*q81\.gguf is stored as Q8_1, which the gguf package cannot dequantize"):
+        load_checkpoint(path, progress=False)
+
+
+def test_n_layers_beyond_the_checkpoint(tiny):
+    _, folder = tiny
+    with pytest.raises(ConfigError, match=r"n_layers = 5 is outside 1\.\.2, the layers .* holds"):
+        load_checkpoint(folder, n_layers=5, progress=False)

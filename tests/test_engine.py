@@ -138,19 +138,99 @@ def test_stop_strings_and_eos(ckpt, generator):
 # -- the real model ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", [None, (1, 8)], ids=["1x1", "1x8"])
-def test_continuous_batching_real_model_matches_solo(ckpt, reference, shape):
+@pytest.mark.parametrize(
+    "shape, paged, async_output",
+    [(None, False, True), (None, False, False), ((1, 8), False, True), ((2, 4), True, True)],
+    ids=["1x1", "1x1-sync-output", "1x8", "2x4-paged"],
+)
+def test_continuous_batching_real_model_matches_solo(ckpt, reference, shape, paged, async_output):
     """Prompts of different lengths arrive at steps 0, 0, 2, 5 and 9 into 3 slots (so some wait), greedy:
-    each gets exactly the reference's tokens for that prompt alone."""
+    each gets exactly the reference's tokens for that prompt alone, with the output read one step late (async)
+    or at once (sync), on one device or a mesh, contiguous or paged (shuffled blocks, fewer than all need)."""
     args = ckpt.args.replace(max_batch_size=3)
+    if paged:
+        args = args.replace(paged_attention_config=PagedAttentionConfig(32, 4))
     mesh = MeshDevice(shape) if shape else None
     gen = Generator(ckpt.params, mesh_args(args, mesh) if mesh else args, ckpt.tokenizer, mesh_device=mesh)
     prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[2], PROMPTS[3], PROMPTS[0]]
     lengths = [12, 20, 8, 16, 10]
     requests = [Request(reference[p][0], n, stop_at_eos=False) for p, n in zip(prompts, lengths)]
-    Engine(gen).run(requests, [0, 0, 2, 5, 9])
+    engine = Engine(gen, async_output=async_output)
+    if paged:
+        engine.pages.allocator = BlockAllocator(4, shuffle=True, seed=4)
+    engine.run(requests, [0, 0, 2, 5, 9])
     for req, prompt, n in zip(requests, prompts, lengths):
         assert req.tokens == reference[prompt][2][:n], prompt
+
+
+def test_seeded_sampling_on_the_real_model_alone_and_in_a_batch(ckpt, reference):
+    """Seeded requests draw the same tokens whatever slot they take and whoever shares the batch, and again on a
+    second run; greedy requests beside them keep the reference's tokens."""
+    gen = Generator(ckpt.params, ckpt.args.replace(max_batch_size=3), ckpt.tokenizer)
+    sampled = [SamplingParams(temperature=0.9, top_p=0.95, seed=11), SamplingParams(temperature=1.2, top_k=8, seed=12)]
+
+    def requests():
+        return [
+            Request(reference[PROMPTS[0]][0], 12, sampled[0], stop_at_eos=False),
+            Request(reference[PROMPTS[1]][0], 12, stop_at_eos=False),
+            Request(reference[PROMPTS[3]][0], 12, sampled[1], stop_at_eos=False),
+            Request(reference[PROMPTS[2]][0], 12, stop_at_eos=False),
+        ]
+
+    first, second = requests(), requests()
+    Engine(gen).run(first, [0, 0, 1, 3])
+    Engine(gen).run(second, [2, 0, 0, 0])  # other slots, other neighbours
+    assert [r.tokens for r in first] == [r.tokens for r in second]
+    for req in (first[0], first[2]):
+        alone = Request(req.prompt, 12, req.sampling, stop_at_eos=False)
+        Engine(gen).run([alone])
+        assert alone.tokens == req.tokens
+    assert first[1].tokens == reference[PROMPTS[1]][2][:12] and first[3].tokens == reference[PROMPTS[2]][2][:12]
+    assert first[0].tokens != reference[PROMPTS[0]][2][:12] or first[2].tokens != reference[PROMPTS[3]][2][:12]  # it sampled
+
+
+@pytest.mark.parametrize("shape", [None, (1, 8)], ids=["1x1", "1x8"])
+def test_vllm_block_manager_allocates_and_frees_during_decode(ckpt, hf_model, reference, shape):
+    """vLLM's scheduler hands out blocks as sequences grow: a user holds blocks for its prompt, gets another when its
+    next position crosses into a new block, and gives them all back when it finishes; the next waiting prompt is
+    prefilled into blocks a finished user held. Two slots, four requests, a pool of 4 blocks of 32 (fewer than the
+    8 the four requests use in all): every request gets the reference's tokens."""
+    model = LlamaForCausalLM.initialize_vllm_model(hf_model.config, MeshDevice(shape) if shape else None, max_batch_size=2, max_seq_len=256)
+    block = 32
+    kv_cache = model.allocate_kv_cache((4, ckpt.args.n_kv_heads, block, ckpt.args.head_dim), np.float32, ckpt.args.n_layers)
+    manager = PageTable(PagedAttentionConfig(block, 4), 2, 256, BlockAllocator(4, shuffle=True, seed=5))
+    waiting = [(PROMPTS[i], n) for i, n in enumerate([32, 20, 30, 24])]
+    slots, out, pos, owners_of_block = [None, None], {}, np.full(2, -1, np.int32), {}
+    grown = 0
+    while waiting or any(slots):
+        for s in range(2):
+            if slots[s] is None and waiting:
+                prompt, n = waiting.pop(0)
+                ids = reference[prompt][0]
+                manager.reserve(s, len(ids))
+                logits = model.prefill_forward(np.array([ids]), manager.array()[[s]], kv_cache, [len(ids)])
+                slots[s], out[prompt], pos[s] = (prompt, n), [int(logits[0].argmax())], len(ids)
+        for s in range(2):
+            if slots[s] is not None:
+                before = len(manager.rows[s])
+                manager.reserve(s, int(pos[s]) + 1)  # the block the next position lands in
+                grown += len(manager.rows[s]) > before
+                for b in manager.rows[s]:
+                    owners_of_block.setdefault(b, set()).add(slots[s][0])
+        tokens = np.array([[out[slot[0]][-1]] if slot else [0] for slot in slots], np.int32)
+        logits = model.decode_forward(tokens, pos, manager.array(), kv_cache)
+        for s, slot in enumerate(slots):
+            if slot is None:
+                continue
+            out[slot[0]].append(int(logits[s, 0].argmax()))
+            pos[s] += 1
+            if len(out[slot[0]]) == slot[1]:
+                manager.release(s)
+                slots[s], pos[s] = None, -1
+    assert grown >= 2 and max(len(users) for users in owners_of_block.values()) >= 2  # grew during decode; blocks reused
+    assert manager.allocator.num_free == 4
+    for i, n in enumerate([32, 20, 30, 24]):
+        assert out[PROMPTS[i]] == reference[PROMPTS[i]][2][:n], PROMPTS[i]
 
 
 def test_vllm_interface_with_a_block_manager(ckpt, hf_model, reference):

@@ -178,3 +178,27 @@ def test_lm_head_chunks_and_abstract_params_match_placement():
 def test_dim_that_does_not_divide_the_mesh():
     with pytest.raises(TTJaxError, match=r"dim 576 does not divide over the 5 devices of mesh axis 1 \(mesh 1x5\)"):
         mesh_args(named_config("SmolLM2-135M", n_layers=1), MeshDevice((1, 5)))
+
+
+def test_readme_comm_report_figures(capsys):
+    """The README's comm-report figures for SmolLM2 on 1x8 (batch 32) are what the compiled program moves."""
+    import json
+    import re
+    from pathlib import Path
+
+    from model.cli import main
+
+    readme = Path(__file__).parent.parent.joinpath("README.md").read_text()
+    sentence = (
+        r"`ttjax comm-report --mesh 1x8 --mode decode` on SmolLM2 \(batch 32\): per layer (\d+) all-gather \+ (\d+) reduce-scatter, "
+        r"([\d,]+) bytes per token per device; the logits all-gather outside the layers moves ([\d,]+)"
+    )
+    found = re.search(sentence.replace(" ", r"\s+"), readme)
+    assert found, "the README's comm-report sentence changed; update this test with it"
+    gathers, scatters, per_layer, outside = (int(g.replace(",", "")) for g in found.groups())
+    assert main(["comm-report", "--mesh", "1x8", "--mode", "decode", "--n-layers", "2", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    for row in rep["layers"]:
+        assert row["ops"] == {"all-gather": gathers, "reduce-scatter": scatters}
+        assert row["bytes_per_token"] == per_layer
+    assert rep["outside_layers"]["bytes_per_token"] == outside

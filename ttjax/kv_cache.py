@@ -12,15 +12,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from mesh.errors import TTJaxError
+from ttjax.paged_cache import concrete
 
 
 def fill_cache(cache: jax.Array, x: jax.Array, batch_idx, start_pos=0) -> jax.Array:
     """Write x [1, n_kv_heads, seq, head_dim] into cache[batch_idx, :, start_pos:start_pos+seq].
 
-    Rows of x that fall past max_seq_len are not written: prefill pads prompts up to a length
-    bucket, and callers check that the real tokens fit before padding.
+    Rows of x that fall past max_seq_len are not written: prefill pads prompts up to a length bucket, and
+    callers check that the real tokens fit before padding. batch_idx and start_pos may be traced (the caller
+    checks them on the host); concrete ones are checked here, since dynamic_update_slice would clamp them
+    and write into another slot or position without a word.
     """
-    room = cache.shape[2]
+    batch, _, room, _ = cache.shape
+    if concrete(batch_idx) and not 0 <= int(batch_idx) < batch:
+        raise TTJaxError(f"batch_idx {int(batch_idx)} is outside the cache's slots 0..{batch - 1}.")
+    if concrete(start_pos) and not 0 <= int(start_pos) < room:
+        raise TTJaxError(f"start_pos {int(start_pos)} is outside the cache's positions 0..{room - 1}.")
     if x.shape[2] > room:
         x = x[:, :, :room]
     x = x.astype(cache.dtype)
@@ -30,19 +37,20 @@ def fill_cache(cache: jax.Array, x: jax.Array, batch_idx, start_pos=0) -> jax.Ar
 def update_cache(cache: jax.Array, x: jax.Array, update_idxs: jax.Array) -> jax.Array:
     """Write x [batch, n_kv_heads, head_dim] at position update_idxs[b] of each user b.
 
-    A negative index marks an empty slot: its cache row is left as it was. Positions given on the host
-    (numpy) are checked against max_seq_len; on device they are the caller's to keep in range.
+    A negative index marks an empty slot: its cache row is left as it was. So is a position at or past
+    max_seq_len (dynamic_update_slice would clamp it onto the last position); concrete positions past it
+    are refused.
     """
     batch, n_kv, seq, head_dim = cache.shape
-    if isinstance(update_idxs, np.ndarray) and (update_idxs >= seq).any():
-        raise TTJaxError(f"position {int(update_idxs.max())} is past max_seq_len = {seq} (positions 0..{seq - 1}).")
+    if concrete(update_idxs) and (np.asarray(update_idxs) >= seq).any():
+        raise TTJaxError(f"position {int(np.max(update_idxs))} is past max_seq_len = {seq} (positions 0..{seq - 1}).")
     flat = cache.reshape(batch * n_kv, seq, head_dim)
     idx = jnp.repeat(update_idxs.astype(jnp.int32), n_kv)
     rows = x.reshape(batch * n_kv, 1, head_dim).astype(cache.dtype)
 
     def write(row_cache, row, pos):
-        safe = jnp.maximum(pos, 0)
+        safe = jnp.clip(pos, 0, seq - 1)  # in range by construction; the where keeps the old row unless pos is
         old = jax.lax.dynamic_slice(row_cache, (safe, 0), (1, head_dim))
-        return jax.lax.dynamic_update_slice(row_cache, jnp.where(pos >= 0, row, old), (safe, 0))
+        return jax.lax.dynamic_update_slice(row_cache, jnp.where((pos >= 0) & (pos < seq), row, old), (safe, 0))
 
     return jax.vmap(write)(flat, rows, idx).reshape(cache.shape)

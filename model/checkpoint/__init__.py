@@ -17,8 +17,8 @@ from model.checkpoint.dummy import dummy_weights
 from model.checkpoint.gguf import read_gguf
 from model.checkpoint.hf import read_hf
 from model.checkpoint.meta import read_meta
-from model.config import ModelArgs
-from model.errors import CheckpointError
+from model.config import ModelArgs, read_json_config
+from model.errors import CheckpointError, ConfigError, TokenizerError
 from model.params import TransformerParams, params_from_state_dict
 from model.precision import ModelOptimizations
 from model.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_gguf
@@ -33,6 +33,14 @@ class Checkpoint:
     tokenizer: Tokenizer | None
     path: str
     format: str  # "gguf" | "hf" | "meta"
+
+    def require_tokenizer(self) -> Tokenizer:
+        """The tokenizer, for commands that take text; a checkpoint without one is an error they can name."""
+        if self.tokenizer is None:
+            raise TokenizerError(
+                f"{self.path} has no tokenizer (tokenizer.json or tokenizer.model, or GGUF tokenizer metadata), so text cannot be encoded."
+            )
+        return self.tokenizer
 
 
 def default_model_path() -> str:
@@ -99,6 +107,8 @@ def load_checkpoint(
         args, state, _ = read_meta(path, **kw)
         tokenizer = _optional_tokenizer(path)
     if n_layers is not None:
+        if not 1 <= n_layers <= args.n_layers:
+            raise ConfigError(f"n_layers = {n_layers} is outside 1..{args.n_layers}, the layers {path} holds.")
         args = args.replace(n_layers=n_layers)
     _check_finite(state, path)
     # The params' dtype is also the precision config the Generator converts them to.
@@ -108,8 +118,6 @@ def load_checkpoint(
 
 def load_args(path: str | None = None, *, max_seq_len: int | None = None, max_batch_size: int = 1) -> ModelArgs:
     """A checkpoint's ModelArgs from its config alone, without reading weights."""
-    import json
-
     from model.checkpoint.gguf import args_from_metadata, metadata, open_gguf
     from model.checkpoint.hf import args_from_hf_config
     from model.checkpoint.meta import args_from_params
@@ -121,8 +129,7 @@ def load_args(path: str | None = None, *, max_seq_len: int | None = None, max_ba
         reader = open_gguf(path)
         return args_from_metadata(metadata(reader), path, tensor_names={t.name for t in reader.tensors}, **kw)
     name = "config.json" if fmt == "hf" else "params.json"
-    with open(os.path.join(path, name)) as f:
-        config = json.load(f)
+    config = read_json_config(os.path.join(path, name))
     if fmt == "hf":
         return args_from_hf_config(config, os.path.join(path, name), **kw)
     return args_from_params(config, os.path.join(path, name), **kw)

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from model.config import ModelArgs, RopeScaling, require
-from model.errors import CheckpointError
+from model.errors import CheckpointError, ConfigError
 
 _LAYER_NAMES = {
     "attn_q": "attention.wq",
@@ -67,8 +67,11 @@ def args_from_metadata(meta: dict, path: str, *, tensor_names: set[str], max_seq
     head_dim = int(meta.get("llama.attention.key_length", dim // n_heads))
     context = int(get("context_length"))
     scaling = None
-    if meta.get("llama.rope.scaling.type") == "linear":
-        scaling = RopeScaling(rope_type="linear", factor=float(meta["llama.rope.scaling.factor"]))
+    kind = meta.get("llama.rope.scaling.type", "none")
+    if kind == "linear":
+        scaling = RopeScaling(rope_type="linear", factor=float(require(meta, "llama.rope.scaling.factor", src)))
+    elif kind != "none":  # llama3 scaling arrives as the rope_freqs tensor, with no scaling type
+        raise ConfigError(f"{src} asks for rope scaling {kind!r}; supported: 'none', 'linear' (and llama3's rope_freqs).")
     vocab = meta.get("llama.vocab_size", len(meta.get("tokenizer.ggml.tokens", ())))
     if not vocab:
         raise CheckpointError(f"{src} has neither llama.vocab_size nor a tokenizer vocabulary.")
@@ -84,7 +87,7 @@ def args_from_metadata(meta: dict, path: str, *, tensor_names: set[str], max_seq
         rope_theta=float(get("rope.freq_base", 10000.0)),
         rope_scaling=scaling,
         max_context_len=context,
-        max_seq_len=int(max_seq_len or context),
+        max_seq_len=int(context if max_seq_len is None else max_seq_len),
         max_batch_size=max_batch_size,
         tie_word_embeddings="output.weight" not in tensor_names,
         model_name=str(meta.get("general.name", os.path.basename(path))),
@@ -115,8 +118,14 @@ def read_gguf(path: str, *, max_seq_len=None, max_batch_size=1, progress=True):
         name = _meta_name(t.name)
         if name is None:
             continue
+        kind = gguf.GGMLQuantizationType(t.tensor_type)
         try:
-            state[name] = gguf.quants.dequantize(t.data, t.tensor_type).reshape(tuple(int(n) for n in reversed(t.shape)))
+            state[name] = gguf.quants.dequantize(t.data, kind).reshape(tuple(int(n) for n in reversed(t.shape)))
+        except NotImplementedError as e:
+            raise CheckpointError(
+                f"tensor {t.name!r} of {path} is stored as {kind.name}, which the gguf package cannot dequantize; "
+                "ttjax reads F32, F16, BF16 and the quantizations gguf implements (Q4_0, Q4_1, Q8_0, the K and IQ types)."
+            ) from e
         except Exception as e:
-            raise CheckpointError(f"tensor {t.name!r} of {path} cannot be decoded ({t.tensor_type.name}): {e}.") from e
+            raise CheckpointError(f"tensor {t.name!r} of {path} ({kind.name}) cannot be decoded, so the file is corrupt: {e}.") from e
     return args, state, meta

@@ -7,13 +7,12 @@ interleaved pairs (rotary_layout.hf_to_meta), the layout the model uses.
 from __future__ import annotations
 
 import glob
-import json
 import os
 
 from tqdm.auto import tqdm
 
 from model.checkpoint.rotary_layout import hf_to_meta
-from model.config import ModelArgs, RopeScaling, require
+from model.config import ModelArgs, RopeScaling, read_json_config, require
 from model.errors import CheckpointError, ConfigError
 
 HF_LAYER_NAMES = {
@@ -70,7 +69,7 @@ def args_from_hf_config(config: dict, source: str, *, max_seq_len=None, max_batc
         rope_theta=theta,
         rope_scaling=scaling,
         max_context_len=context,
-        max_seq_len=int(max_seq_len or context),
+        max_seq_len=int(context if max_seq_len is None else max_seq_len),
         max_batch_size=max_batch_size,
         tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
         model_name=str(config.get("_name_or_path") or "llama"),
@@ -90,11 +89,7 @@ def read_hf(folder: str, *, max_seq_len=None, max_batch_size=1, progress=True):
     from safetensors import safe_open
 
     config_path = os.path.join(folder, "config.json")
-    try:
-        with open(config_path) as f:
-            config = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{config_path} is not valid JSON: {e}.") from e
+    config = read_json_config(config_path)
     args = args_from_hf_config(config, config_path, max_seq_len=max_seq_len, max_batch_size=max_batch_size)
     files = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
     if not files:

@@ -9,18 +9,26 @@ rotary layout, the one the model uses.
 from __future__ import annotations
 
 import glob
-import json
 import os
 
 import ml_dtypes
 import numpy as np
 from tqdm.auto import tqdm
 
-from model.config import ModelArgs, RopeScaling, require
-from model.errors import CheckpointError, ConfigError
+from model.config import ModelArgs, RopeScaling, read_json_config, require
+from model.errors import CheckpointError
 
-# Dim along which Meta's model-parallel shards split each weight (norms are replicated).
-_SHARD_DIM = {"tok_embeddings": 1, "wq": 0, "wk": 0, "wv": 0, "wo": 1, "w1": 0, "w3": 0, "w2": 1, "output": 0}
+# Dim along which Meta's model-parallel shards split each weight (fairscale: ColumnParallelLinear splits the
+# output features, dim 0 of [out, in]; RowParallelLinear the input features, dim 1; norms are replicated).
+# The embedding is VocabParallelEmbedding in Llama 3 (dim 0, the vocab) and ParallelEmbedding in Llama 2
+# (dim 1, the model dim): _shard_dim tells them apart by the shards' shapes.
+_SHARD_DIM = {"tok_embeddings": 0, "wq": 0, "wk": 0, "wv": 0, "wo": 1, "w1": 0, "w3": 0, "w2": 1, "output": 0}
+
+
+def _shard_dim(kind: str, first_part: np.ndarray, dim: int) -> int:
+    if kind == "tok_embeddings" and first_part.shape[1] != dim:
+        return 1  # Llama 2's ParallelEmbedding: each shard holds a slice of the model dim
+    return _SHARD_DIM[kind]
 
 
 def meta_hidden_dim(dim: int, multiple_of: int, ffn_dim_multiplier: float | None) -> int:
@@ -55,7 +63,7 @@ def args_from_params(params: dict, source: str, *, max_seq_len=None, max_batch_s
         rope_theta=float(params.get("rope_theta", 10000.0)),
         rope_scaling=scaling,
         max_context_len=context,
-        max_seq_len=int(max_seq_len or min(context, 8192)),
+        max_seq_len=int(min(context, 8192) if max_seq_len is None else max_seq_len),
         max_batch_size=max_batch_size,
         tie_word_embeddings=False,
     )
@@ -83,11 +91,7 @@ def _load_shard(path: str) -> dict:
 def read_meta(folder: str, *, max_seq_len=None, max_batch_size=1, progress=True, rope_scaling_factor=None):
     """(ModelArgs, state dict, params.json) from a Meta consolidated folder."""
     params_path = os.path.join(folder, "params.json")
-    try:
-        with open(params_path) as f:
-            params = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{params_path} is not valid JSON: {e}.") from e
+    params = read_json_config(params_path)
     args = args_from_params(
         params, params_path, max_seq_len=max_seq_len, max_batch_size=max_batch_size, rope_scaling_factor=rope_scaling_factor
     )
@@ -97,9 +101,15 @@ def read_meta(folder: str, *, max_seq_len=None, max_batch_size=1, progress=True,
     shards = [_load_shard(p) for p in files]
     state = {}
     for name in tqdm(list(shards[0]), desc=f"loading {os.path.basename(os.path.abspath(folder))}", disable=None if progress else True):
+        missing = [os.path.basename(p) for p, s in zip(files, shards) if name not in s]
+        if missing:
+            raise CheckpointError(f"tensor {name!r} is in {os.path.basename(files[0])} but missing from {', '.join(missing)}.")
         parts = [_to_numpy(s[name]) for s in shards]
         kind = name.split(".")[-2]
-        state[name] = np.concatenate(parts, axis=_SHARD_DIM[kind]) if len(parts) > 1 and kind in _SHARD_DIM else parts[0]
+        if len(parts) > 1 and kind in _SHARD_DIM:
+            state[name] = np.concatenate(parts, axis=_shard_dim(kind, parts[0], args.dim))
+        else:
+            state[name] = parts[0]
     if "layers.0.feed_forward.w1.weight" in state:
         # The weights are the truth for the MLP width; params.json only implies it.
         args = args.replace(hidden_dim=int(state["layers.0.feed_forward.w1.weight"].shape[0]))
