@@ -56,12 +56,16 @@ def test_long_prompt_through_the_cli_sizing(cases, name, capsys):
     assert out["tokens"] == ref
 
 
-def test_long_prompts_through_the_engine(gguf_path, cases):
-    """All three prompts in one engine, two slots (one waits), a paged cache sized to the longest request."""
-    ck = load_checkpoint(gguf_path, max_seq_len=8192, max_batch_size=2, progress=False)
-    paged = PagedAttentionConfig(block_size=64, max_num_blocks=2 * 8192 // 64)
+@pytest.mark.parametrize("names", [("past-2048", "past-4096"), ("near-context",)], ids=["4352-cache", "8192-cache"])
+def test_long_prompts_through_the_engine(gguf_path, cases, names):
+    """Continuous batching over a paged cache sized as the CLI sizes it for the longest request (4,352 tokens for
+    4,100 + 6: the 6,144-row bucket runs past it; 8,192 near the context), two slots."""
+    requests = {name: Request(cases[name][1], NEW_TOKENS) for name in names}
+    longest = max(len(r.prompt) for r in requests.values()) + NEW_TOKENS
+    max_seq_len = -(-longest // 256) * 256
+    ck = load_checkpoint(gguf_path, max_seq_len=max_seq_len, max_batch_size=2, progress=False)
+    paged = PagedAttentionConfig(block_size=64, max_num_blocks=2 * -(-max_seq_len // 64))
     gen = Generator(ck.params, ck.args.replace(paged_attention_config=paged), ck.tokenizer)
-    requests = {name: Request(ids, NEW_TOKENS) for name, (_, ids, _) in cases.items()}
     Engine(gen).run(list(requests.values()))
     for name, req in requests.items():
         assert req.tokens == cases[name][2], name
