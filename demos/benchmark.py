@@ -20,7 +20,7 @@ PROMPT = "The capital of France is"
 
 def bench_ttjax(path, new_tokens, runs, max_seq_len):
     from model.checkpoint import load_checkpoint
-    from model.generator import Generator
+    from model.serving.generator import Generator
 
     ck = load_checkpoint(path, max_seq_len=max_seq_len, progress=False)
     gen = Generator(ck.params, ck.args, ck.tokenizer)
@@ -59,7 +59,7 @@ def bench_transformers(path, new_tokens, runs, threads):
 
 
 def main(argv=None):
-    from model.cli import positive_int, report_errors
+    from model.tools.cli import positive_int, report_errors
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="GGUF file (default: shipped SmolLM2-135M)")

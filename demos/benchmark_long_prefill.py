@@ -38,10 +38,10 @@ def run_ttjax(tokens: int, chunk: int, runs: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from model.accuracy import shipped_text
+    from model.tools.accuracy import shipped_text
     from model.checkpoint import load_checkpoint
-    from model.generator import Generator, get_max_prefill_chunk_size, get_padded_prefill_len
-    from model.paged_attention import PagedAttentionConfig
+    from model.serving.generator import Generator, get_max_prefill_chunk_size, get_padded_prefill_len
+    from model.config import PagedAttentionConfig
 
     ck = load_checkpoint(max_seq_len=8192, progress=False)
     ids = ck.tokenizer.encode(shipped_text())[:tokens]
@@ -69,7 +69,7 @@ def run_transformers(tokens: int, runs: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from model.accuracy import shipped_text
+    from model.tools.accuracy import shipped_text
     from model.checkpoint import default_model_path, load_checkpoint
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -99,7 +99,7 @@ def child(variant: str, tokens: int, chunk: int, runs: int) -> dict:
 
 
 def main(argv=None):
-    from model.cli import positive_int, report_errors
+    from model.tools.cli import positive_int, report_errors
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tokens", type=positive_int, default=8000, help="prompt length, at most 8192 (the whole-prefill variant's cache)")

@@ -21,7 +21,7 @@ import time
 
 
 def main(argv=None):
-    from model.cli import positive_int, report_errors
+    from model.tools.cli import positive_int, report_errors
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch", type=positive_int, default=32)
@@ -37,7 +37,7 @@ def run(a):
     import numpy as np
 
     from model.checkpoint import load_checkpoint
-    from model.generator import Generator
+    from model.serving.generator import Generator
 
     ck = load_checkpoint(max_seq_len=a.max_seq_len, max_batch_size=a.batch, progress=False)
     gen = Generator(ck.params, ck.args, ck.tokenizer)

@@ -11,7 +11,7 @@ import sys
 
 
 def main(argv=None, stdin=None):
-    from model.cli import report_errors
+    from model.tools.cli import report_errors
 
     return report_errors("chat", run, argv, stdin)
 
@@ -40,13 +40,13 @@ def run(argv=None, stdin=None):
         mesh_device = MeshDevice(shape)
 
     from model.checkpoint import load_args, load_checkpoint
-    from model.cli import check_context
-    from model.engine import Engine, Request
+    from model.tools.cli import check_context
+    from model.serving.engine import Engine, Request
     from model.errors import SequenceLengthError
-    from model.generator import Generator
-    from model.sampling import SamplingParams
+    from model.serving.generator import Generator
+    from model.serving.sampling import SamplingParams
     from model.sharding import mesh_args
-    from model.streaming import TextStreamer
+    from model.serving.streaming import TextStreamer
 
     check_context(load_args(opts.model), opts.max_seq_len, opts.allow_past_context)
     ck = load_checkpoint(opts.model, max_seq_len=opts.max_seq_len, progress=False)

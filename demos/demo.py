@@ -48,7 +48,7 @@ def load_prompts(path: str) -> list[str]:
 
 
 def main(argv=None):
-    from model.cli import report_errors
+    from model.tools.cli import report_errors
 
     return report_errors("demo", run, argv)
 
@@ -80,14 +80,14 @@ def run(argv=None):
         mesh_device = MeshDevice(shape)
 
     from model.checkpoint import load_args, load_checkpoint
-    from model.cli import check_context
-    from model.engine import Engine, Request
+    from model.tools.cli import check_context
+    from model.serving.engine import Engine, Request
     from model.errors import ConfigError
-    from model.generator import Generator
-    from model.paged_attention import PagedAttentionConfig
-    from model.sampling import SamplingParams
+    from model.serving.generator import Generator
+    from model.config import PagedAttentionConfig
+    from model.serving.sampling import SamplingParams
     from model.sharding import mesh_args
-    from model.streaming import TextStreamer
+    from model.serving.streaming import TextStreamer
 
     prompts = load_prompts(opts.input)
     if not -1 <= opts.stream_user < len(prompts):

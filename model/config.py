@@ -10,13 +10,29 @@ import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 
-from model.errors import ConfigError
+from model.errors import ConfigError, KVCacheError
 from model.model_config import ModelConfig, TPLayout
-from model.paged_attention import PagedAttentionConfig
 from model.precision import ModelOptimizations, TensorGroup
 
 TILE_SIZE = 32
 ROTARY_IMPLS = ("rotate_pairs", "transformation_mat")
+
+
+@dataclass(frozen=True)
+class PagedAttentionConfig:
+    """tt_transformers' PagedAttentionConfig (its demo uses 32 x 1024, or 64 x 2048 for long context)."""
+
+    block_size: int = 32
+    max_num_blocks: int = 1024
+
+    def __post_init__(self):
+        if self.block_size < 32 or self.block_size % 32:
+            raise KVCacheError(f"block_size = {self.block_size} must be a positive multiple of 32 (the tile height).")
+        if self.max_num_blocks < 1:
+            raise KVCacheError(f"max_num_blocks = {self.max_num_blocks} must be at least 1.")
+
+    def blocks_for(self, n_positions: int) -> int:
+        return -(-n_positions // self.block_size)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,7 +2,7 @@
 
 - contiguous, tt-metal's [batch, n_kv_heads, max_seq_len, head_dim] (slot b holds user b), or
 - paged (args.paged_attention_config set), a block pool [max_num_blocks, n_kv_heads, block_size,
-  head_dim] that users reach through a page table (model.paged_attention).
+  head_dim] that users reach through a page table (model.serving.page_table).
 
 On a mesh the KV heads are this device's (args.layout.n_local_kv_heads).
 """

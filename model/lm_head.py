@@ -1,8 +1,8 @@
 """LM head: hidden states [.., dim] -> logits [.., vocab] (float32).
 
-On a mesh each device holds its slice of the vocabulary, stored as column chunks of at most
-max_columns_per_device_lm_head (tt-metal's splits); the chunk outputs are concatenated, then
-the devices' slices all-gathered.
+Each device holds its slice of the vocabulary (all of it on one device), stored as column chunks
+of at most max_columns_per_device_lm_head (tt-metal's splits, model.params.lm_head_chunks); the
+chunk outputs are concatenated, then the devices' slices all-gathered.
 """
 
 import jax
@@ -13,6 +13,8 @@ from model.ccl import gather_vocab, reduce_k_split
 from model.config import ModelArgs
 
 
-def lm_head(x: jax.Array, weights: list[jax.Array], args: ModelArgs) -> jax.Array:
-    local = jnp.concatenate([ttjax.linear(x, w) for w in weights], axis=-1)
+def lm_head(x: jax.Array, weights, args: ModelArgs) -> jax.Array:
+    """weights: the column chunks, or one [dim, vocab] weight (params as loaded, before placement)."""
+    chunks = weights if isinstance(weights, (list, tuple)) else [weights]
+    local = jnp.concatenate([ttjax.linear(x, w) for w in chunks], axis=-1)
     return gather_vocab(reduce_k_split(local, args), args).astype(jnp.float32)

@@ -1,21 +1,37 @@
-"""Parameters as pytrees, and the one conversion from a Meta-named state dict into them.
+"""Parameters: the pytrees, and one spec that declares every weight once.
 
-Every checkpoint loader produces a state dict with Meta's names and layout
-(`layers.{i}.attention.wq.weight` as [out, in], rotary rows in interleaved pairs);
-`params_from_state_dict` then transposes matmul weights to [in, out] (TT's [K, N]) and fuses
-wq/wk/wv into `wqkv` = [q | k | v] along N.
+`param_specs(args)` is a TransformerParams whose leaves are WeightSpecs: each weight's logical
+shape (TT's [K, N] for matmuls), its tensor group (so its precision, per layer), how it splits on
+a mesh (column- or row-parallel, replicated, or the embedding's split of the model dim), the
+per-device layout it is rearranged into before the split, and the Meta state-dict tensors it is
+made from. Everything that builds a params tree derives from it with jax.tree.map:
+
+- `convert_params`   every weight in its group's dtype (bfloat8_b / bfloat4_b compact), one device;
+- `model.sharding.shard_params` / `abstract_params`   the per-device weights on a mesh, or their shapes;
+- `model.checkpoint.state_dict.params_from_state_dict`   a Meta-named state dict -> params;
+- `model.checkpoint.dummy.dummy_weights`   random weights of the right shapes.
+
+So a new weight, or a new precision rule, changes one place. The LM head is a weight of its own
+([dim, vocab], a copy of the embedding's transpose when the checkpoint ties them, as tt-metal
+stores it apart) and, placed, a list of column chunks of at most max_columns_per_device_lm_head.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from model.config import ModelArgs
-from model.errors import CheckpointError
+from model.precision import TensorGroup, storage_dtype
+
+# How a weight splits on a mesh (model.sharding holds the mappers; model.model_config the two schemes).
+REPLICATED = "replicated"  # every device holds all of it (norms)
+COLUMN = "column"  # N over the head axis; on 2D meshes K over the columns (wqkv, w1, w3, LM head)
+ROW = "row"  # K over the head axis; on 2D meshes N over the columns (wo, w2)
+EMBEDDING = "embedding"  # the model dim over the axis the residual stream is fractured on (or replicated)
 
 
 @jax.tree_util.register_dataclass
@@ -48,60 +64,99 @@ class TransformerParams:
     tok_embeddings: jax.Array  # [vocab, dim]
     layers: list[DecoderParams]
     norm: jax.Array  # [dim]
-    # [dim, vocab]; None when tied to tok_embeddings; on a mesh, a list of per-device column chunks.
-    output: jax.Array | list[jax.Array] | None
-
-    def lm_head_weights(self) -> list[jax.Array]:
-        if self.output is None:
-            return [self.tok_embeddings.T]
-        return list(self.output) if isinstance(self.output, (list, tuple)) else [self.output]
+    output: jax.Array | list[jax.Array]  # [dim, vocab]; placed, its column chunks (model.lm_head)
 
 
-def _expect(state_dict, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    if name not in state_dict:
-        raise CheckpointError(f"checkpoint has no tensor {name!r}.")
-    t = state_dict[name]
-    if tuple(t.shape) != shape:
-        raise CheckpointError(f"tensor {name!r} has shape {tuple(t.shape)}; the config implies {shape}.")
-    return t
+@dataclass(frozen=True)
+class WeightSpec:
+    """One weight, declared once. A leaf of the spec tree (not a pytree node)."""
+
+    shape: tuple[int, ...]  # logical, unsharded
+    group: TensorGroup | None  # precision group; None: the activation dtype (norms)
+    layer: int | None  # decoder layer, for per-layer precision overrides
+    split: str  # REPLICATED | COLUMN | ROW | EMBEDDING
+    layout: str | None = None  # per-device rearrangement before the split (model.sharding.LAYOUTS)
+    # Meta state-dict tensors ([out, in] for matmuls) whose rows stack into this weight, with their shapes.
+    source: tuple[tuple[str, tuple[int, ...]], ...] = field(default=(), compare=False)
+    transpose: bool = False  # [out, in] -> TT's [K, N]
+    init: str = "normal"  # dummy weights: "normal" or "ones"
+
+    def dtype(self, args: ModelArgs):
+        """The storage dtype: a jnp dtype, or ttjax.bfloat8_b / bfloat4_b."""
+        if self.group is None:
+            return args.activation_dtype
+        return storage_dtype(args.optimizations.get_tensor_dtype(self.group, self.layer))
 
 
-def params_from_state_dict(state_dict, args: ModelArgs, dtype=jnp.float32) -> TransformerParams:
-    """Build params from a Meta-named state dict (values: numpy arrays, [out, in] matmul weights)."""
-    d, hd = args.dim, args.head_dim
+def param_specs(args: ModelArgs) -> TransformerParams:
+    """The spec tree: a TransformerParams whose leaves are WeightSpecs."""
+    d, hd, h = args.dim, args.head_dim, args.hidden_dim
+    q, kv = args.n_heads * hd, args.n_kv_heads * hd
 
-    def put(a, transpose=False):
-        a = np.asarray(a)
-        return jnp.asarray(a.T if transpose else a, dtype=dtype)
+    def norm(name: str, layer=None):
+        return WeightSpec((d,), None, layer, REPLICATED, source=((name, (d,)),), init="ones")
 
-    layers = []
-    for i in range(args.n_layers):
+    def matmul(k, n, group, split, layout, layer, *source):
+        return WeightSpec((k, n), group, layer, split, layout, source, transpose=True)
+
+    def decoder(i: int) -> DecoderParams:
         p = f"layers.{i}."
-        wq = _expect(state_dict, p + "attention.wq.weight", (args.n_heads * hd, d))
-        wk = _expect(state_dict, p + "attention.wk.weight", (args.n_kv_heads * hd, d))
-        wv = _expect(state_dict, p + "attention.wv.weight", (args.n_kv_heads * hd, d))
-        wqkv = np.concatenate([np.asarray(wq), np.asarray(wk), np.asarray(wv)], axis=0)
-        layers.append(
-            DecoderParams(
-                attention_norm=put(_expect(state_dict, p + "attention_norm.weight", (d,))),
-                attention=AttentionParams(
-                    wqkv=put(wqkv, transpose=True),
-                    wo=put(_expect(state_dict, p + "attention.wo.weight", (d, args.n_heads * hd)), transpose=True),
-                ),
-                ffn_norm=put(_expect(state_dict, p + "ffn_norm.weight", (d,))),
-                feed_forward=MLPParams(
-                    w1=put(_expect(state_dict, p + "feed_forward.w1.weight", (args.hidden_dim, d)), transpose=True),
-                    w2=put(_expect(state_dict, p + "feed_forward.w2.weight", (d, args.hidden_dim)), transpose=True),
-                    w3=put(_expect(state_dict, p + "feed_forward.w3.weight", (args.hidden_dim, d)), transpose=True),
-                ),
-            )
+        return DecoderParams(
+            attention_norm=norm(p + "attention_norm.weight", i),
+            attention=AttentionParams(
+                wqkv=matmul(d, q + 2 * kv, TensorGroup.WQKV, COLUMN, "wqkv", i,
+                            (p + "attention.wq.weight", (q, d)), (p + "attention.wk.weight", (kv, d)), (p + "attention.wv.weight", (kv, d))),
+                wo=matmul(q, d, TensorGroup.WO, ROW, "wo", i, (p + "attention.wo.weight", (d, q))),
+            ),
+            ffn_norm=norm(p + "ffn_norm.weight", i),
+            feed_forward=MLPParams(
+                w1=matmul(d, h, TensorGroup.FF1_FF3, COLUMN, "hidden", i, (p + "feed_forward.w1.weight", (h, d))),
+                w2=matmul(h, d, TensorGroup.FF2, ROW, "hidden", i, (p + "feed_forward.w2.weight", (d, h))),
+                w3=matmul(d, h, TensorGroup.FF1_FF3, COLUMN, "hidden", i, (p + "feed_forward.w3.weight", (h, d))),
+            ),
         )
-    output = None
-    if not args.tie_word_embeddings:
-        output = put(_expect(state_dict, "output.weight", (args.vocab_size, d)), transpose=True)
+
+    head = "tok_embeddings.weight" if args.tie_word_embeddings else "output.weight"
     return TransformerParams(
-        tok_embeddings=put(_expect(state_dict, "tok_embeddings.weight", (args.vocab_size, d))),
-        layers=layers,
-        norm=put(_expect(state_dict, "norm.weight", (d,))),
-        output=output,
+        tok_embeddings=WeightSpec((args.vocab_size, d), TensorGroup.EMBEDDING, None, EMBEDDING,
+                                  source=(("tok_embeddings.weight", (args.vocab_size, d)),)),
+        layers=[decoder(i) for i in range(args.n_layers)],
+        norm=norm("norm.weight"),
+        output=matmul(d, args.vocab_size, TensorGroup.LM_HEAD, COLUMN, "vocab", None, (head, (args.vocab_size, d))),
     )
+
+
+def map_specs(fn, args: ModelArgs, *trees):
+    """jax.tree.map of fn(spec, *leaves) over the spec tree of args and params trees of the same structure."""
+    return jax.tree.map(fn, param_specs(args), *trees)
+
+
+def to_dtype(a, dtype):
+    """An array (host or device) in a storage dtype: a jnp array, or a BlockFloatTensor."""
+    from ttjax.blockfloat import block_format, to_block_float
+
+    if block_format(dtype) is not None:
+        return to_block_float(np.asarray(a, np.float32), dtype)
+    return jnp.asarray(a, dtype=dtype)
+
+
+def lm_head_chunks(output, args: ModelArgs) -> list:
+    """The LM head's column chunks of args.layout.lm_head_splits (one device's vocab, tt-metal's split_sizes)."""
+    starts = np.cumsum([0, *args.layout.lm_head_splits])
+    return [output[:, a:b] for a, b in zip(starts[:-1], starts[1:])]
+
+
+def convert_params(params: TransformerParams, args: ModelArgs) -> TransformerParams:
+    """Unsharded params with every weight in its group's dtype (per layer), the LM head in its chunks."""
+
+    def convert(spec: WeightSpec, a):
+        if spec.layout == "vocab":
+            return [to_dtype(c, spec.dtype(args)) for c in lm_head_chunks(np.asarray(a), args)]
+        return to_dtype(a, spec.dtype(args))
+
+    return map_specs(convert, args, params)
+
+
+def weight_nbytes(params) -> int:
+    """Bytes the params occupy (summed over every device of a mesh)."""
+    return sum(leaf.nbytes for leaf in jax.tree.leaves(params))

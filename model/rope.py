@@ -6,7 +6,7 @@ prompt's last chunk runs past the cache and dynamic_slice would otherwise clamp 
 hand it the angles of other positions. Prefill slices rows [start, start + seq) (a chunk of a
 long prompt starts past 0); decode
 gathers one row per user at its current_pos. That is the report's iterative update: the tables
-stay on device, the decode step advances current_pos on device (model.generator), and the next
+stay on device, the decode step advances current_pos on device (model.serving.generator), and the next
 step looks its rows up, an embedding lookup, so no rotation matrix is recomputed or sent from
 the host per token. The RotMats pytree also carries the fused rotary's transformation matrix.
 Frequencies and angles are float32, as in Meta's and Hugging Face's reference code.

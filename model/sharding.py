@@ -1,9 +1,11 @@
 """Placing a model on a mesh: per-device weight layouts, the KV cache, and replicated inputs.
 
-Weights are rearranged on the host into the per-device layout tt-metal builds (each
-device's [q | k | v] block side by side for wqkv, its query heads' rows of wo, its vocab
-range of the LM head cut into chunks), zero-padded where the layout needs it, then placed
-with the ttnn mappers: ShardTensorToMesh on 1D meshes, ShardTensor2dMesh on 2D ones.
+Each weight's WeightSpec (model.params) names its split and its layout. Weights are rearranged
+on the host into the per-device layout tt-metal builds (each device's [q | k | v] block side by
+side for wqkv, its query heads' rows of wo, its vocab range of the LM head cut into chunks),
+zero-padded where the layout needs it, then placed with the ttnn mappers: ShardTensorToMesh on
+1D meshes, ShardTensor2dMesh on 2D ones. The layouts are written in jax.numpy so that
+abstract_params gets the placed shapes from the same code without touching memory.
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ import numpy as np
 
 from mesh import MeshDevice, ReplicateTensorToMesh, ShardTensor2dMesh, ShardTensorToMesh
 from mesh.errors import TTJaxError
-from model.kv_cache import kv_cache_shape
 from model.config import ModelArgs
-from model.params import AttentionParams, DecoderParams, MLPParams, TransformerParams
-from model.precision import TensorGroup, weight_dtype
+from model.kv_cache import kv_cache_shape
+from model.params import COLUMN, EMBEDDING, REPLICATED, TransformerParams, WeightSpec, lm_head_chunks, map_specs, param_specs
 from ttjax.blockfloat import BlockFloatTensor, block_format, to_block_float
 from ttjax.tensor import place_blocks
 
@@ -32,17 +33,10 @@ def mesh_args(args: ModelArgs, mesh_device: MeshDevice, **config) -> ModelArgs:
     return out
 
 
-def _tp_mapper(mesh_device: MeshDevice, args: ModelArgs, heads_dim: int, model_dim: int | None):
-    """Split tensor dim heads_dim over the head axis and (2D meshes) model_dim over the columns."""
-    if args.model_config.is_2d:
-        return ShardTensor2dMesh(mesh_device, dims=(heads_dim, model_dim), mesh_shape=mesh_device.shape)
-    return ShardTensorToMesh(mesh_device, dim=heads_dim)
-
-
-def _pad(a: np.ndarray, axis: int, size: int) -> np.ndarray:
+def _pad(a, axis: int, size: int):
     widths = [(0, 0)] * a.ndim
     widths[axis] = (0, size - a.shape[axis])
-    return np.pad(a, widths)
+    return jnp.pad(a, widths)
 
 
 def _head_shards(args: ModelArgs):
@@ -60,14 +54,14 @@ def _head_shards(args: ModelArgs):
     return out
 
 
-def _grouped_heads(w: np.ndarray, args: ModelArgs, group: int, padded_group: int, axis: int) -> np.ndarray:
+def _grouped_heads(w, args: ModelArgs, group: int, padded_group: int, axis: int):
     """Split `axis` (heads * head_dim) into [kv, group, head_dim], zero-padded to [kv_padded, padded_group, head_dim]."""
     shape = list(w.shape)
     w = w.reshape(*shape[:axis], args.n_kv_heads, group, args.head_dim, *shape[axis + 1 :])
     return _pad(_pad(w, axis, args.layout.kv_padded), axis + 1, padded_group)
 
 
-def wqkv_per_device(wqkv: np.ndarray, args: ModelArgs) -> np.ndarray:
+def wqkv_per_device(wqkv, args: ModelArgs):
     """[dim, q|k|v] -> [dim, n_shards * local_qkv]: each shard's [q_local | k_local | v_local] side by side."""
     hd, nq, nkv = args.head_dim, args.n_heads, args.n_kv_heads
     q = _grouped_heads(wqkv[:, : nq * hd], args, args.n_groups, args.layout.group_padded, 1)  # [dim, kv_p, G_p, hd]
@@ -77,81 +71,75 @@ def wqkv_per_device(wqkv: np.ndarray, args: ModelArgs) -> np.ndarray:
     blocks = []
     for kv, qs in _head_shards(args):
         blocks += [q[:, kv, qs].reshape(dim, -1), k[:, kv].reshape(dim, -1), v[:, kv].reshape(dim, -1)]
-    return np.concatenate(blocks, axis=1)
+    return jnp.concatenate(blocks, axis=1)
 
 
-def wo_per_device(wo: np.ndarray, args: ModelArgs) -> np.ndarray:
+def wo_per_device(wo, args: ModelArgs):
     """[q heads * hd, dim] -> [n_shards * local_q * hd, dim]: rows in the order of each shard's query heads."""
     rows = _grouped_heads(wo, args, args.n_groups, args.layout.group_padded, 0)  # [kv_p, G_p, hd, dim]
-    return np.concatenate([rows[kv, qs].reshape(-1, wo.shape[1]) for kv, qs in _head_shards(args)], axis=0)
+    return jnp.concatenate([rows[kv, qs].reshape(-1, wo.shape[1]) for kv, qs in _head_shards(args)], axis=0)
 
 
-def lm_head_chunks(output: np.ndarray, args: ModelArgs) -> list[np.ndarray]:
-    """[dim, vocab] -> per split i, the devices' i-th chunks side by side (tt-metal's LM head layout)."""
+def lm_head_per_device(output, args: ModelArgs) -> list:
+    """[dim, vocab] -> per split i, the devices' i-th chunks side by side (tt-metal's LM head layout): chunk i,
+    split over the devices by columns, gives device d the i-th chunk of its vocab range."""
     lay = args.layout
     out = _pad(output, 1, lay.vocab_padded)
-    chunks, start = [], 0
-    for size in lay.lm_head_splits:
-        chunks.append(
-            np.concatenate([out[:, d * lay.vocab_local + start : d * lay.vocab_local + start + size] for d in range(lay.n_shards)], 1)
-        )
-        start += size
-    return chunks
+    devices = [lm_head_chunks(out[:, d * lay.vocab_local : (d + 1) * lay.vocab_local], args) for d in range(lay.n_shards)]
+    return [jnp.concatenate(chunk, 1) for chunk in zip(*devices)]
+
+
+def _hidden(w, args: ModelArgs, split: str):
+    """The MLP hidden dim zero-padded to a multiple of the head-axis devices (N of w1/w3, K of w2)."""
+    return _pad(w, 1 if split == COLUMN else 0, args.layout.hidden_padded)
+
+
+# Per-device layouts named by WeightSpec.layout: the host-side rearrangement before the split.
+LAYOUTS = {
+    None: lambda w, args, split: w,
+    "wqkv": lambda w, args, split: wqkv_per_device(w, args),
+    "wo": lambda w, args, split: wo_per_device(w, args),
+    "hidden": _hidden,
+    "vocab": lambda w, args, split: lm_head_per_device(w, args),
+}
+
+
+def mapper(spec: WeightSpec, args: ModelArgs, mesh_device: MeshDevice):
+    """The ttnn mapper that splits a weight of this spec over the mesh (model_config's two schemes)."""
+    lay = args.layout
+    if spec.split == REPLICATED or (spec.split == EMBEDDING and lay.residual_axis is None):
+        return ReplicateTensorToMesh(mesh_device)
+    if spec.split == EMBEDDING:  # the embedding produces the fractured residual stream directly (tt-metal dims=(None, 3))
+        return ShardTensor2dMesh(mesh_device, dims=(None, 1), mesh_shape=mesh_device.shape)
+    heads_dim, model_dim = (-1, 0) if spec.split == COLUMN else (0, 1)
+    if args.model_config.is_2d:
+        return ShardTensor2dMesh(mesh_device, dims=(heads_dim, model_dim), mesh_shape=mesh_device.shape)
+    return ShardTensorToMesh(mesh_device, dim=heads_dim)
+
+
+def _check_laid_out(args: ModelArgs, mesh_device: MeshDevice):
+    if args.model_config.cluster_shape != mesh_device.shape:
+        raise TTJaxError(f"args are laid out for a {args.model_config.cluster_shape} mesh, not {mesh_device.shape}; use mesh_args.")
 
 
 def shard_params(params: TransformerParams, args: ModelArgs, mesh_device: MeshDevice) -> TransformerParams:
-    """Unsharded params -> per-device params on mesh_device (args from mesh_args)."""
-    if args.model_config.cluster_shape != mesh_device.shape:
-        raise TTJaxError(f"args are laid out for a {args.model_config.cluster_shape} mesh, not {mesh_device.shape}; use mesh_args.")
-    lay = args.layout
-    host = lambda a: np.asarray(jax.device_get(a), np.float32)  # noqa: E731
-    act = args.activation_dtype
+    """Unsharded params -> per-device params on mesh_device (args from mesh_args). Each device's block of a
+    block-float weight is encoded on its own, as each TT device holds its own tiles."""
+    _check_laid_out(args, mesh_device)
 
-    def place(a, mapper, dtype=act):
-        """Each device's block, encoded on its own when dtype is a block float (as each TT device holds its tiles)."""
-        fmt = block_format(dtype)
-        if fmt is not None:
-            return place_blocks(mesh_device, mapper.map(a), fmt)
-        return mesh_device.place(mapper.map(a.astype(jnp.dtype(dtype))))
+    def place(spec: WeightSpec, w):
+        laid = LAYOUTS[spec.layout](jnp.asarray(w, jnp.float32), args, spec.split)
+        split, dtype = mapper(spec, args, mesh_device), spec.dtype(args)
+        one = lambda a: _place(mesh_device, split.map(np.asarray(a)), dtype)  # noqa: E731
+        return [one(c) for c in laid] if isinstance(laid, list) else one(laid)
 
-    replicate = ReplicateTensorToMesh(mesh_device)
-    col = lambda: _tp_mapper(mesh_device, args, -1, 0)  # noqa: E731  N over heads, K over columns
-    row = lambda: _tp_mapper(mesh_device, args, 0, 1)  # noqa: E731  K over heads, N over columns
+    return map_specs(place, args, params)
 
-    layers = []
-    for i, layer in enumerate(params.layers):
-        a, f = layer.attention, layer.feed_forward
-        dt = lambda group: weight_dtype(args, group, i)  # noqa: E731
-        layers.append(
-            DecoderParams(
-                attention_norm=place(host(layer.attention_norm), replicate),
-                attention=AttentionParams(
-                    wqkv=place(wqkv_per_device(host(a.wqkv), args), col(), dt(TensorGroup.WQKV)),
-                    wo=place(wo_per_device(host(a.wo), args), row(), dt(TensorGroup.WO)),
-                ),
-                ffn_norm=place(host(layer.ffn_norm), replicate),
-                feed_forward=MLPParams(
-                    w1=place(_pad(host(f.w1), 1, lay.hidden_padded), col(), dt(TensorGroup.FF1_FF3)),
-                    w2=place(_pad(host(f.w2), 0, lay.hidden_padded), row(), dt(TensorGroup.FF2)),
-                    w3=place(_pad(host(f.w3), 1, lay.hidden_padded), col(), dt(TensorGroup.FF1_FF3)),
-                ),
-            )
-        )
-    emb = host(params.tok_embeddings)
-    emb_dtype = weight_dtype(args, TensorGroup.EMBEDDING)
-    if lay.residual_axis is None:
-        embedding = place(emb, replicate, emb_dtype)
-    else:  # the embedding produces the fractured residual stream directly (tt-metal dims=(None, 3))
-        embedding = place(emb, ShardTensor2dMesh(mesh_device, dims=(None, 1), mesh_shape=mesh_device.shape), emb_dtype)
-    output = host(params.lm_head_weights()[0]) if len(params.lm_head_weights()) == 1 else np.concatenate(
-        [host(w) for w in params.lm_head_weights()], axis=1
-    )
-    return TransformerParams(
-        tok_embeddings=embedding,
-        layers=layers,
-        norm=place(host(params.norm), replicate),
-        output=[place(c, col(), weight_dtype(args, TensorGroup.LM_HEAD)) for c in lm_head_chunks(output, args)],
-    )
+
+def _place(mesh_device: MeshDevice, blocks, dtype):
+    if block_format(dtype) is not None:
+        return place_blocks(mesh_device, blocks, block_format(dtype))
+    return mesh_device.place([[np.asarray(b).astype(jnp.dtype(dtype)) for b in row] for row in blocks])
 
 
 def allocate_mesh_kv_cache(args: ModelArgs, mesh_device: MeshDevice, batch: int | None = None):
@@ -170,39 +158,24 @@ def replicate(x, mesh_device: MeshDevice) -> jax.Array:
 
 
 def abstract_params(args: ModelArgs, mesh_device: MeshDevice) -> TransformerParams:
-    """The placed params' shapes, dtypes and shardings, without weights (to compile and inspect programs).
-
-    Weight dtypes follow args.optimizations for every layer (per-layer overrides are not applied)."""
-    lay = args.layout
+    """The placed params' shapes, dtypes and shardings, without weights (to compile and inspect programs), from the
+    same spec, layouts and mappers as shard_params (per-layer precision overrides included)."""
+    _check_laid_out(args, mesh_device)
     rows, cols = mesh_device.shape
 
-    def spec(*local, group=None):
-        dtype = args.activation_dtype if group is None else weight_dtype(args, group)
+    def placed(local: tuple[int, ...], dtype):
         fmt = block_format(dtype)
         if fmt is None:
             return jax.ShapeDtypeStruct((rows, cols, *local), dtype, sharding=mesh_device.sharding)
         like = jax.eval_shape(lambda: to_block_float(jnp.zeros(local, jnp.float32), fmt))
-        place = lambda a: jax.ShapeDtypeStruct((rows, cols, *a.shape), a.dtype, sharding=mesh_device.sharding)  # noqa: E731
-        return BlockFloatTensor(place(like.codes), place(like.exps), tuple(local), fmt)
+        put = lambda a: jax.ShapeDtypeStruct((rows, cols, *a.shape), a.dtype, sharding=mesh_device.sharding)  # noqa: E731
+        return BlockFloatTensor(put(like.codes), put(like.exps), tuple(local), fmt)
 
-    dim_n = args.dim // lay.axis_size(lay.dim_axis)  # N of wo / w2: split over the columns on 2D meshes
-    qkv_local = (lay.n_local_heads + 2 * lay.n_local_kv_heads) * args.head_dim
-    layer = DecoderParams(
-        attention_norm=spec(args.dim),
-        attention=AttentionParams(
-            wqkv=spec(lay.dim_k_local, qkv_local, group=TensorGroup.WQKV),
-            wo=spec(lay.n_local_heads * args.head_dim, dim_n, group=TensorGroup.WO),
-        ),
-        ffn_norm=spec(args.dim),
-        feed_forward=MLPParams(
-            w1=spec(lay.dim_k_local, lay.hidden_local, group=TensorGroup.FF1_FF3),
-            w2=spec(lay.hidden_local, dim_n, group=TensorGroup.FF2),
-            w3=spec(lay.dim_k_local, lay.hidden_local, group=TensorGroup.FF1_FF3),
-        ),
-    )
-    return TransformerParams(
-        tok_embeddings=spec(args.vocab_size, lay.dim_local, group=TensorGroup.EMBEDDING),
-        layers=[layer] * args.n_layers,
-        norm=spec(args.dim),
-        output=[spec(lay.dim_k_local, size, group=TensorGroup.LM_HEAD) for size in lay.lm_head_splits],
-    )
+    def abstract(spec: WeightSpec):
+        laid = jax.eval_shape(lambda w: LAYOUTS[spec.layout](w, args, spec.split), jax.ShapeDtypeStruct(spec.shape, jnp.float32))
+        split, dtype = mapper(spec, args, mesh_device), spec.dtype(args)
+        # The mapper's split of a zero-stride stand-in (no memory) gives one device's shape.
+        local = lambda a: split.map(np.broadcast_to(np.zeros((), np.int8), a.shape))[0][0].shape  # noqa: E731
+        return [placed(local(c), dtype) for c in laid] if isinstance(laid, list) else placed(local(laid), dtype)
+
+    return jax.tree.map(abstract, param_specs(args))

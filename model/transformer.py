@@ -61,5 +61,5 @@ def forward(
         rows = min(TILE_SIZE, x.shape[1])
         x = jax.lax.dynamic_slice_in_dim(x, get_last_token, rows, axis=1)
     x = norm_for_matmul(x, params.norm, args, mode)
-    logits = lm_head(x, params.lm_head_weights(), args)
+    logits = lm_head(x, params.output, args)
     return (logits, tuple(new_cache), hidden) if return_hidden else (logits, tuple(new_cache))

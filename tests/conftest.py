@@ -54,7 +54,7 @@ def ckpt(gguf_path):
 
 @pytest.fixture(scope="session")
 def generator(ckpt):
-    from model.generator import Generator
+    from model.serving.generator import Generator
 
     return Generator(ckpt.params, ckpt.args, ckpt.tokenizer)
 

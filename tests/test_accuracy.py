@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from model.accuracy import evaluate, format_report, pcc_debug, score, shipped_text
+from model.tools.accuracy import evaluate, format_report, pcc_debug, score, shipped_text
 from ttjax import TTJaxError
 
 
@@ -46,7 +46,7 @@ def test_reports_and_pcc_debugger(report):
 
 
 def test_cli_json(capsys):
-    from model.cli import main
+    from model.tools.cli import main
 
     assert main(["accuracy", "--json", "--configs", "float32", "--prefill-len", "64", "--decode-steps", "4",
                  "--reference", "float32", "--override", "layers.0.WO=bfloat8_b"]) == 0

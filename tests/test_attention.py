@@ -15,7 +15,8 @@ import torch
 
 import ttjax
 from model.errors import KVCacheError
-from model.paged_attention import BlockAllocator, PagedAttentionConfig, PageTable
+from model.config import PagedAttentionConfig
+from model.serving.page_table import BlockAllocator, PageTable
 from ttjax import SDPAProgramConfig, TTJaxError
 from ttjax.metrics import pcc
 

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 
 from model.checkpoint import dummy_weights
-from model.cli import main
+from model.tools.cli import main
 from model.config import named_config
-from model.engine import Engine, Request
+from model.serving.engine import Engine, Request
 from model.errors import ConfigError, InputFileError, KVCacheError, SequenceLengthError, TokenIdError, TokenizerError
-from model.generator import Generator
-from model.generator_vllm import LlamaForCausalLM
-from model.paged_attention import PagedAttentionConfig
-from model.sampling import SamplingParams
+from model.serving.generator import Generator
+from model.serving.generator_vllm import LlamaForCausalLM
+from model.config import PagedAttentionConfig
+from model.serving.sampling import SamplingParams
 from tests.conftest import hf_greedy
 from ttjax import TTJaxError
 
@@ -209,7 +209,7 @@ def test_generate_bad_flags(capsys):
     msg = ttjax_error([*base, "--max-seq-len", "100000"], capsys)
     assert msg == "--max-seq-len 100000 is past the model's trained context of 8192 tokens; pass --allow-past-context to run there anyway."
     assert "--allow-past-context" in subprocess.run(
-        [sys.executable, "-m", "model.cli", "generate", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "model.tools.cli", "generate", "--help"], capture_output=True, text=True, check=True
     ).stdout
     # the messages that were already good stay so
     assert ttjax_error([*base, "--mesh", "abc"], capsys) == "mesh shape 'abc' is not of the form ROWSxCOLS, like 1x8 or 8x4."

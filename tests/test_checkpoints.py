@@ -159,7 +159,7 @@ def test_named_configs_have_reference_shapes():
         assert layer.feed_forward.w1.shape == shapes["model.layers.0.mlp.gate_proj.weight"][::-1], name
         assert layer.feed_forward.w2.shape == shapes["model.layers.0.mlp.down_proj.weight"][::-1], name
         assert params.tok_embeddings.shape == shapes["model.embed_tokens.weight"], name
-        assert (params.output is None) == args.tie_word_embeddings, name
+        assert params.output.shape == shapes["lm_head.weight"][::-1], name  # its own weight, tied or not
 
 
 def test_dummy_weights_run():

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from model.cli import main
+from model.tools.cli import main
 from model.errors import SequenceLengthError
 
 
@@ -32,7 +32,7 @@ def test_generate_with_a_precision_config(capsys):
 
 def test_prompt_longer_than_max_seq_len_cli():
     proc = subprocess.run(
-        [sys.executable, "-m", "model.cli", "generate", "--prompt", "word " * 100, "--max-seq-len", "64", "--max-new-tokens", "4"],
+        [sys.executable, "-m", "model.tools.cli", "generate", "--prompt", "word " * 100, "--max-seq-len", "64", "--max-new-tokens", "4"],
         capture_output=True,
         text=True,
     )

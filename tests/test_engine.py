@@ -11,12 +11,13 @@ import pytest
 from mesh import MeshDevice
 from model.checkpoint import dummy_weights
 from model.config import named_config
-from model.engine import Engine, Request
+from model.serving.engine import Engine, Request
 from model.errors import ConfigError
-from model.generator import Generator
-from model.generator_vllm import LlamaForCausalLM
-from model.paged_attention import BlockAllocator, PagedAttentionConfig, PageTable
-from model.sampling import SamplingBatch, SamplingParams
+from model.serving.generator import Generator
+from model.serving.generator_vllm import LlamaForCausalLM
+from model.config import PagedAttentionConfig
+from model.serving.page_table import BlockAllocator, PageTable
+from model.serving.sampling import SamplingBatch, SamplingParams
 from model.sharding import mesh_args
 from tests.conftest import PROMPTS, STEPS
 from ttjax.metrics import pcc

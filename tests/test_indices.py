@@ -17,8 +17,8 @@ from jax.experimental import checkify
 
 from model.checkpoint import dummy_weights
 from model.config import named_config
-from model.generator import Generator, _decode_step
-from model.paged_attention import PagedAttentionConfig
+from model.serving.generator import Generator, _decode_step
+from model.config import PagedAttentionConfig
 
 
 class IndexCheckedGenerator(Generator):

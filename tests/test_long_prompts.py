@@ -12,12 +12,12 @@ import json
 
 import pytest
 
-from model.accuracy import shipped_text
+from model.tools.accuracy import shipped_text
 from model.checkpoint import load_checkpoint
-from model.cli import main
-from model.engine import Engine, Request
-from model.generator import Generator
-from model.paged_attention import PagedAttentionConfig
+from model.tools.cli import main
+from model.serving.engine import Engine, Request
+from model.serving.generator import Generator
+from model.config import PagedAttentionConfig
 from tests.conftest import hf_greedy
 
 QUESTION = "\n\nWho are the people this passage is about? Answer in one sentence."

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from model.generator import Generator, get_padded_prefill_len
+from model.serving.generator import Generator, get_padded_prefill_len
 from model.transformer import forward
 from tests.conftest import PROMPTS
 from ttjax.metrics import pcc

@@ -159,7 +159,7 @@ def test_final_norm_and_lm_head(ckpt, captured):
     ours = norm_for_matmul(jnp.asarray(x), ckpt.params.norm, ckpt.args, "prefill")
     assert_matches(normed, ours, TOL["norm"])
     _, logits = captured[("lm_head", None)]
-    assert_matches(logits, lm_head(ours, ckpt.params.lm_head_weights(), ckpt.args), TOL["lm_head"])
+    assert_matches(logits, lm_head(ours, ckpt.params.output, ckpt.args), TOL["lm_head"])
 
 
 def _to_meta(x_hf):

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from model.accuracy import shipped_text
+from model.tools.accuracy import shipped_text
 from model.checkpoint import load_checkpoint
 from model.errors import KVCacheError, SequenceLengthError
-from model.generator import Generator
-from model.paged_attention import BlockAllocator, PagedAttentionConfig
+from model.serving.generator import Generator
+from model.config import PagedAttentionConfig
+from model.serving.page_table import BlockAllocator
 from tests.conftest import PROMPTS, STEPS
 from ttjax import TTJaxError
 from ttjax.metrics import pcc

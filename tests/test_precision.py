@@ -8,8 +8,9 @@ import pytest
 from mesh import MeshDevice
 from model.checkpoint import dummy_weights
 from model.config import named_config
-from model.generator import Generator
-from model.precision import ModelOptimizations, PrecisionSetting, TensorGroup, convert_params, parse_overrides, weight_nbytes
+from model.serving.generator import Generator
+from model.params import convert_params, weight_nbytes
+from model.precision import ModelOptimizations, PrecisionSetting, TensorGroup, parse_overrides
 from model.sharding import mesh_args
 from ttjax import BlockFloatTensor, TTJaxError, bfloat4_b, bfloat8_b, typecast
 from ttjax.metrics import pcc
@@ -99,8 +100,9 @@ def test_abstract_params_know_block_floats():
     from model.sharding import abstract_params, shard_params
 
     mesh = MeshDevice((1, 2))
-    args = mesh_args(named_config("SmolLM2-135M", n_layers=1, max_seq_len=64, vocab_size=512), mesh)
-    args = args.replace(optimizations=ModelOptimizations.performance())
-    placed = shard_params(dummy_weights(named_config("SmolLM2-135M", n_layers=1, max_seq_len=64, vocab_size=512)), args, mesh)
+    args = mesh_args(named_config("SmolLM2-135M", n_layers=2, max_seq_len=64, vocab_size=512), mesh)
+    args = args.replace(optimizations=ModelOptimizations.performance().override("WO", "bfloat16", layer=1))
+    placed = shard_params(dummy_weights(named_config("SmolLM2-135M", n_layers=2, max_seq_len=64, vocab_size=512)), args, mesh)
     shapes = lambda t: jax.tree.map(lambda a: (a.shape, a.dtype), t)  # noqa: E731
-    assert shapes(placed) == shapes(abstract_params(args, mesh))
+    assert shapes(placed) == shapes(abstract_params(args, mesh))  # per-layer overrides included
+    assert abstract_params(args, mesh).layers[1].attention.wo.dtype == jnp.bfloat16

@@ -9,9 +9,9 @@ import pytest
 
 from mesh import MeshDevice
 from model.checkpoint import dummy_weights
-from model.comm_report import analytic_layer_collectives, comm_report, compiled_program, hlo_collectives
+from model.tools.comm_report import analytic_layer_collectives, comm_report, compiled_program, hlo_collectives
 from model.config import named_config
-from model.generator import Generator
+from model.serving.generator import Generator
 from model.sharding import abstract_params, mesh_args, shard_params
 from tests.conftest import PROMPTS
 from ttjax import TTJaxError
@@ -75,7 +75,8 @@ def test_sharded_equals_unsharded(ckpt, unsharded, config):
 def test_paged_chunked_prefill_on_a_mesh(ckpt, generator, shape):
     """Paged cache on every device (its KV heads' share of each block) and a 150-token prompt prefilled in
     64-token chunks: the unsharded, contiguous, whole-prefill tokens."""
-    from model.paged_attention import BlockAllocator, PagedAttentionConfig
+    from model.config import PagedAttentionConfig
+    from model.serving.page_table import BlockAllocator
 
     ids = ckpt.tokenizer.encode("It was the best of times, it was the worst of times, " * 12)[:150]
     ref = generator.generate(ids, 6, stop_at_eos=False).tokens
@@ -128,7 +129,7 @@ def test_comm_report_bytes_match_analytic(shape):
 def test_comm_report_cli(capsys):
     import json
 
-    from model.cli import main
+    from model.tools.cli import main
 
     assert main(["comm-report", "--mesh", "2x4", "--mode", "decode", "--n-layers", "2", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
@@ -186,7 +187,7 @@ def test_readme_comm_report_figures(capsys):
     import re
     from pathlib import Path
 
-    from model.cli import main
+    from model.tools.cli import main
 
     readme = Path(__file__).parent.parent.joinpath("README.md").read_text()
     sentence = (

@@ -6,7 +6,7 @@ import base64
 import pytest
 
 from model.errors import TokenizerError
-from model.tokenizer import (
+from model.checkpoint.tokenizer import (
     LLAMA3_SPECIAL_TOKENS,
     load_tokenizer,
     tokenizer_from_gguf,

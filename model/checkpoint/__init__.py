@@ -1,7 +1,7 @@
 """Checkpoint loading: one entry point for GGUF, Hugging Face and Meta layouts, plus dummy weights.
 
 Every format is read into a Meta-named state dict in Meta's rotary layout, then turned into
-the params pytree by model.params.params_from_state_dict.
+the params pytree by model.checkpoint.state_dict.params_from_state_dict.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from model.checkpoint.hf import read_hf
 from model.checkpoint.meta import read_meta
 from model.config import ModelArgs, read_json_config
 from model.errors import CheckpointError, ConfigError, TokenizerError
-from model.params import TransformerParams, params_from_state_dict
+from model.checkpoint.state_dict import params_from_state_dict
+from model.params import TransformerParams
 from model.precision import ModelOptimizations
-from model.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_gguf
+from model.checkpoint.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_gguf
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from model.errors import ConfigError, KVCacheError, SequenceLengthError
-from model.generator import Generator
-from model.sampling import GREEDY, SamplingBatch, SamplingParams
+from model.serving.generator import Generator
+from model.serving.sampling import GREEDY, SamplingBatch, SamplingParams
 from ttjax.sampling import sample
 
 _ids = itertools.count()

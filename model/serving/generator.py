@@ -24,14 +24,15 @@ from model.buckets import get_last_token, get_max_prefill_chunk_size, get_padded
 from model.config import ModelArgs
 from model.errors import KVCacheError, SequenceLengthError, TokenIdError
 from model.kv_cache import allocate_kv_cache
-from model.paged_attention import BlockAllocator, PagedAttentionConfig, PageTable
+from model.config import PagedAttentionConfig
+from model.serving.page_table import BlockAllocator, PageTable
 from ttjax.paged_cache import check_page_table
 from ttjax.sampling import sample
 from model.params import TransformerParams
 from ttjax.errors import TTJaxError
-from model.precision import convert_params
+from model.params import convert_params
 from model.rope import precompute_rot_mats
-from model.sampling import SamplingBatch
+from model.serving.sampling import SamplingBatch
 from model.sharding import allocate_mesh_kv_cache, mesh_args, replicate, shard_params
 from mesh import MeshDevice
 from model.transformer import forward

@@ -25,15 +25,16 @@ import numpy as np
 
 from mesh.errors import TTJaxError
 from model.checkpoint import Checkpoint
-from model.generator import Generator
-from model.precision import ModelOptimizations, weight_nbytes
+from model.serving.generator import Generator
+from model.params import weight_nbytes
+from model.precision import ModelOptimizations
 from model.transformer import forward
 from ttjax.metrics import pcc
 
 DEFAULT_CONFIGS = ("float32", "bfloat16", "accuracy", "performance")
 
 
-TEXT_PATH = Path(__file__).parent / "data" / "tale_of_two_cities.txt"
+TEXT_PATH = Path(__file__).parent.parent / "data" / "tale_of_two_cities.txt"
 
 
 def shipped_text() -> str:

@@ -19,7 +19,7 @@ import numpy as np
 
 from mesh import MeshDevice
 from model.config import ModelArgs
-from model.generator import _decode_step, _prefill, build_program
+from model.serving.generator import _decode_step, _prefill, build_program
 from model.norm import uses_distributed_norm
 from model.sharding import abstract_params, allocate_mesh_kv_cache, mesh_args
 from model.rope import RotMats

@@ -26,8 +26,8 @@ import numpy as np
 from mesh import MeshDevice
 from model.checkpoint import default_model_path, load_checkpoint
 from model.errors import CheckpointError, ConfigError, KVCacheError
-from model.generator import Generator
-from model.paged_attention import PagedAttentionConfig
+from model.serving.generator import Generator
+from model.config import PagedAttentionConfig
 from model.sharding import mesh_args
 
 

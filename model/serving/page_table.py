@@ -1,4 +1,5 @@
-"""Paged attention bookkeeping on the host: PagedAttentionConfig, a free-block allocator and page tables.
+"""Paged attention bookkeeping on the host: a free-block allocator and page tables (the layout itself is
+model.config.PagedAttentionConfig).
 
 The device side is ttjax.paged_cache (writes) and ttjax.flash_decode / flash_attention (reads).
 A paged KV cache is, per layer, K and V pools of [max_num_blocks, n_kv_heads, block_size,
@@ -10,28 +11,10 @@ block 0 included, is usable; -1 marks "no block".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from model.config import PagedAttentionConfig
 from model.errors import KVCacheError
-
-
-@dataclass(frozen=True)
-class PagedAttentionConfig:
-    """tt_transformers' PagedAttentionConfig (its demo uses 32 x 1024, or 64 x 2048 for long context)."""
-
-    block_size: int = 32
-    max_num_blocks: int = 1024
-
-    def __post_init__(self):
-        if self.block_size < 32 or self.block_size % 32:
-            raise KVCacheError(f"block_size = {self.block_size} must be a positive multiple of 32 (the tile height).")
-        if self.max_num_blocks < 1:
-            raise KVCacheError(f"max_num_blocks = {self.max_num_blocks} must be at least 1.")
-
-    def blocks_for(self, n_positions: int) -> int:
-        return -(-n_positions // self.block_size)
 
 
 class BlockAllocator:

@@ -58,10 +58,10 @@ def run_generate(opts) -> int:
 
     from model.checkpoint import load_args, load_checkpoint
     from model.errors import SequenceLengthError
-    from model.generator import Generator, get_padded_prefill_len
-    from model.paged_attention import PagedAttentionConfig
+    from model.serving.generator import Generator, get_padded_prefill_len
+    from model.config import PagedAttentionConfig
     from model.sharding import mesh_args
-    from model.streaming import TextStreamer
+    from model.serving.streaming import TextStreamer
 
     config = load_args(opts.model)  # the config alone, so that bad flags fail before the weights load
     if opts.max_seq_len is not None:
@@ -144,7 +144,7 @@ def check_context(args, max_seq_len: int, allow_past_context: bool):
 def run_comm_report(opts) -> int:
     mesh_device = _mesh(opts)
     from model.checkpoint import load_args
-    from model.comm_report import comm_report, format_report
+    from model.tools.comm_report import comm_report, format_report
     from model.config import named_config
 
     if opts.model_name:
@@ -162,7 +162,7 @@ def run_comm_report(opts) -> int:
 
 
 def run_accuracy(opts) -> int:
-    from model.accuracy import DEFAULT_CONFIGS, evaluate, format_report, pcc_debug
+    from model.tools.accuracy import DEFAULT_CONFIGS, evaluate, format_report, pcc_debug
     from model.checkpoint import load_checkpoint
     from model.precision import parse_overrides
 
