@@ -19,14 +19,13 @@ PROMPT = "The capital of France is"
 
 
 def bench_ttjax(path, new_tokens, runs, max_seq_len):
-    from model.checkpoint import load_checkpoint
-    from model.serving.generator import Generator
+    from model.serving.build import build_generator
+    from model.serving.engine import generate
 
-    ck = load_checkpoint(path, max_seq_len=max_seq_len, progress=False)
-    gen = Generator(ck.params, ck.args, ck.tokenizer)
-    ids = ck.tokenizer.encode(PROMPT)
-    gen.generate(ids, new_tokens, stop_at_eos=False)  # compiles, and warms up like the peer's first run
-    results = [gen.generate(ids, new_tokens, stop_at_eos=False) for _ in range(runs)]
+    gen = build_generator(path, max_seq_len=max_seq_len, needs_tokenizer=True)
+    ids = gen.tokenizer.encode(PROMPT)
+    generate(gen, ids, new_tokens, stop_at_eos=False)  # compiles, and warms up like the peer's first run
+    results = [generate(gen, ids, new_tokens, stop_at_eos=False) for _ in range(runs)]
     return [r.prefill_s for r in results], [r.decode_tokens_per_s for r in results], results[-1].tokens
 
 

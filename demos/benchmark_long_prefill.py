@@ -38,20 +38,19 @@ def run_ttjax(tokens: int, chunk: int, runs: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from model.tools.accuracy import shipped_text
-    from model.checkpoint import load_checkpoint
-    from model.serving.generator import Generator, get_max_prefill_chunk_size, get_padded_prefill_len
+    from model.buckets import get_max_prefill_chunk_size, get_padded_prefill_len
     from model.config import PagedAttentionConfig
+    from model.serving.build import build_generator
+    from model.tools.accuracy import shipped_text
 
-    ck = load_checkpoint(max_seq_len=8192, progress=False)
-    ids = ck.tokenizer.encode(shipped_text())[:tokens]
     paged = PagedAttentionConfig(block_size=64, max_num_blocks=128)
-    gen = Generator(ck.params, ck.args.replace(paged_attention_config=paged, max_prefill_chunk_size=chunk), ck.tokenizer)
+    gen = build_generator(max_seq_len=8192, paged=paged, max_prefill_chunk_size=chunk)
+    ids = gen.tokenizer.encode(shipped_text())[:tokens]
     pages = gen.new_page_table()
     pages.reserve(0, len(ids))
     padded = get_padded_prefill_len(len(ids))
     size = get_max_prefill_chunk_size(padded, chunk)
-    program = gen.prefill_program(size, None, (1, paged.blocks_for(padded)), size < padded)
+    program = gen.prefill_program(size, None, (1, gen.prefill_table_width(padded, size < padded)), size < padded)
     scratch = program.memory_analysis().temp_size_in_bytes / 2**20
     cache = gen.allocate_kv_cache()
     before = rss_mb()

@@ -36,12 +36,10 @@ def run(a):
     import jax
     import numpy as np
 
-    from model.checkpoint import load_checkpoint
-    from model.serving.generator import Generator
+    from model.serving.build import build_generator
 
-    ck = load_checkpoint(max_seq_len=a.max_seq_len, max_batch_size=a.batch, progress=False)
-    gen = Generator(ck.params, ck.args, ck.tokenizer)
-    ids = ck.tokenizer.encode("It was the best of times, it was the worst of times,")
+    gen = build_generator(max_batch_size=a.batch, max_seq_len=a.max_seq_len)
+    ids = gen.tokenizer.encode("It was the best of times, it was the worst of times,")
     cache = gen.allocate_kv_cache()
     for user in range(a.batch):  # every slot busy, each user at the same point of the same prompt
         logits, cache = gen.prefill_forward_text(ids, cache, user_id=user)

@@ -31,28 +31,15 @@ def run(argv=None, stdin=None):
     opts = p.parse_args(argv)
     stdin = stdin or sys.stdin
 
-    from mesh import MeshDevice, ensure_host_devices, parse_mesh_shape
-
-    mesh_device = None
-    if opts.mesh:
-        shape = parse_mesh_shape(opts.mesh)
-        ensure_host_devices(shape[0] * shape[1])
-        mesh_device = MeshDevice(shape)
-
-    from model.checkpoint import load_args, load_checkpoint
-    from model.tools.cli import check_context
-    from model.serving.engine import Engine, Request
     from model.errors import SequenceLengthError
-    from model.serving.generator import Generator
+    from model.serving.build import build_generator
+    from model.serving.engine import Engine, Request
     from model.serving.sampling import SamplingParams
-    from model.sharding import mesh_args
     from model.serving.streaming import TextStreamer
 
-    check_context(load_args(opts.model), opts.max_seq_len, opts.allow_past_context)
-    ck = load_checkpoint(opts.model, max_seq_len=opts.max_seq_len, progress=False)
-    args = mesh_args(ck.args, mesh_device) if mesh_device else ck.args
-    tok = ck.require_tokenizer()
-    gen = Generator(ck.params, args, tok, mesh_device=mesh_device)
+    gen = build_generator(opts.model, opts.mesh, max_seq_len=opts.max_seq_len, allow_past_context=opts.allow_past_context,
+                          needs_tokenizer=True)
+    args, tok = gen.args, gen.tokenizer
     messages = [{"role": "system", "content": opts.system}] if opts.system else []
     turn = 0
     while True:
@@ -69,9 +56,9 @@ def run(argv=None, stdin=None):
         print("bot> ", end="", flush=True)
         sampling = SamplingParams(temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p, seed=opts.seed + turn)
         req = Request(ids, min(opts.max_new_tokens, room), sampling)
-        Engine(gen, on_token=lambda r, t: streamer(t)).run([req])
+        out = Engine(gen, on_token=lambda r, t: streamer(t)).run([req])[0]
         print()
-        messages.append({"role": "assistant", "content": req.text.strip()})
+        messages.append({"role": "assistant", "content": out.text.strip()})
         turn += 1
 
 

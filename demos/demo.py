@@ -71,39 +71,21 @@ def run(argv=None):
     p.add_argument("--stream-user", type=int, default=0, help="whose tokens to stream live (-1: nobody)")
     opts = p.parse_args(argv)
 
-    from mesh import MeshDevice, ensure_host_devices, parse_mesh_shape
-
-    mesh_device = None
-    if opts.mesh:
-        shape = parse_mesh_shape(opts.mesh)
-        ensure_host_devices(shape[0] * shape[1])  # before jax starts its backend
-        mesh_device = MeshDevice(shape)
-
-    from model.checkpoint import load_args, load_checkpoint
-    from model.tools.cli import check_context
-    from model.serving.engine import Engine, Request
     from model.errors import ConfigError
-    from model.serving.generator import Generator
-    from model.config import PagedAttentionConfig
+    from model.serving.build import build_generator
+    from model.serving.engine import Engine, Request
     from model.serving.sampling import SamplingParams
-    from model.sharding import mesh_args
     from model.serving.streaming import TextStreamer
 
     prompts = load_prompts(opts.input)
     if not -1 <= opts.stream_user < len(prompts):
         raise ConfigError(f"--stream-user {opts.stream_user} is not a user: 0..{len(prompts) - 1}, or -1 for nobody.")
-    check_context(load_args(opts.model), opts.max_seq_len, opts.allow_past_context)
     t = time.perf_counter()
-    ck = load_checkpoint(opts.model, max_seq_len=opts.max_seq_len, max_batch_size=opts.batch_size)
-    tok = ck.require_tokenizer()
-    args = ck.args
-    if opts.paged:
-        args = args.replace(paged_attention_config=PagedAttentionConfig(32, opts.batch_size * -(-opts.max_seq_len // 32)))
-    if mesh_device is not None:
-        args = mesh_args(args, mesh_device)
-    gen = Generator(ck.params, args, tok, mesh_device=mesh_device)
-    where = f" on a {opts.mesh} mesh" if mesh_device else ""
-    print(f"loaded {args.model_name} ({ck.format}) in {time.perf_counter() - t:.1f} s{where}; {len(prompts)} prompts, {opts.batch_size} slots")
+    gen = build_generator(opts.model, opts.mesh, paged=opts.paged, max_batch_size=opts.batch_size, max_seq_len=opts.max_seq_len,
+                          allow_past_context=opts.allow_past_context, needs_tokenizer=True, progress=True)
+    tok = gen.tokenizer
+    where = f" on a {opts.mesh} mesh" if opts.mesh else ""
+    print(f"loaded {gen.args.model_name} in {time.perf_counter() - t:.1f} s{where}; {len(prompts)} prompts, {opts.batch_size} slots")
 
     requests = []
     for i, prompt in enumerate(prompts):
@@ -125,14 +107,14 @@ def run(argv=None):
     if streamer:
         print(f"\nuser {opts.stream_user} >>> {prompts[opts.stream_user]}\n", flush=True)
     t = time.perf_counter()
-    engine.run(requests)
+    outputs = engine.run(requests)
     wall = time.perf_counter() - t
     print("\n")
-    for i, (prompt, r) in enumerate(zip(prompts, requests)):
+    for i, (prompt, r) in enumerate(zip(prompts, outputs)):
         print(f"[user {i}] {prompt}\n{r.text.strip()}\n")
-    ttft = [r.time_to_first_token for r in requests]
-    rates = [r.decode_tokens_per_s for r in requests]
-    total = sum(len(r.tokens) for r in requests)
+    ttft = [r.time_to_first_token for r in outputs]
+    rates = [r.decode_tokens_per_s for r in outputs]
+    total = sum(len(r.tokens) for r in outputs)
     print(f"time to first token: median {statistics.median(ttft) * 1e3:.0f} ms, max {max(ttft) * 1e3:.0f} ms")
     print(f"decode: median {statistics.median(rates):.1f} tokens/s/user; {total} tokens in {wall:.1f} s = {total / wall:.1f} tokens/s")
     return 0

@@ -87,8 +87,8 @@ def test_run_needs_one_arrival_step_per_request(small):
     bad = Request([1, VOCAB], 2)
     with pytest.raises(TokenIdError, match=f"token id {VOCAB}"):
         engine.run([requests[0], bad])  # refused before any request runs
-    assert not engine.waiting and not requests[0].tokens
-    with pytest.raises(ConfigError, match="the same Request object twice"):
+    assert not engine.waiting and not engine.finished and engine.steps == 0
+    with pytest.raises(ConfigError, match=rf"run\(\) got request id {requests[0].request_id} twice"):
         engine.run([requests[0], requests[0]])
 
 

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from model.serving.engine import generate
 from model.tools.cli import main
 from model.errors import SequenceLengthError
 
@@ -43,16 +44,18 @@ def test_prompt_longer_than_max_seq_len_cli():
 
 def test_prompt_longer_than_max_seq_len(generator):
     with pytest.raises(SequenceLengthError, match=r"the prompt has 300 tokens, longer than max_seq_len = 256"):
-        generator.generate([5] * 300, 4)
+        generate(generator, [5] * 300, 4)
 
 
 def test_prompt_plus_new_tokens_past_max_seq_len(generator):
     with pytest.raises(SequenceLengthError, match=r"prompt \(250 tokens\) plus max_new_tokens \(10\) is 260 tokens, more than max_seq_len = 256"):
-        generator.generate([5] * 250, 10)
+        generate(generator, [5] * 250, 10)
 
 
 def test_empty_prompt_and_zero_tokens(generator):
-    with pytest.raises(SequenceLengthError, match="the prompt is empty"):
-        generator.generate([], 4)
-    with pytest.raises(SequenceLengthError, match="max_new_tokens = 0 must be at least 1"):
-        generator.generate([5], 0)
+    with pytest.raises(SequenceLengthError, match=r"request \d+ has an empty prompt: prefill needs at least one token"):
+        generate(generator, [], 4)
+    with pytest.raises(SequenceLengthError, match="the prompt is empty: prefill needs at least one token"):
+        generator.prefill_forward_text([], generator.allocate_kv_cache())
+    with pytest.raises(SequenceLengthError, match="max_new_tokens = 0; it must be an integer of at least 1"):
+        generate(generator, [5], 0)

@@ -5,6 +5,8 @@ Continuous batching is held to the strictest standard there is: every request, w
 leaves the batch around it, gets exactly the tokens it gets alone.
 """
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -96,9 +98,7 @@ def _requests(rng, n, vocab, sampled=False):
 
 def _solo(gen_factory, req):
     """The same request alone in a fresh engine."""
-    alone = Request(req.prompt, req.max_new_tokens, req.sampling, stop_at_eos=False)
-    Engine(gen_factory()).run([alone])
-    return alone.tokens
+    return Engine(gen_factory()).run([req])[0].tokens
 
 
 @pytest.mark.parametrize("paged", [False, True], ids=["contiguous", "paged"])
@@ -114,26 +114,44 @@ def test_100_requests_through_32_slots(small, paged):
     requests = _requests(rng, 100, args.vocab_size, sampled=True)
     arrivals = sorted(rng.integers(0, 60, 100).tolist())
     engine = Engine(gen)
-    engine.run(requests, arrivals)
+    outputs = engine.run(requests, arrivals)
     assert len(engine.finished) == 100 and len({r.request_id for r in engine.finished}) == 100
-    assert all(r.finish_reason == "length" and len(r.tokens) == r.max_new_tokens for r in requests)
+    assert [o.request for o in outputs] == requests
+    assert all(o.finish_reason == "length" and len(o.tokens) == o.request.max_new_tokens for o in outputs)
     assert all(s is None for s in engine.slots) and not engine.waiting
     if paged:
         assert engine.pages.allocator.num_free == 40  # every block came back
     solo_gen = Generator(params, args)
-    for r in requests[::7]:  # a sample, to keep the test short; each run alone in its own engine
-        assert r.tokens == _solo(lambda: solo_gen, r), f"request {r.request_id}"
+    for o in outputs[::7]:  # a sample, to keep the test short; each run alone in its own engine
+        assert o.tokens == _solo(lambda: solo_gen, o.request), f"request {o.request_id}"
 
 
 def test_stop_strings_and_eos(ckpt, generator):
     tok = ckpt.tokenizer
     ids = tok.encode_chat([{"role": "user", "content": "What is the capital of France?"}])
-    full = Request(ids, 40)
-    cut = Request(ids, 40, stop=("Paris",))
-    Engine(generator).run([full, cut])
+    full, cut = Engine(generator).run([Request(ids, 40), Request(ids, 40, stop=("Paris",))])
     assert full.finish_reason == "eos" and full.tokens[-1] in tok.eos_ids
     assert "Paris" in full.text and cut.finish_reason == "stop" and "Paris" not in cut.text
     assert full.text.startswith(cut.text) and len(cut.tokens) < len(full.tokens)
+
+
+def test_stop_strings_are_checked_on_the_new_text_only(ckpt, generator):
+    """A request with a stop string decodes a few tokens per new token, not its whole output again each time."""
+    decoded = []
+
+    class Counting:
+        eos_ids = ckpt.tokenizer.eos_ids
+
+        def decode(self, ids, skip_special_tokens=False):
+            decoded.append(len(ids))
+            return ckpt.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    gen = copy.copy(generator)  # the session's generator, its programs shared, with a counting tokenizer
+    gen.tokenizer = Counting()
+    ids = ckpt.tokenizer.encode("Once upon a time")
+    out = Engine(gen).run([Request(ids, 60, stop=("never appears",), stop_at_eos=False)])[0]
+    assert out.finish_reason == "length" and len(out.tokens) == 60
+    assert sum(decoded) < 8 * 60 + 60  # incremental, plus the whole text once at the end (it was 60 * 61 / 2)
 
 
 # -- the real model ------------------------------------------------------------------------------------------
@@ -159,9 +177,9 @@ def test_continuous_batching_real_model_matches_solo(ckpt, reference, shape, pag
     engine = Engine(gen, async_output=async_output)
     if paged:
         engine.pages.allocator = BlockAllocator(4, shuffle=True, seed=4)
-    engine.run(requests, [0, 0, 2, 5, 9])
-    for req, prompt, n in zip(requests, prompts, lengths):
-        assert req.tokens == reference[prompt][2][:n], prompt
+    outputs = engine.run(requests, [0, 0, 2, 5, 9])
+    for out, prompt, n in zip(outputs, prompts, lengths):
+        assert out.tokens == reference[prompt][2][:n], prompt
 
 
 def test_seeded_sampling_on_the_real_model_alone_and_in_a_batch(ckpt, reference):
@@ -178,14 +196,11 @@ def test_seeded_sampling_on_the_real_model_alone_and_in_a_batch(ckpt, reference)
             Request(reference[PROMPTS[2]][0], 12, stop_at_eos=False),
         ]
 
-    first, second = requests(), requests()
-    Engine(gen).run(first, [0, 0, 1, 3])
-    Engine(gen).run(second, [2, 0, 0, 0])  # other slots, other neighbours
+    first = Engine(gen).run(requests(), [0, 0, 1, 3])
+    second = Engine(gen).run(requests(), [2, 0, 0, 0])  # other slots, other neighbours
     assert [r.tokens for r in first] == [r.tokens for r in second]
-    for req in (first[0], first[2]):
-        alone = Request(req.prompt, 12, req.sampling, stop_at_eos=False)
-        Engine(gen).run([alone])
-        assert alone.tokens == req.tokens
+    for out in (first[0], first[2]):
+        assert Engine(gen).run([out.request])[0].tokens == out.tokens  # alone
     assert first[1].tokens == reference[PROMPTS[1]][2][:12] and first[3].tokens == reference[PROMPTS[2]][2][:12]
     assert first[0].tokens != reference[PROMPTS[0]][2][:12] or first[2].tokens != reference[PROMPTS[3]][2][:12]  # it sampled
 

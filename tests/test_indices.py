@@ -17,7 +17,8 @@ from jax.experimental import checkify
 
 from model.checkpoint import dummy_weights
 from model.config import named_config
-from model.serving.generator import Generator, _decode_step
+from model.serving import programs
+from model.serving.generator import Generator
 from model.config import PagedAttentionConfig
 
 
@@ -27,10 +28,10 @@ class IndexCheckedGenerator(Generator):
     Not the contiguous decode step: checkify's scatter rule (jax 0.10.2) fails to trace the batched
     dynamic_update_slice of ttjax.update_cache, whose index is clipped into range on the line before it."""
 
-    def _executable(self, key, fn, *example):
-        if fn is _decode_step and self.paged is None:
-            return super()._executable(key, fn, *example)
-        if key not in self._compiled:
+    def compile_program(self, key, fn, *example):
+        if fn is programs.decode and self.paged is None:
+            return super().compile_program(key, fn, *example)
+        if key not in self.programs:
             checked = jax.jit(checkify.checkify(partial(fn, args=self.args), errors=checkify.index_checks))
             compiled = checked.lower(*example).compile()
 
@@ -39,8 +40,8 @@ class IndexCheckedGenerator(Generator):
                 err.throw()
                 return out
 
-            self._compiled[key] = run
-        return self._compiled[key]
+            self.programs[key] = run
+        return self.programs[key]
 
 
 def small_args(max_seq_len, **kw):
@@ -52,7 +53,7 @@ def test_checked_generator_catches_a_clamped_slice():
     args = small_args(4352, paged_attention_config=PagedAttentionConfig(32, 192))
     gen = IndexCheckedGenerator(dummy_weights(args, seed=1), args)
     gen.rot = jax.tree.map(lambda t: t[:4352] if t.shape[0] > 32 else t, gen.rot)  # the tables before the fix
-    gen._check_rows = lambda start, length: None  # and without the host check
+    gen.check_prefill_rows = lambda start, length: None  # and without the host check
     table = np.arange(192, dtype=np.int32)[None]
     with pytest.raises(checkify.JaxRuntimeError, match="out-of-bounds"):
         gen.prefill_forward_text([5] * 4100, gen.allocate_kv_cache(), page_table=table)

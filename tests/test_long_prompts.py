@@ -66,6 +66,6 @@ def test_long_prompts_through_the_engine(gguf_path, cases, names):
     ck = load_checkpoint(gguf_path, max_seq_len=max_seq_len, max_batch_size=2, progress=False)
     paged = PagedAttentionConfig(block_size=64, max_num_blocks=2 * -(-max_seq_len // 64))
     gen = Generator(ck.params, ck.args.replace(paged_attention_config=paged), ck.tokenizer)
-    Engine(gen).run(list(requests.values()))
-    for name, req in requests.items():
-        assert req.tokens == cases[name][2], name
+    outputs = Engine(gen).run(list(requests.values()))
+    for name, out in zip(requests, outputs):
+        assert out.tokens == cases[name][2], name

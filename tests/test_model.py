@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from model.serving.engine import generate
 from model.serving.generator import Generator, get_padded_prefill_len
 from model.transformer import forward
 from tests.conftest import PROMPTS
@@ -36,7 +37,7 @@ def test_prefill_last_token_logits(generator, reference, prompt):
 @pytest.mark.parametrize("prompt", GREEDY_PROMPTS)
 def test_greedy_decode_matches_reference(generator, reference, prompt):
     ids, _, ref_tokens, _ = reference[prompt]
-    result = generator.generate(ids, STEPS, stop_at_eos=False)
+    result = generate(generator, ids, STEPS, stop_at_eos=False)
     assert result.tokens == ref_tokens
 
 

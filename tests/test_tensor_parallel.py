@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mesh import MeshDevice
+from model.serving.engine import generate
 from model.checkpoint import dummy_weights
 from model.tools.comm_report import analytic_layer_collectives, comm_report, compiled_program, hlo_collectives
 from model.config import named_config
@@ -66,8 +67,8 @@ def test_sharded_equals_unsharded(ckpt, unsharded, config):
         tok, pos = np.array([tokens[0]], np.int32), np.array([len(ids)], np.int32)
         for step in range(STEPS - 1):
             tok, lg, pos, cache = gen.decode_forward(tok, pos, cache)
-            assert pcc(ref_step_logits[step], gen.read_tokens(lg)[0]) >= 0.9999, f"decode step {step}"
-            tokens.append(int(gen.read_tokens(tok)[0]))
+            assert pcc(ref_step_logits[step], gen.read(lg)[0]) >= 0.9999, f"decode step {step}"
+            tokens.append(int(gen.read(tok)[0]))
         assert tokens == ref_tokens
 
 
@@ -79,7 +80,7 @@ def test_paged_chunked_prefill_on_a_mesh(ckpt, generator, shape):
     from model.serving.page_table import BlockAllocator
 
     ids = ckpt.tokenizer.encode("It was the best of times, it was the worst of times, " * 12)[:150]
-    ref = generator.generate(ids, 6, stop_at_eos=False).tokens
+    ref = generate(generator, ids, 6, stop_at_eos=False).tokens
     mesh = MeshDevice(shape)
     args = ckpt.args.replace(paged_attention_config=PagedAttentionConfig(32, 16), max_prefill_chunk_size=64)
     gen = Generator(ckpt.params, mesh_args(args, mesh), ckpt.tokenizer, mesh_device=mesh)
@@ -90,7 +91,7 @@ def test_paged_chunked_prefill_on_a_mesh(ckpt, generator, shape):
     tok, pos = np.array([tokens[0]], np.int32), np.array([len(ids)], np.int32)
     for _ in range(5):
         tok, _, pos, cache = gen.decode_forward(tok, pos, cache, pages)
-        tokens.append(int(gen.read_tokens(tok)[0]))
+        tokens.append(int(gen.read(tok)[0]))
     assert tokens == ref
 
 

@@ -28,14 +28,23 @@ from model.checkpoint import default_model_path, load_checkpoint
 from model.errors import CheckpointError, ConfigError, KVCacheError
 from model.serving.generator import Generator
 from model.config import PagedAttentionConfig
-from model.sharding import mesh_args
 
 
 def _hf_field(cfg, name):
     return cfg.get(name) if isinstance(cfg, dict) else getattr(cfg, name, None)
 
 
-class LlamaForCausalLM(Generator):
+class LlamaForCausalLM:
+    """tt-metal's vLLM model class. It holds a Generator (it is not one: vLLM's decode_forward takes
+    (tokens, start_pos, page_table, kv_cache), the Generator's (tokens, current_pos, kv_cache, page_table))."""
+
+    def __init__(self, generator: Generator):
+        self.generator = generator
+
+    @property
+    def args(self):
+        return self.generator.args
+
     @classmethod
     def initialize_vllm_model(
         cls, hf_config, mesh_device: MeshDevice | None, max_batch_size: int, max_seq_len: int | None = None, n_layers: int | None = None,
@@ -54,14 +63,12 @@ class LlamaForCausalLM(Generator):
         if max_seq_len is not None and max_seq_len > context:
             raise ConfigError(f"max_seq_len = {max_seq_len} is past the model's trained context of {context} tokens.")
         args = ck.args.replace(max_seq_len=context if max_seq_len is None else max_seq_len)
-        if mesh_device is not None:
-            args = mesh_args(args, mesh_device)
-        return cls(ck.params, args, ck.tokenizer, mesh_device=mesh_device)
+        return cls(Generator(ck.params, args, ck.tokenizer, mesh_device=mesh_device))
 
     def allocate_kv_cache(self, kv_cache_shape=None, dtype=None, num_layers: int | None = None):
         """Per layer [K, V] block pools of kv_cache_shape (max_num_blocks, num_kv_heads, block_size, head_size)."""
         if kv_cache_shape is None:
-            return super().allocate_kv_cache()
+            return self.generator.allocate_kv_cache()
         shape = tuple(kv_cache_shape)
         if len(shape) != 4 or not all(isinstance(n, (int, np.integer)) and n > 0 for n in shape):
             raise KVCacheError(f"kv_cache_shape {shape} is not (max_num_blocks, num_kv_heads, block_size, head_size) of positive integers.")
@@ -79,10 +86,9 @@ class LlamaForCausalLM(Generator):
             )
         paged = PagedAttentionConfig(block_size=block_size, max_num_blocks=blocks)
         if paged != self.args.paged_attention_config:
-            self.args = self.args.replace(paged_attention_config=paged)
-            self._compiled.clear()
+            self.generator = self.generator.with_paged_attention(paged)
         # Lists, so a call can put its updated pools back into the caller's object (vLLM keeps one cache).
-        return [list(layer) for layer in super().allocate_kv_cache()]
+        return [list(layer) for layer in self.generator.allocate_kv_cache()]
 
     @staticmethod
     def _update(kv_cache, new):
@@ -102,10 +108,10 @@ class LlamaForCausalLM(Generator):
         for user, n in enumerate(lens):  # every user before any is prefilled
             if not 1 <= n <= tokens.shape[1]:
                 raise KVCacheError(f"prompt_lens[{user}] = {n} is outside 1..{tokens.shape[1]}, the tokens given per user.")
-            self.check_tokens(tokens[user, :n], f"user {user}'s prompt")
+            self.generator.check_tokens(tokens[user, :n], f"user {user}'s prompt")
         out = []
         for user, n in enumerate(lens):
-            logits, new = self.prefill_forward_text(tokens[user, :n], _tuples(kv_cache), user_id=user, page_table=table)
+            logits, new = self.generator.prefill_forward_text(tokens[user, :n], _tuples(kv_cache), user_id=user, page_table=table)
             self._update(kv_cache, new)
             out.append(np.asarray(logits))
         return np.stack(out)
@@ -114,7 +120,7 @@ class LlamaForCausalLM(Generator):
         """One step for the whole (padded) batch. Returns logits [max_batch, 1, vocab] on the host, or, with
         read_from_device=False, the device output for read_decode_output."""
         tokens = np.asarray(tokens).reshape(-1)
-        _, logits, _, new = super().decode_forward(tokens, np.asarray(start_pos), _tuples(kv_cache), page_table, enable_trace=enable_trace)
+        _, logits, _, new = self.generator.decode_forward(tokens, np.asarray(start_pos), _tuples(kv_cache), page_table, enable_trace=enable_trace)
         self._update(kv_cache, new)
         if not read_from_device:
             logits.copy_to_host_async()
@@ -122,7 +128,7 @@ class LlamaForCausalLM(Generator):
         return self.read_decode_output(logits, len(tokens))
 
     def read_decode_output(self, tt_out, unpadded_batch: int | None = None) -> np.ndarray:
-        logits = np.asarray(self._local(tt_out))
+        logits = self.generator.read(tt_out)
         return logits[: unpadded_batch or len(logits), None, :]
 
 

@@ -11,10 +11,14 @@ block 0 included, is usable; -1 marks "no block".
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import jax
 import numpy as np
 
 from model.config import PagedAttentionConfig
 from model.errors import KVCacheError
+from ttjax.paged_cache import check_page_table
 
 
 class BlockAllocator:
@@ -81,3 +85,33 @@ class PageTable:
         for user, row in enumerate(self.rows):
             table[user, : len(row)] = row
         return table
+
+
+@dataclass(frozen=True)
+class PlacedPageTable:
+    """A page table checked on the host and placed for the decode programs (Generator.place_page_table)."""
+
+    array: jax.Array
+    shape: tuple[int, int]  # [batch, blocks_per_user]
+    positions: int  # positions a row covers: blocks_per_user * block_size
+
+
+def checked_page_table(page_table, config: PagedAttentionConfig, user_id: int | None = None, n_positions: int = 0) -> np.ndarray:
+    """The page table on the host as int32, checked against the pool (ttjax.check_page_table) and, for a user, that
+    its row covers n_positions. Accepts numpy, lists, a PageTable, or a device array (read back once)."""
+    if page_table is None:
+        raise KVCacheError("the KV cache is paged (args.paged_attention_config is set): pass a page_table.")
+    if isinstance(page_table, PlacedPageTable):
+        raise KVCacheError("prefill reads the page table on the host: pass the PageTable or numpy table, not a placed one.")
+    table = page_table.array() if isinstance(page_table, PageTable) else np.asarray(page_table)
+    check_page_table(table, config.max_num_blocks)
+    table = table.astype(np.int32)
+    if user_id is not None:
+        if not 0 <= user_id < table.shape[0]:
+            raise KVCacheError(f"user_id {user_id} is outside the page table's rows 0..{table.shape[0] - 1}.")
+        have = int(np.argmin(np.append(table[user_id] >= 0, False)))  # blocks before the first -1
+        if have < config.blocks_for(n_positions):
+            raise KVCacheError(
+                f"user {user_id}'s page-table row has blocks for {have * config.block_size} positions; the prompt needs {n_positions}."
+            )
+    return table

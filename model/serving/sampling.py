@@ -1,5 +1,7 @@
-"""Per-request sampling options (SamplingParams, checked on the host) and the batch of them that the
-decode step reads on device (SamplingBatch: one [batch] array per option, a slot per user)."""
+"""Choosing the next token: per-request options (SamplingParams, checked on the host), the batch of them
+the decode step reads on device (SamplingBatch: one [batch] array per option, a slot per user), and
+next_token, the one function that picks a token from logits, for the decode step and for the first
+token a prefill gives."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import jax
 import numpy as np
 
 from model.errors import ConfigError
-from ttjax.sampling import MAX_TOP_K
+from ttjax.sampling import MAX_TOP_K, sample
 
 
 @dataclass(frozen=True)
@@ -74,3 +76,16 @@ class SamplingBatch:
         out = SamplingBatch(*(np.array(a) for a in (self.temperature, self.top_k, self.top_p, self.seed)))
         out.temperature[slot], out.top_k[slot], out.top_p[slot], out.seed[slot] = params.temperature, params.top_k, params.top_p, params.seed
         return out
+
+
+def next_token(logits, position, sampling: SamplingBatch | None = None):
+    """logits [B, V] -> tokens [B] int32: argmax (sampling None), or sampled with each row's options. position
+    [B] is the position the token will take (its random key is fold_in(seed, position))."""
+    import jax.numpy as jnp
+
+    if sampling is None:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return sample(logits, position, temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p, seed=sampling.seed)
+
+
+first_token = jax.jit(next_token)  # after a prefill: one compiled op, not a dozen dispatches

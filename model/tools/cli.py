@@ -13,7 +13,6 @@ import argparse
 import json
 import sys
 
-from mesh import ensure_host_devices, parse_mesh_shape
 from mesh.errors import TTJaxError
 
 DTYPES = ("float32", "bfloat16")
@@ -35,71 +34,45 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def _mesh(opts):
-    """The MeshDevice for --mesh (None without it), asking for enough host devices first."""
-    if not opts.mesh:
-        return None
-    from mesh import MeshDevice
-
-    shape = parse_mesh_shape(opts.mesh)
-    ensure_host_devices(shape[0] * shape[1])
-    return MeshDevice(shape)
-
-
-def _mesh_config(opts) -> dict:
+def _mesh_options(opts) -> dict:
     return {k: v for k, v in (("ccl", opts.ccl), ("norm", opts.norm)) if v is not None}
 
 
 def run_generate(opts) -> int:
     if opts.max_new_tokens < 1:
         raise TTJaxError(f"--max-new-tokens {opts.max_new_tokens} must be at least 1.")
-    mesh_device = _mesh(opts)
-    import jax.numpy as jnp
-
+    from model.buckets import get_padded_prefill_len
     from model.checkpoint import load_args, load_checkpoint
     from model.errors import SequenceLengthError
-    from model.serving.generator import Generator, get_padded_prefill_len
-    from model.config import PagedAttentionConfig
-    from model.sharding import mesh_args
+    from model.precision import parse_overrides
+    from model.serving.build import build_generator, generator_args, mesh_device_for
+    from model.serving.engine import generate
     from model.serving.streaming import TextStreamer
 
-    config = load_args(opts.model)  # the config alone, so that bad flags fail before the weights load
-    if opts.max_seq_len is not None:
-        check_context(config, opts.max_seq_len, opts.allow_past_context)
-    optimizations = None
-    if opts.precision or opts.override:  # else the precision is --dtype's, set by load_checkpoint
-        from model.precision import ModelOptimizations, parse_overrides
-
-        optimizations = ModelOptimizations.named(opts.precision or opts.dtype)
-        for group, setting, layer in parse_overrides(opts.override or []):
-            optimizations = optimizations.override(group, setting, layer)
-        config.replace(optimizations=optimizations)  # checks per-layer overrides against the model's layers
-    if mesh_device is not None:
-        mesh_args(config, mesh_device, **_mesh_config(opts))  # checks the model divides over the mesh
-    ck = load_checkpoint(opts.model, max_seq_len=opts.max_seq_len, dtype=getattr(jnp, opts.dtype), progress=not opts.json)
+    mesh_device = mesh_device_for(opts.mesh)
+    options = dict(precision=opts.precision or opts.dtype, overrides=parse_overrides(opts.override or []),
+                   allow_past_context=opts.allow_past_context, **_mesh_options(opts))
+    config = load_args(opts.model)
+    generator_args(config, mesh_device=mesh_device, max_seq_len=opts.max_seq_len, **options)  # bad flags fail before the load
+    ck = load_checkpoint(opts.model, progress=not opts.json)
     tok = ck.require_tokenizer()
     ids = tok.encode_chat([{"role": "user", "content": opts.prompt}]) if opts.chat else tok.encode(opts.prompt)
-    args = ck.args
-    if opts.max_seq_len is None:
-        # Size the cache to the request (in 256-token steps, so similar requests share a compile),
-        # within the model's trained context.
+    max_seq_len = opts.max_seq_len
+    if max_seq_len is None:
+        # Size the cache to the request (in 256-token steps, so similar requests share a compile), within the
+        # model's trained context.
         need = len(ids) + opts.max_new_tokens
-        if need > args.max_context_len:
+        if need > config.max_context_len:
             raise SequenceLengthError(
                 f"the prompt ({len(ids)} tokens) plus max_new_tokens ({opts.max_new_tokens}) is {need} tokens, "
-                f"more than the model's context of {args.max_context_len}."
+                f"more than the model's context of {config.max_context_len}."
             )
-        args = args.replace(max_seq_len=min(args.max_context_len, _round_up(need, 256)))
-    if opts.paged or get_padded_prefill_len(len(ids)) > args.max_prefill_chunk_size:
-        # A long prompt is prefilled in chunks, which read the earlier chunks through a paged cache.
-        blocks = PagedAttentionConfig().blocks_for(args.max_seq_len) * args.max_batch_size
-        args = args.replace(paged_attention_config=PagedAttentionConfig(block_size=32, max_num_blocks=blocks))
-    if optimizations is not None:
-        args = args.replace(optimizations=optimizations)
-    if mesh_device is not None:
-        args = mesh_args(args, mesh_device, **_mesh_config(opts))
-    gen = Generator(ck.params, args, tok, mesh_device=mesh_device)
-    result = gen.generate(ids, opts.max_new_tokens, on_token=None if opts.json else TextStreamer(tok))
+        max_seq_len = min(config.max_context_len, _round_up(need, 256))
+    # A long prompt is prefilled in chunks, which read the earlier chunks through a paged cache.
+    paged = opts.paged or get_padded_prefill_len(len(ids)) > config.max_prefill_chunk_size
+    gen = build_generator(ck, mesh_device, paged=paged, max_seq_len=max_seq_len, **options)
+    result = generate(gen, ids, opts.max_new_tokens, on_token=None if opts.json else TextStreamer(tok))
+    args = gen.args
     if opts.json:
         print(
             json.dumps(
@@ -115,7 +88,7 @@ def run_generate(opts) -> int:
                     "max_seq_len": args.max_seq_len,
                     "mesh": opts.mesh or "none",
                     "kv_cache": "paged" if args.paged_attention_config else "contiguous",
-                    "precision": args.optimizations.name if args.optimizations else opts.dtype,
+                    "precision": args.optimizations.name,
                 }
             )
         )
@@ -129,20 +102,10 @@ def run_generate(opts) -> int:
     return 0
 
 
-def check_context(args, max_seq_len: int, allow_past_context: bool):
-    """A cache longer than the context the model was trained for gives it positions it never saw (and decodes
-    slower): refused unless asked for by name."""
-    if max_seq_len > args.max_context_len and not allow_past_context:
-        from model.errors import SequenceLengthError
-
-        raise SequenceLengthError(
-            f"--max-seq-len {max_seq_len} is past the model's trained context of {args.max_context_len} tokens; "
-            "pass --allow-past-context to run there anyway."
-        )
-
-
 def run_comm_report(opts) -> int:
-    mesh_device = _mesh(opts)
+    from model.serving.build import mesh_device_for
+
+    mesh_device = mesh_device_for(opts.mesh)
     from model.checkpoint import load_args
     from model.tools.comm_report import comm_report, format_report
     from model.config import named_config
@@ -156,7 +119,7 @@ def run_comm_report(opts) -> int:
             raise TTJaxError(f"--n-layers {opts.n_layers} is outside 1..{args.n_layers}, the layers of {args.model_name}.")
         args = args.replace(n_layers=opts.n_layers)
     batch = opts.batch if opts.mode == "decode" else 1
-    rep = comm_report(args, mesh_device, opts.mode, batch=batch, seq_len=opts.seq_len, **_mesh_config(opts))
+    rep = comm_report(args, mesh_device, opts.mode, batch=batch, seq_len=opts.seq_len, **_mesh_options(opts))
     print(json.dumps(rep) if opts.json else format_report(rep))
     return 0
 

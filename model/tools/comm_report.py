@@ -19,7 +19,8 @@ import numpy as np
 
 from mesh import MeshDevice
 from model.config import ModelArgs
-from model.serving.generator import _decode_step, _prefill, build_program
+from model.serving.placement import Placement
+from model.serving.programs import build_program, decode, prefill
 from model.norm import uses_distributed_norm
 from model.sharding import abstract_params, allocate_mesh_kv_cache, mesh_args
 from model.rope import RotMats
@@ -131,8 +132,8 @@ def compiled_program(args: ModelArgs, mesh_device: MeshDevice, mode: str, *, bat
 
     if mode == "prefill":
         example = (params, spec(1, seq_len), rot, cache, spec(), spec())
-        return build_program(_prefill, args, mesh_device).lower(*example).compile()
-    return build_program(_decode_step, args, mesh_device).lower(params, spec(batch), spec(batch), rot, cache).compile()
+        return build_program(prefill, args, Placement(args, mesh_device)).lower(*example).compile()
+    return build_program(decode, args, Placement(args, mesh_device)).lower(params, spec(batch), spec(batch), rot, cache).compile()
 
 
 def comm_report(args: ModelArgs, mesh_device: MeshDevice, mode: str, *, batch: int = 1, seq_len: int = 128, **config) -> dict:
