@@ -109,12 +109,12 @@ def main(argv=None):
 
 
 def run(a):
-    from ttjax import TTJaxError
+    from model.errors import ConfigError
 
     if a.tokens > 8192:
-        raise TTJaxError(f"--tokens {a.tokens} is past 8192, the cache of the whole-prefill variant.")
+        raise ConfigError(f"--tokens {a.tokens} is past 8192, the cache of the whole-prefill variant.")
     if a.chunk % 32:
-        raise TTJaxError(f"--chunk {a.chunk} is not a multiple of 32 (the tile height).")
+        raise ConfigError(f"--chunk {a.chunk} is not a multiple of 32 (the tile height).")
     if a.variant:
         res = run_transformers(a.tokens, a.runs) if a.variant == "transformers" else run_ttjax(a.tokens, a.chunk if a.variant == "chunked" else 8192, a.runs)
         print(json.dumps(res))

@@ -1,4 +1,7 @@
-"""The one exception family of the project, defined at the bottom layer (mesh) so every layer can raise it."""
+"""The one exception family of the project, defined at the bottom layer (mesh) so every layer can raise it.
+
+mesh/ and ttjax/ raise TTJaxError itself; model.errors holds the kinds the model and its serving raise
+(ConfigError, CheckpointError, ...), all subclasses of it. Users catch ttjax.TTJaxError."""
 
 
 class TTJaxError(ValueError):

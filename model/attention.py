@@ -18,7 +18,7 @@ import jax
 import ttjax
 from model.ccl import reduce_k_split, reduce_row_parallel
 from model.config import ModelArgs
-from ttjax.errors import TTJaxError
+from model.errors import ConfigError, KVCacheError
 from model.params import AttentionParams
 from model.precision import TensorGroup, weight_dtype
 from ttjax.blockfloat import block_format
@@ -60,7 +60,7 @@ def attention(
     rope = lambda t, cos, sin: ttjax.rotary_embedding_llama(t, cos, sin, trans_mat)  # noqa: E731
     if mode == "prefill":
         if b != 1:
-            raise TTJaxError(f"prefill takes one user per call (batch 1), got a batch of {b}.")
+            raise ConfigError(f"prefill takes one user per call (batch 1), got a batch of {b}.")
         start = 0 if chunk_start_idx is None else chunk_start_idx
         cos, sin = prefill_rot_mats(rot, s, start)
         q, k = rope(q, cos[:, None], sin[:, None]), rope(k, cos[:, None], sin[:, None])
@@ -68,7 +68,7 @@ def attention(
         k, v = kv_cache_values(k, args, layer_id), kv_cache_values(v, args, layer_id)
         if page_table is None:
             if chunk_start_idx is not None:
-                raise TTJaxError("chunked prefill reads earlier chunks through a page table; this cache is contiguous.")
+                raise KVCacheError("chunked prefill reads earlier chunks through a page table; this cache is contiguous.")
             k_cache, v_cache = ttjax.fill_cache(k_cache, k, user_id), ttjax.fill_cache(v_cache, v, user_id)
         else:
             k_cache = ttjax.paged_fill_cache(k_cache, k, page_table, user_id, start)
@@ -96,5 +96,5 @@ def attention(
             out = ttjax.paged_scaled_dot_product_attention_decode(q, k_cache, v_cache, current_pos, page_table, program_config=cfg)
         out = out.reshape(b, 1, -1)
     else:
-        raise ValueError(f"mode must be 'prefill' or 'decode', got {mode!r}.")
+        raise ConfigError(f"mode must be 'prefill' or 'decode', got {mode!r}.")
     return reduce_row_parallel(ttjax.linear(out, p.wo), args), (k_cache, v_cache)

@@ -1,6 +1,12 @@
-"""Errors for bad checkpoints, configs, tokenizers and requests: one sentence naming the value and the limit."""
+"""The kinds of bad input the model, its checkpoints and its serving refuse, each with one sentence naming the
+value and the limit. All are ttjax.TTJaxError (a ValueError), the project's one exception family, which
+model code imports from here with its kinds."""
 
-from ttjax.errors import TTJaxError
+from mesh.errors import TTJaxError
+
+__all__ = [
+    "TTJaxError", "CheckpointError", "ConfigError", "TokenizerError", "SequenceLengthError", "KVCacheError", "TokenIdError", "InputFileError",
+]
 
 
 class CheckpointError(TTJaxError):
@@ -8,7 +14,7 @@ class CheckpointError(TTJaxError):
 
 
 class ConfigError(TTJaxError):
-    """A model config that lacks a field or holds an impossible value."""
+    """A config or an option that is wrong: a missing field, an impossible value, a flag the model cannot take."""
 
 
 class TokenizerError(TTJaxError):

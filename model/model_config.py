@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
-from mesh.errors import TTJaxError
+from model.errors import ConfigError
 from ttjax.flash_attention import SDPAProgramConfig
 
 CCL_MODES = ("reduce_scatter", "all_reduce")
@@ -48,13 +48,13 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.ccl not in CCL_MODES:
-            raise TTJaxError(f"ccl {self.ccl!r} is not one of {', '.join(CCL_MODES)}.")
+            raise ConfigError(f"ccl {self.ccl!r} is not one of {', '.join(CCL_MODES)}.")
         if self.norm not in NORM_MODES:
-            raise TTJaxError(f"norm {self.norm!r} is not one of {', '.join(NORM_MODES)}.")
+            raise ConfigError(f"norm {self.norm!r} is not one of {', '.join(NORM_MODES)}.")
         if self.ccl_topology not in (None, "linear", "ring"):
-            raise TTJaxError(f"ccl_topology {self.ccl_topology!r} is not 'linear' or 'ring'.")
+            raise ConfigError(f"ccl_topology {self.ccl_topology!r} is not 'linear' or 'ring'.")
         if self.max_columns_per_device_lm_head < 32:
-            raise TTJaxError(f"max_columns_per_device_lm_head = {self.max_columns_per_device_lm_head} is below one tile (32).")
+            raise ConfigError(f"max_columns_per_device_lm_head = {self.max_columns_per_device_lm_head} is below one tile (32).")
 
     @property
     def num_devices(self) -> int:
@@ -173,7 +173,7 @@ class TPLayout:
     def validate(self):
         for axis in {self.residual_axis, self.dim_axis} - {None}:
             if self.dim % self.axis_size(axis):
-                raise TTJaxError(
+                raise ConfigError(
                     f"dim {self.dim} does not divide over the {self.axis_size(axis)} devices of mesh axis {axis} "
                     f"(mesh {self.config.cluster_shape[0]}x{self.config.cluster_shape[1]})."
                 )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from mesh.errors import TTJaxError
+from model.errors import ConfigError
 
 
 class TensorGroup(str, enum.Enum):
@@ -45,14 +45,14 @@ def _setting(value) -> PrecisionSetting:
     try:
         return PrecisionSetting(value.value if isinstance(value, PrecisionSetting) else value)
     except ValueError as e:
-        raise TTJaxError(f"precision {value!r} is not one of {', '.join(s.value for s in PrecisionSetting)}.") from e
+        raise ConfigError(f"precision {value!r} is not one of {', '.join(s.value for s in PrecisionSetting)}.") from e
 
 
 def _group(value) -> TensorGroup:
     try:
         return TensorGroup(value.value if isinstance(value, TensorGroup) else str(value).upper())
     except ValueError as e:
-        raise TTJaxError(f"tensor group {value!r} is not one of {', '.join(g.value for g in TensorGroup)}.") from e
+        raise ConfigError(f"tensor group {value!r} is not one of {', '.join(g.value for g in TensorGroup)}.") from e
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class ModelOptimizations:
             return makers[name]()
         if name in (s.value for s in PrecisionSetting):
             return cls.uniform(name)
-        raise TTJaxError(f"precision config {name!r} is not one of {', '.join([*makers, 'bfloat8_b', 'bfloat4_b'])}.")
+        raise ConfigError(f"precision config {name!r} is not one of {', '.join([*makers, 'bfloat8_b', 'bfloat4_b'])}.")
 
     def override(self, group, setting, layer: int | None = None) -> ModelOptimizations:
         """A copy with one group set, for every layer (layer=None) or one decoder layer."""
@@ -132,12 +132,12 @@ def parse_overrides(spec: list[str]) -> list[tuple[TensorGroup, PrecisionSetting
     for item in spec:
         key, sep, value = item.partition("=")
         if not sep:
-            raise TTJaxError(f"override {item!r} is not GROUP=DTYPE or layers.N.GROUP=DTYPE.")
+            raise ConfigError(f"override {item!r} is not GROUP=DTYPE or layers.N.GROUP=DTYPE.")
         layer = None
         if key.startswith("layers."):
             parts = key.split(".", 2)
             if len(parts) != 3 or not parts[1].isdigit():
-                raise TTJaxError(f"override {item!r} is not layers.N.GROUP=DTYPE with N a layer number.")
+                raise ConfigError(f"override {item!r} is not layers.N.GROUP=DTYPE with N a layer number.")
             layer, key = int(parts[1]), parts[2]
         out.append((_group(key), _setting(value), layer))
     return out

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mesh import MeshDevice, ReplicateTensorToMesh, ShardTensor2dMesh, ShardTensorToMesh
-from mesh.errors import TTJaxError
+from model.errors import ConfigError
 from model.config import ModelArgs
 from model.kv_cache import kv_cache_shape
 from model.params import COLUMN, EMBEDDING, REPLICATED, TransformerParams, WeightSpec, lm_head_chunks, map_specs, param_specs
@@ -119,7 +119,7 @@ def mapper(spec: WeightSpec, args: ModelArgs, mesh_device: MeshDevice):
 
 def _check_laid_out(args: ModelArgs, mesh_device: MeshDevice):
     if args.model_config.cluster_shape != mesh_device.shape:
-        raise TTJaxError(f"args are laid out for a {args.model_config.cluster_shape} mesh, not {mesh_device.shape}; use mesh_args.")
+        raise ConfigError(f"args are laid out for a {args.model_config.cluster_shape} mesh, not {mesh_device.shape}; use mesh_args.")
 
 
 def shard_params(params: TransformerParams, args: ModelArgs, mesh_device: MeshDevice) -> TransformerParams:

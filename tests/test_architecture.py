@@ -115,6 +115,23 @@ def test_no_module_reaches_into_another_modules_private_names():
     assert not found, "leading-underscore names used from another module:\n" + "\n".join(found)
 
 
+def test_every_error_raised_is_a_ttjax_error():
+    """One exception family: what the project raises is TTJaxError or one of model.errors' kinds (argparse's own
+    protocol and a benchmark's report of a failed child process aside)."""
+    import model.errors
+
+    family = {name for name, cls in vars(model.errors).items() if isinstance(cls, type) and issubclass(cls, model.errors.TTJaxError)}
+    allowed = family | {"argparse.ArgumentTypeError", "SystemExit"}
+    found = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+                if isinstance(exc, (ast.Name, ast.Attribute)) and ast.unparse(exc) not in allowed:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: raise {ast.unparse(exc)}")
+    assert not found, "errors outside the TTJaxError family:\n" + "\n".join(found)
+
+
 def test_the_layer_table_covers_every_module():
     assert all(isinstance(layer(m), int) for m in MODULES)
     assert {"model.serving.generator", "model.tools.cli", "model.checkpoint.tokenizer", "model.params"} <= set(MODULES)

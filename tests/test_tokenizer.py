@@ -119,3 +119,17 @@ def test_unknown_tokenizer_path(tmp_path):
         load_tokenizer(str(tmp_path / "vocab.txt"))
     with pytest.raises(TokenizerError, match="no tokenizer found"):
         load_tokenizer(str(tmp_path))
+
+
+def test_chat_template_refusals_are_tokenizer_errors(ckpt):
+    """A template that refuses a conversation, or does not parse, is one TokenizerError, not a jinja traceback."""
+    import dataclasses
+
+    from model.errors import TokenizerError
+
+    strict = dataclasses.replace(ckpt.tokenizer, chat_template="{{ raise_exception('Conversation roles must alternate') }}")
+    with pytest.raises(TokenizerError, match="the chat template refuses these messages: Conversation roles must alternate"):
+        strict.encode_chat(CONVERSATION)
+    broken = dataclasses.replace(ckpt.tokenizer, chat_template="{% for m in messages %}")
+    with pytest.raises(TokenizerError, match="the chat template cannot be rendered"):
+        broken.encode_chat(CONVERSATION)

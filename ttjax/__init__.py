@@ -14,7 +14,7 @@ from ttjax.flash_attention import SDPAProgramConfig, chunked_scaled_dot_product_
 from ttjax.flash_decode import paged_scaled_dot_product_attention_decode, scaled_dot_product_attention_decode
 from ttjax.paged_cache import check_page_table, paged_fill_cache, paged_update_cache
 from ttjax.embedding import embedding
-from ttjax.errors import TTJaxError
+from mesh.errors import TTJaxError
 from ttjax.kv_cache import fill_cache, update_cache
 from ttjax.linear import linear
 from ttjax.norm import rms_norm, rms_norm_post_all_gather, rms_norm_pre_all_gather

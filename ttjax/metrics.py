@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from mesh.errors import TTJaxError
+
 
 def pcc(golden, calculated) -> float:
     """Pearson correlation of two arrays, flattened, in float64. Identical constant arrays give 1.0."""
     a = np.asarray(golden, dtype=np.float64).ravel()
     b = np.asarray(calculated, dtype=np.float64).ravel()
     if a.shape != b.shape:
-        raise ValueError(f"pcc of arrays of different sizes: {a.size} vs {b.size} values.")
+        raise TTJaxError(f"pcc of arrays of different sizes: {a.size} vs {b.size} values.")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         return float("nan")
     a, b = a - a.mean(), b - b.mean()

@@ -1,4 +1,4 @@
-"""Checkpoint loading: one entry point for GGUF, Hugging Face and Meta layouts, plus dummy weights.
+"""Checkpoint loading: one entry point for GGUF, Hugging Face and Meta layouts, their tokenizers, and dummy weights.
 
 Every format is read into a Meta-named state dict in Meta's rotary layout, then turned into
 the params pytree by model.checkpoint.state_dict.params_from_state_dict.

@@ -113,14 +113,17 @@ class Tokenizer:
         from jinja2.exceptions import TemplateError
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        def raise_exception(message):
-            raise TemplateError(message)
+        def raise_exception(message):  # what templates call to refuse a conversation ("roles must alternate", ...)
+            raise TokenizerError(f"the chat template refuses these messages: {message}.")
 
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = raise_exception
-        return env.from_string(self.chat_template).render(
-            messages=messages, add_generation_prompt=add_generation_prompt, **self.special
-        )
+        try:
+            return env.from_string(self.chat_template).render(
+                messages=messages, add_generation_prompt=add_generation_prompt, **self.special
+            )
+        except TemplateError as e:  # a template that does not parse or render
+            raise TokenizerError(f"the chat template cannot be rendered: {e}.") from e
 
     def encode_chat(self, messages: list[dict], *, add_generation_prompt: bool = True) -> list[int]:
         """Token ids of the formatted conversation; the template supplies any BOS itself."""

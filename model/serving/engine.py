@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 from model.errors import ConfigError, KVCacheError, SequenceLengthError
+from model.serving.checks import check_fits, check_tokens
 from model.serving.generator import Generator
 from model.serving.sampling import GREEDY, SamplingBatch, SamplingParams, first_token
 from model.serving.streaming import IncrementalDetokenizer
@@ -145,8 +146,8 @@ class Engine:
         if any(o is not None and o.request_id == request.request_id for o in (*self.waiting, *self.slots)):
             raise ConfigError(f"request {request.request_id} is already being served; give each request its own id.")
         n = len(request.prompt)
-        self.gen.check_fits(n, request.max_new_tokens)
-        self.gen.check_tokens(request.prompt, f"request {request.request_id}'s prompt")
+        check_fits(n, request.max_new_tokens, self.gen.args.max_seq_len)
+        check_tokens(request.prompt, self.gen.args.vocab_size, f"request {request.request_id}'s prompt")
         if self.pages is not None:
             need = self.gen.paged.blocks_for(n + request.max_new_tokens)
             if need > self.pages.allocator.max_num_blocks:  # it would wait for blocks forever

@@ -4,8 +4,8 @@ It holds the placed params, the rotary tables and one compiled program per shape
 prefill once per bucket or chunk size, the decode step once per batch (model.serving.programs).
 `prefill_forward_text` prefills one user (chunk by chunk when the prompt's bucket is longer than
 args.max_prefill_chunk_size, through the paged cache) and `decode_forward` runs one step for every
-slot; both check every input on the host first, since inside the programs an out-of-range index
-is clamped or dropped without a word. Placement (one device or a mesh) is model.serving.placement;
+slot; both check every input on the host first (model.serving.checks), since inside the programs
+an out-of-range index is clamped or dropped without a word. Placement (one device or a mesh) is model.serving.placement;
 continuous batching and single-user generation are model.serving.engine.
 """
 
@@ -22,10 +22,11 @@ import numpy as np
 from mesh import MeshDevice
 from model.buckets import get_last_token, get_max_prefill_chunk_size, get_padded_prefill_len, prefill_extent
 from model.config import ModelArgs, PagedAttentionConfig
-from model.errors import KVCacheError, SequenceLengthError, TokenIdError
+from model.errors import KVCacheError
 from model.params import TransformerParams
 from model.rope import precompute_rot_mats
 from model.serving import programs
+from model.serving.checks import check_decode_table, check_fits, check_prefill_rows, check_tokens, checked_positions
 from model.serving.page_table import BlockAllocator, PageTable, PlacedPageTable, checked_page_table
 from model.serving.placement import Placement
 from model.serving.sampling import SamplingBatch
@@ -132,52 +133,6 @@ class Generator:
         causal limit, so the extra entries cost nothing). Entries past the user's row are -1: not written."""
         return self.paged.blocks_for(prefill_extent(self.args.max_seq_len) if chunked else padded)
 
-    # -- host-side checks ---------------------------------------------------------------------------------
-    def check_tokens(self, tokens, what: str = "the prompt") -> np.ndarray:
-        """Token ids on the host as int32, each checked to be in the vocabulary (the embedding lookup would
-        otherwise read NaN or a clamped row without a word)."""
-        ids = np.asarray(tokens)
-        if ids.size and ids.dtype.kind not in "iu":
-            raise TokenIdError(f"{what} holds {ids.dtype} values; token ids are integers.")
-        bad = np.argwhere((ids < 0) | (ids >= self.args.vocab_size))
-        if bad.size:
-            where = ", ".join(str(int(i)) for i in bad[0])
-            raise TokenIdError(
-                f"token id {int(ids[tuple(bad[0])])} at position {where} of {what} is outside the vocabulary 0..{self.args.vocab_size - 1}."
-            )
-        return ids.astype(np.int32)
-
-    def check_fits(self, prompt_len: int, max_new_tokens: int = 0):
-        if prompt_len == 0:
-            raise SequenceLengthError("the prompt is empty: prefill needs at least one token.")
-        if prompt_len > self.args.max_seq_len:
-            raise SequenceLengthError(f"the prompt has {prompt_len} tokens, longer than max_seq_len = {self.args.max_seq_len}.")
-        if prompt_len + max_new_tokens > self.args.max_seq_len:
-            raise SequenceLengthError(
-                f"the prompt ({prompt_len} tokens) plus max_new_tokens ({max_new_tokens}) is {prompt_len + max_new_tokens} "
-                f"tokens, more than max_seq_len = {self.args.max_seq_len}."
-            )
-
-    def check_prefill_rows(self, start: int, length: int):
-        """A prefill program reads the rotary rows [start, start + length) with a traced start, which dynamic_slice
-        would clamp without a word: prove it in range on the host."""
-        rows = self.rot.cos.shape[-2]
-        if start + length > rows:
-            raise SequenceLengthError(f"prefill rows {start}..{start + length - 1} are past the rotary tables' {rows} positions.")
-
-    def checked_positions(self, current_pos, batch: int) -> np.ndarray:
-        pos = np.asarray(current_pos)
-        if pos.size and pos.dtype.kind not in "iu":
-            raise SequenceLengthError(f"current_pos holds {pos.dtype} values; positions are integers.")
-        pos = pos.astype(np.int32).reshape(-1)
-        if pos.shape[0] != batch:
-            raise SequenceLengthError(f"current_pos has {pos.shape[0]} entries for a batch of {batch} tokens.")
-        if (pos >= self.args.max_seq_len).any():
-            raise SequenceLengthError(
-                f"position {int(pos.max())} is past max_seq_len = {self.args.max_seq_len} (positions 0..{self.args.max_seq_len - 1})."
-            )
-        return pos
-
     def new_page_table(self, batch: int | None = None, allocator: BlockAllocator | None = None) -> PageTable:
         """A page table over this model's block pool, for batch user slots."""
         if self.paged is None:
@@ -190,21 +145,6 @@ class Generator:
         table = checked_page_table(page_table, self.paged)
         return PlacedPageTable(self.put(table), table.shape, table.shape[1] * self.paged.block_size)
 
-    def check_decode_table(self, placed: PlacedPageTable, batch: int, host_pos: np.ndarray | None):
-        """Every slot has a page-table row, and every position a row reaches has an entry: a write past the row
-        would be dropped and the token's own K/V lost."""
-        if placed.shape[0] != batch:
-            raise KVCacheError(f"the page table has {placed.shape[0]} rows for a decode batch of {batch} users.")
-        if host_pos is not None:
-            over = host_pos[host_pos >= placed.positions]
-            if over.size:
-                raise KVCacheError(f"position {int(over[0])} is past the {placed.positions} positions a page-table row covers.")
-        elif placed.positions < self.args.max_seq_len:
-            raise KVCacheError(
-                f"page-table rows cover {placed.positions} positions, fewer than max_seq_len = {self.args.max_seq_len}, and the "
-                "positions are on device where they cannot be checked: give rows that cover max_seq_len."
-            )
-
     # -- prefill and decode --------------------------------------------------------------------------------
     def prefill_forward_text(self, tokens, kv_cache, user_id: int = 0, page_table=None):
         """Prefill one user's prompt into cache slot user_id (paged: into the blocks of its page-table row).
@@ -213,8 +153,8 @@ class Generator:
         A prompt whose bucket is longer than args.max_prefill_chunk_size is prefilled in chunks; each
         chunk writes its K/V to the user's pages and attends to the earlier chunks through them."""
         n = len(tokens)
-        self.check_fits(n)
-        tokens = self.check_tokens(tokens)
+        check_fits(n, 0, self.args.max_seq_len)
+        tokens = check_tokens(tokens, self.args.vocab_size)
         padded = get_padded_prefill_len(n)
         last_tile = get_last_token(n - 1)
         ids = np.zeros((1, padded), np.int32)
@@ -229,7 +169,7 @@ class Generator:
             slots = jax.tree.leaves(kv_cache)[0].shape[-4]
             if not 0 <= user_id < slots:
                 raise KVCacheError(f"user_id {user_id} is outside the cache's slots 0..{slots - 1}.")
-            self.check_prefill_rows(0, padded)
+            check_prefill_rows(0, padded, self.rot)
             run = self.prefill_program(padded, kv_cache)
             logits, kv_cache = run(self.params, put(ids), self.rot, kv_cache, put(np.int32(user_id)), put(np.int32(last_tile)))
             return self.placement.local(logits)[0, (n - 1) - last_tile], kv_cache
@@ -243,7 +183,7 @@ class Generator:
         run = self.prefill_program(chunk, kv_cache, table.shape, chunked)
         put_table, put_user = put(table), put(np.int32(user_id))
         for start in range(0, last_tile + 1, chunk):  # chunks past the last token hold only padding
-            self.check_prefill_rows(start, chunk)
+            check_prefill_rows(start, chunk, self.rot)
             tail = last_tile - start if start + chunk > last_tile else 0
             inputs = (put(ids[:, start : start + chunk]), self.rot, kv_cache, put_user, put(np.int32(tail)), put_table)
             logits, kv_cache = run(self.params, *inputs, put(np.int32(start)) if chunked else None)
@@ -260,8 +200,8 @@ class Generator:
         enable_trace=False runs the same step op by op, dispatching every op from Python (what decode costs
         without a trace)."""
         if not isinstance(tokens, jax.Array):
-            tokens = self.check_tokens(tokens, "the decode tokens").reshape(-1)
-        host_pos = None if isinstance(current_pos, jax.Array) else self.checked_positions(current_pos, tokens.shape[-1])
+            tokens = check_tokens(tokens, self.args.vocab_size, "the decode tokens").reshape(-1)
+        host_pos = None if isinstance(current_pos, jax.Array) else checked_positions(current_pos, tokens.shape[-1], self.args.max_seq_len)
         if host_pos is not None:
             current_pos = host_pos
         tokens, current_pos = (x if self.placement.is_placed(x) else self.put(x) for x in (tokens, current_pos))
@@ -269,7 +209,7 @@ class Generator:
         table = None
         if self.paged is not None:
             placed = page_table if isinstance(page_table, PlacedPageTable) else self.place_page_table(page_table)
-            self.check_decode_table(placed, batch, host_pos)
+            check_decode_table(placed, batch, host_pos, self.args.max_seq_len)
             table = placed.array
         if sampling is not None and not isinstance(sampling.seed, jax.Array):
             sampling = jax.tree.map(self.put, sampling)

@@ -26,6 +26,7 @@ import numpy as np
 from mesh import MeshDevice
 from model.checkpoint import default_model_path, load_checkpoint
 from model.errors import CheckpointError, ConfigError, KVCacheError
+from model.serving.checks import check_tokens
 from model.serving.generator import Generator
 from model.config import PagedAttentionConfig
 
@@ -108,7 +109,7 @@ class LlamaForCausalLM:
         for user, n in enumerate(lens):  # every user before any is prefilled
             if not 1 <= n <= tokens.shape[1]:
                 raise KVCacheError(f"prompt_lens[{user}] = {n} is outside 1..{tokens.shape[1]}, the tokens given per user.")
-            self.generator.check_tokens(tokens[user, :n], f"user {user}'s prompt")
+            check_tokens(tokens[user, :n], self.args.vocab_size, f"user {user}'s prompt")
         out = []
         for user, n in enumerate(lens):
             logits, new = self.generator.prefill_forward_text(tokens[user, :n], _tuples(kv_cache), user_id=user, page_table=table)

@@ -23,7 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from mesh.errors import TTJaxError
+from model.errors import CheckpointError, ConfigError, SequenceLengthError
 from model.checkpoint import Checkpoint
 from model.serving.generator import Generator
 from model.params import weight_nbytes
@@ -79,7 +79,7 @@ def transformers_reference(ck: Checkpoint, tokens: list[int], prefill_len: int, 
     elif ck.format == "hf":
         model = AutoModelForCausalLM.from_pretrained(ck.path, dtype=torch.float32)
     else:
-        raise TTJaxError(f"transformers cannot read the {ck.format} checkpoint {ck.path}; use reference='float32'.")
+        raise CheckpointError(f"transformers cannot read the {ck.format} checkpoint {ck.path}; use reference='float32'.")
     model.eval()
     outputs = []
     hooks = [layer.register_forward_hook(lambda m, a, out: outputs.append(out[0] if isinstance(out, tuple) else out))
@@ -141,17 +141,17 @@ def evaluate(
     """The accuracy report (JSON-ready) for each named precision config (reference_model: an already
     loaded transformers model of the same checkpoint)."""
     if prefill_len < 1:
-        raise TTJaxError(f"prefill_len = {prefill_len} must be at least 1 (the prefill predicts the first scored token).")
+        raise SequenceLengthError(f"prefill_len = {prefill_len} must be at least 1 (the prefill predicts the first scored token).")
     if decode_steps < 0:
-        raise TTJaxError(f"decode_steps = {decode_steps} must be 0 or more.")
+        raise SequenceLengthError(f"decode_steps = {decode_steps} must be 0 or more.")
     if not configs:
-        raise TTJaxError("no precision config to evaluate; name at least one.")
+        raise ConfigError("no precision config to evaluate; name at least one.")
     tokens = ck.require_tokenizer().encode(text or shipped_text())
     need = prefill_len + decode_steps + 1
     if len(tokens) < need:
-        raise TTJaxError(f"the text has {len(tokens)} tokens; prefill_len + decode_steps + 1 = {need} are needed.")
+        raise SequenceLengthError(f"the text has {len(tokens)} tokens; prefill_len + decode_steps + 1 = {need} are needed.")
     if need > ck.args.max_context_len:
-        raise TTJaxError(f"prefill_len + decode_steps + 1 = {need} is past the model's context of {ck.args.max_context_len}.")
+        raise SequenceLengthError(f"prefill_len + decode_steps + 1 = {need} is past the model's context of {ck.args.max_context_len}.")
     targets = np.asarray(tokens[prefill_len : prefill_len + decode_steps + 1])
     if reference == "transformers":
         ref = transformers_reference(ck, tokens, prefill_len, decode_steps, reference_model)
@@ -159,7 +159,7 @@ def evaluate(
         logits, layers, _ = run_config(ck, ModelOptimizations.float32(), tokens, prefill_len, decode_steps)
         ref = Reference(logits, layers, "ttjax float32")
     else:
-        raise TTJaxError(f"reference {reference!r} is not 'transformers' or 'float32'.")
+        raise ConfigError(f"reference {reference!r} is not 'transformers' or 'float32'.")
     ref_top1, ref_top5, ref_ppl = score(ref.logits, ref.logits, targets)
     results = []
     for name in configs:

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from mesh.errors import TTJaxError
+from model.errors import ConfigError, SequenceLengthError, TTJaxError
 
 DTYPES = ("float32", "bfloat16")
 PRECISIONS = ("float32", "bfloat16", "accuracy", "performance", "bfloat8_b", "bfloat4_b")
@@ -40,10 +40,9 @@ def _mesh_options(opts) -> dict:
 
 def run_generate(opts) -> int:
     if opts.max_new_tokens < 1:
-        raise TTJaxError(f"--max-new-tokens {opts.max_new_tokens} must be at least 1.")
+        raise SequenceLengthError(f"--max-new-tokens {opts.max_new_tokens} must be at least 1.")
     from model.buckets import get_padded_prefill_len
     from model.checkpoint import load_args, load_checkpoint
-    from model.errors import SequenceLengthError
     from model.precision import parse_overrides
     from model.serving.build import build_generator, generator_args, mesh_device_for
     from model.serving.engine import generate
@@ -116,7 +115,7 @@ def run_comm_report(opts) -> int:
         args = load_args(opts.model, max_seq_len=opts.seq_len)
     if opts.n_layers is not None:
         if not 1 <= opts.n_layers <= args.n_layers:
-            raise TTJaxError(f"--n-layers {opts.n_layers} is outside 1..{args.n_layers}, the layers of {args.model_name}.")
+            raise ConfigError(f"--n-layers {opts.n_layers} is outside 1..{args.n_layers}, the layers of {args.model_name}.")
         args = args.replace(n_layers=opts.n_layers)
     batch = opts.batch if opts.mode == "decode" else 1
     rep = comm_report(args, mesh_device, opts.mode, batch=batch, seq_len=opts.seq_len, **_mesh_options(opts))
@@ -131,9 +130,9 @@ def run_accuracy(opts) -> int:
 
     configs = DEFAULT_CONFIGS if opts.configs is None else [c.strip() for c in opts.configs.split(",") if c.strip()]
     if not configs:
-        raise TTJaxError(f"--configs {opts.configs!r} names no precision config.")
+        raise ConfigError(f"--configs {opts.configs!r} names no precision config.")
     if not -1 <= opts.pcc_threshold <= 1:  # also refuses nan
-        raise TTJaxError(f"--pcc-threshold {opts.pcc_threshold} is outside -1..1, the range of a PCC.")
+        raise ConfigError(f"--pcc-threshold {opts.pcc_threshold} is outside -1..1, the range of a PCC.")
     ck = load_checkpoint(opts.model, progress=not opts.json)
     progress = None if opts.json else (lambda r: print(f"  {r.name}: top-1 {100 * r.top1:.1f}%, top-5 {100 * r.top5:.1f}%, "
                                                        f"perplexity {r.perplexity:.2f} ({r.seconds:.0f} s)", file=sys.stderr))

@@ -19,6 +19,7 @@ import numpy as np
 
 from mesh import MeshDevice
 from model.config import ModelArgs
+from model.errors import ConfigError
 from model.serving.placement import Placement
 from model.serving.programs import build_program, decode, prefill
 from model.norm import uses_distributed_norm
@@ -139,7 +140,7 @@ def compiled_program(args: ModelArgs, mesh_device: MeshDevice, mode: str, *, bat
 def comm_report(args: ModelArgs, mesh_device: MeshDevice, mode: str, *, batch: int = 1, seq_len: int = 128, **config) -> dict:
     """The report as a dict (JSON-ready): per decoder layer, collectives as compiled and as predicted."""
     if mode not in ("prefill", "decode"):
-        raise ValueError(f"mode must be 'prefill' or 'decode', got {mode!r}.")
+        raise ConfigError(f"mode must be 'prefill' or 'decode', got {mode!r}.")
     args = mesh_args(args.replace(max_batch_size=batch, max_seq_len=max(args.max_seq_len, seq_len)), mesh_device, **config)
     program = compiled_program(args, mesh_device, mode, batch=batch, seq_len=seq_len)
     found = hlo_collectives(program.as_text())

@@ -1,5 +1,0 @@
-"""ttjax's errors: the project's one exception family (defined in mesh, the bottom layer)."""
-
-from mesh.errors import TTJaxError
-
-__all__ = ["TTJaxError"]
