@@ -25,7 +25,9 @@ import numpy as np
 
 from model.errors import CheckpointError, ConfigError, SequenceLengthError
 from model.checkpoint import Checkpoint
-from model.serving.generator import Generator
+from model.buckets import get_padded_prefill_len
+from model.kv_cache import allocate_kv_cache
+from model.serving.build import build_generator
 from model.params import weight_nbytes
 from model.precision import ModelOptimizations
 from model.transformer import forward
@@ -96,17 +98,23 @@ def transformers_reference(ck: Checkpoint, tokens: list[int], prefill_len: int, 
 
 def run_config(ck: Checkpoint, optimizations: ModelOptimizations, tokens: list[int], prefill_len: int, decode_steps: int):
     """Teacher-forced logits [decode_steps + 1, vocab] and per-layer prefill outputs for one precision config."""
-    args = ck.args.replace(optimizations=optimizations, max_seq_len=_round_up(prefill_len + decode_steps + 1, 128))
-    gen = Generator(ck.params, args, ck.tokenizer)
+    chunked = get_padded_prefill_len(prefill_len) > ck.args.max_prefill_chunk_size  # a long prefill goes through pages
+    gen = build_generator(ck, precision=optimizations, paged=chunked, max_seq_len=_round_up(prefill_len + decode_steps + 1, 128))
+    args = gen.args
+    pages = None
+    if chunked:
+        pages = gen.new_page_table()
+        pages.reserve(0, args.max_seq_len)
     prompt = tokens[:prefill_len]
-    logits, cache = gen.prefill_forward_text(prompt, gen.allocate_kv_cache())
+    logits, cache = gen.prefill_forward_text(prompt, gen.allocate_kv_cache(), page_table=pages)
     steps = [np.asarray(logits, np.float32)]
     for i in range(decode_steps):
         tok = np.array([tokens[prefill_len + i]], np.int32)
-        _, lg, _, cache = gen.decode_forward(tok, np.array([prefill_len + i], np.int32), cache)
+        _, lg, _, cache = gen.decode_forward(tok, np.array([prefill_len + i], np.int32), cache, pages)
         steps.append(np.asarray(lg, np.float32)[0])
-    hidden = jax.jit(partial(forward, args=args, mode="prefill", return_hidden=True))
-    _, _, layers = hidden(gen.params, np.asarray([prompt], np.int32), gen.rot, gen.allocate_kv_cache())
+    whole = args.replace(paged_attention_config=None)  # each layer's output over the whole prompt, in one prefill
+    hidden = jax.jit(partial(forward, args=whole, mode="prefill", return_hidden=True))
+    _, _, layers = hidden(gen.params, np.asarray([prompt], np.int32), gen.rot, allocate_kv_cache(whole))
     return np.stack(steps), [np.asarray(h[0], np.float32) for h in layers], weight_nbytes(gen.params)
 
 
