@@ -16,7 +16,8 @@ from ttjax.paged_cache import check_page_table, paged_fill_cache, paged_update_c
 from ttjax.embedding import embedding
 from mesh.errors import TTJaxError
 from ttjax.kv_cache import fill_cache, update_cache
-from ttjax.linear import linear
+from ttjax.linear import linear, matmul
+from ttjax.matrix_engine import MathFidelity, WormholeComputeKernelConfig
 from ttjax.norm import rms_norm, rms_norm_post_all_gather, rms_norm_pre_all_gather
 from ttjax.tensor import as_tensor, from_numpy, to_numpy
 from ttjax.rotary import get_rot_transformation_mat, rotary_embedding_llama, rotate_pairs
@@ -39,6 +40,9 @@ __all__ = [
     "embedding",
     "fill_cache",
     "linear",
+    "matmul",
+    "MathFidelity",
+    "WormholeComputeKernelConfig",
     "rms_norm",
     "rms_norm_post_all_gather",
     "rms_norm_pre_all_gather",

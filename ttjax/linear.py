@@ -1,17 +1,39 @@
-"""ttjax.linear: a matmul against a weight stored [K, N], the way TT stores matmul weights."""
+"""ttjax.matmul and ttjax.linear (a matmul against a weight stored [K, N], the way TT stores matmul weights),
+with ttnn's compute_kernel_config= and dtype= (ttjax.matrix_engine emulates what the matrix engine computes
+for a config)."""
 
 import jax
 import jax.numpy as jnp
 
-from ttjax.blockfloat import BlockFloatTensor
+from ttjax.blockfloat import BlockFloatTensor, block_format
+from ttjax.matrix_engine import WormholeComputeKernelConfig, pack, tensix_matmul
 
 
-def linear(x: jax.Array, weight) -> jax.Array:
-    """x [..., K] @ weight [K, N] -> [..., N], accumulated in float32, returned in x's dtype.
+def matmul(x: jax.Array, weight, *, compute_kernel_config: WormholeComputeKernelConfig | None = None, dtype=None) -> jax.Array:
+    """x [..., K] @ weight [K, N] -> [..., N]; x is in0 (SrcB), weight in1 (SrcA).
 
-    A block-float weight is decoded inside the program, so it stays compact at rest. Its values fit
-    bfloat16 and float32 exactly, so decoding to x's dtype changes nothing."""
-    if isinstance(weight, BlockFloatTensor):
-        weight = weight.decode(x.dtype)
-    out = jnp.matmul(x, weight.astype(x.dtype), preferred_element_type=jnp.float32)
-    return out.astype(x.dtype)
+    Without a compute_kernel_config the product is exact float math, accumulated in float32 (a reference, not
+    hardware). With one, it is what a Tensix core computes under that config: math-fidelity phases, Dst in FP32
+    or BF16, the packer's rounding to dtype (ttjax.matrix_engine). dtype is the output format: a jnp dtype or
+    ttjax.bfloat8_b / bfloat4_b (values rounded to it, held in x's dtype); default x's dtype.
+
+    A block-float weight is decoded inside the program, so it stays compact at rest; its values fit bfloat16
+    and float32 exactly."""
+    out_dtype = x.dtype if dtype is None or block_format(dtype) is not None else jnp.dtype(dtype)
+    if compute_kernel_config is None:
+        w = weight.decode(x.dtype) if isinstance(weight, BlockFloatTensor) else weight.astype(x.dtype)
+        out = jnp.matmul(x, w, preferred_element_type=jnp.float32)
+        if block_format(dtype) is not None:
+            return pack(out, dtype, True).astype(out_dtype)
+        return out.astype(out_dtype)
+    w32 = weight.decode(jnp.float32) if isinstance(weight, BlockFloatTensor) else weight.astype(jnp.float32)
+    weight_is_float32 = not isinstance(weight, BlockFloatTensor) and weight.dtype == jnp.float32
+    rows = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
+    dst = tensix_matmul(rows, w32, compute_kernel_config, weight_is_float32=weight_is_float32)
+    out = pack(dst, dtype if dtype is not None else x.dtype, compute_kernel_config.fp32_dest_acc_en)
+    return out.reshape(*x.shape[:-1], w32.shape[-1]).astype(out_dtype)
+
+
+def linear(x: jax.Array, weight, *, compute_kernel_config: WormholeComputeKernelConfig | None = None, dtype=None) -> jax.Array:
+    """ttnn.linear without a bias: ttjax.matmul against a weight."""
+    return matmul(x, weight, compute_kernel_config=compute_kernel_config, dtype=dtype)

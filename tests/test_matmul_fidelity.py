@@ -1,0 +1,117 @@
+"""The Tensix matmul emulation (ttjax.matrix_engine) against its plain numpy reference, bit for bit, and against
+float math by the amounts the model predicts.
+
+Every fidelity, both Dst modes, bfloat16 / bfloat8_b / bfloat4_b / float32 weights, and shapes with K
+not a multiple of 32. Values span a few binades, with some tiny ones, so that truncated bits, Dst
+rounding and denormal flushing all show.
+"""
+
+import jax
+import numpy as np
+import pytest
+
+import ttjax
+from tests.fpu_reference import matmul_reference
+from ttjax import MathFidelity, WormholeComputeKernelConfig
+from ttjax.matrix_engine import round_away, tensix_matmul
+
+FIDELITIES = [MathFidelity.LoFi, MathFidelity.HiFi2, MathFidelity.HiFi3, MathFidelity.HiFi4]
+SHAPES = [(3, 40, 24), (32, 64, 32), (7, 96, 50)]
+
+
+def operands(shape, weight_format, seed):
+    m, k, n = shape
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((m, k)) * np.exp2(rng.integers(-4, 5, (m, k)))).astype(np.float32)
+    x = np.asarray(jax.numpy.asarray(x, jax.numpy.bfloat16), np.float32)  # activations arrive in bfloat16
+    w = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
+    w[0, 0], w[1, 1] = 1e-39, -3e-39  # denormals: flushed
+    if weight_format == "float32":
+        return x, w
+    if weight_format == "bfloat16":
+        return x, np.asarray(jax.numpy.asarray(w, jax.numpy.bfloat16), np.float32)
+    return x, np.asarray(ttjax.typecast(w, getattr(ttjax, weight_format)))
+
+
+@pytest.mark.parametrize("weight_format", ["bfloat16", "bfloat8_b", "bfloat4_b", "float32"])
+@pytest.mark.parametrize("fp32_dest_acc_en", [False, True], ids=["bf16-dst", "fp32-dst"])
+@pytest.mark.parametrize("fidelity", FIDELITIES, ids=lambda f: f.name)
+def test_jitted_path_equals_the_reference_bit_for_bit(fidelity, fp32_dest_acc_en, weight_format):
+    config = WormholeComputeKernelConfig(math_fidelity=fidelity, fp32_dest_acc_en=fp32_dest_acc_en)
+    f32 = weight_format == "float32"
+    run = jax.jit(lambda x, w: tensix_matmul(x, w, config, weight_is_float32=f32))
+    for i, shape in enumerate(SHAPES):
+        x, w = operands(shape, weight_format, seed=i)
+        ours = np.asarray(run(x, w))
+        ref = matmul_reference(x, w, fidelity.name, fp32_dest_acc_en, weight_is_float32=f32)
+        np.testing.assert_array_equal(ours.view(np.uint32), ref.view(np.uint32), err_msg=f"shape {shape}")
+
+
+def test_lofi_is_float_math_on_the_truncated_operands():
+    """LoFi multiplies 7 bits of each activation by 5 bits of each weight: with an FP32 Dst the result is the
+    float64 product of the truncated operands up to float32 rounding, and differs from the exact product by
+    what the dropped bits carry."""
+    x, w = operands((16, 128, 64), "bfloat16", seed=7)
+    lofi = np.asarray(tensix_matmul(x, w, WormholeComputeKernelConfig(MathFidelity.LoFi, fp32_dest_acc_en=True)))
+
+    def truncate(a, bits):
+        step = np.exp2(np.floor(np.log2(np.abs(np.where(a == 0, 1, a)))) - (bits - 1))
+        return np.where(a == 0, 0, np.sign(a) * np.floor(np.abs(a) / step) * step)
+
+    w = np.where(np.abs(w) < 2.0**-126, 0, w)
+    predicted = truncate(x.astype(np.float64), 7) @ truncate(w.astype(np.float64), 5)
+    exact = x.astype(np.float64) @ w.astype(np.float64)
+    scale = np.abs(x).astype(np.float64) @ np.abs(w).astype(np.float64)
+    assert np.all(np.abs(lofi - predicted) <= 128 * 2.0**-24 * scale)  # float32 accumulation only
+    dropped = np.abs(lofi - exact)
+    assert np.all(dropped <= (2.0**-6 + 2.0**-4) * scale)  # bounded by the bits cut from both operands
+    assert np.median(dropped / scale) > 2.0**-10  # and the truncation is really there
+
+
+def test_hifi4_with_fp32_dst_is_float_math_on_bfloat16_operands():
+    """All four phases consume every bit of a bfloat16 activation and weight: only float32 rounding remains."""
+    x, w = operands((16, 160, 48), "bfloat16", seed=8)
+    w = np.where(np.abs(w) < 2.0**-126, 0, w)
+    hifi4 = np.asarray(tensix_matmul(x, w, WormholeComputeKernelConfig(MathFidelity.HiFi4, fp32_dest_acc_en=True)))
+    exact = x.astype(np.float64) @ w.astype(np.float64)
+    scale = np.abs(x).astype(np.float64) @ np.abs(w).astype(np.float64)
+    assert np.all(np.abs(hifi4 - exact) <= 160 * 2.0**-24 * scale)
+    assert np.max(np.abs(hifi4 - exact) / scale) < 2.0**-19
+
+
+def test_bf16_dst_reproduces_reported_hardware_results():
+    """Products the hardware was measured on (tt-metal #12923 and #16448): Dst BF16, rounding at every phase."""
+    cases = [
+        (7.96875, 1.3125, MathFidelity.HiFi2, 10.4375),  # in0 (SrcB, 7 bits a phase) = 7.96875
+        (7.96875, 1.3125, MathFidelity.HiFi4, 10.5),
+        (-3.640625, 0.298828125, MathFidelity.HiFi4, -1.09375),
+        (-3.640625, 0.30078125, MathFidelity.HiFi4, -1.1015625),
+    ]
+    for a, b, fidelity, expected in cases:
+        x, w = np.full((1, 1), a, np.float32), np.full((1, 1), b, np.float32)
+        out = tensix_matmul(x, w, WormholeComputeKernelConfig(fidelity, fp32_dest_acc_en=False))
+        assert float(out[0, 0]) == expected, (a, b, fidelity)
+
+
+def test_config_errors():
+    with pytest.raises(ttjax.TTJaxError, match="math_fidelity 'HiFi2' is not a ttjax.MathFidelity"):
+        WormholeComputeKernelConfig(math_fidelity="HiFi2")
+
+
+def test_linear_takes_ttnn_arguments():
+    """ttjax.linear(x, w, compute_kernel_config=, dtype=) as ttnn.linear: the emulation for a config, packed to dtype;
+    batch dims kept; a block-float weight decoded in the program."""
+    x, w = operands((6, 64, 32), "bfloat8_b", seed=9)
+    config = WormholeComputeKernelConfig(MathFidelity.HiFi2, fp32_dest_acc_en=True)
+    x3 = jax.numpy.asarray(x.reshape(2, 3, 64), jax.numpy.bfloat16)
+    packed = ttjax.as_tensor(w, ttjax.bfloat8_b)
+    out = ttjax.linear(x3, packed, compute_kernel_config=config)
+    ref = matmul_reference(x, w, "HiFi2", True)
+    assert out.dtype == jax.numpy.bfloat16 and out.shape == (2, 3, 32)
+    # fp32 Dst packed to bfloat16: round to nearest, ties away
+    expected = np.asarray(jax.numpy.asarray(round_away(jax.numpy.asarray(ref), 16)), np.float32)
+    np.testing.assert_array_equal(np.asarray(out, np.float32).reshape(6, 32), expected)
+    as_bfp8 = ttjax.linear(x3, packed, compute_kernel_config=config, dtype=ttjax.bfloat8_b)
+    np.testing.assert_array_equal(np.asarray(as_bfp8, np.float32).reshape(6, 32), np.asarray(ttjax.typecast(ref, ttjax.bfloat8_b)))
+    exact = ttjax.linear(jax.numpy.asarray(x), jax.numpy.asarray(w))  # no config: float math
+    np.testing.assert_allclose(np.asarray(exact), x @ w, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,185 @@
+"""The Tensix matrix engine (FPU) of a Wormhole B0: a matmul as it computes it, selected by ttnn's
+compute-kernel config (ttjax.matmul / ttjax.linear with compute_kernel_config=): math fidelity phases, 16-deep partial products, Dst in FP32 or BF16, and
+the packer's rounding to the output format.
+
+The functional model, with its sources (tenstorrent/tt-isa-documentation, WormholeB0/TensixTile/
+TensixCoprocessor: MVMUL.md, the SrcAFidelityBits / SrcBFidelityBits helpers of ELWMUL.md and
+MatrixUnit.md, SrcASrcB.md, Dst.md, Unpackers/ and Packers/FormatConversion.md; the loop order is
+tenstorrent/tt-llk, tt_llk_wormhole_b0/llk_lib/llk_math_matmul.h):
+
+1. Operands. in0 (the activations, x) is unpacked to SrcB and in1 (the weights) to SrcA
+   (llk_math_matmul.h: "in0 - loaded to SrcB", "in1 - loaded to SrcA"); MVMUL computes
+   Dst[8x16] += SrcB[8x16] @ SrcA[16x16], so C = x @ w with no transpose. bfloat16, bfloat8_b and
+   bfloat4_b values reach Src exactly (the unpacker's BFP8ToBF16 is lossless). float32 is truncated,
+   to TF32 (10 mantissa bits) when fp32_dest_acc_en, else to BF16 (UNPACR_Regular.md: DatumBits >> 13,
+   >> 16); when the weights are not TF32 the engine reads both operands as BF16 (MVMUL.md: the SrcA
+   format sets SrcAStyle, and SrcDecodeBF16 masks the three low TF32 bits). Denormals flush to zero.
+2. Fidelity. The multipliers take 5 bits of a SrcA mantissa and 7 of a SrcB one per phase
+   (ELWMUL.md): phase p uses SrcA's implicit 1 and top 4 mantissa bits when p & 1 == 0, else its next
+   5 bits (x - (x & 0xfff83fff)); SrcB's implicit 1 and top 6 bits when p & 2 == 0, else its next 4.
+   LoFi runs phase 0, HiFi2 phases 0-1, HiFi3 0-2, HiFi4 0-3 (tt-metal MathFidelity = 0, 2, 3, 4;
+   cmath_common: the phase count is the value's low 3 bits). A split operand has at most 5 (SrcA) or
+   7 (SrcB) significant bits, so every product is exact in float32.
+3. Accumulation. Each MVMUL sums its 16 products in k order in float32 (MVMUL.md's `x += SrcB * SrcA`)
+   and adds the sum to Dst. Per output element the LLK's order is: for each K tile (the compute
+   kernel's loop), for each fidelity phase, the tile's two 16-deep halves (B0A0 .. B2A1 cover k 0-15,
+   B1A2 .. B3A3 k 16-31, then ADDR_MOD_5 increments the phase). K is zero-padded to whole tiles.
+4. Dst. FP32 when fp32_dest_acc_en: each add rounds to nearest even (the ISA model's float add; the
+   hardware's rounding there is not published). Otherwise BF16, rounded at every add: to TF32, then to
+   BF16, each to nearest with ties away from zero (a Tenstorrent maintainer on tt-metal #46101; the ISA
+   says only "real hardware rounds"; this reproduces the hardware results reported in tt-metal #12923
+   and #16448, which truncation does not). Results below 2^-126 flush to zero.
+5. Packing. A float32 output from FP32 Dst is exact; a bfloat16 one rounds to nearest, ties away from
+   zero, denormals to zero (Packers/FormatConversion.md; tt-metal #17018 shows a tie rounding up); from
+   BF16 Dst it is Dst itself. bfloat8_b / bfloat4_b outputs round as ttjax.typecast does (the host
+   packer's rules); tt-metal documents that its device packer can differ (ties away, and a double
+   rounding unless bfp8_pack_precise), which is not emulated.
+
+math_approx_mode changes SFPU functions only, never the FPU matmul. packer_l1_acc accumulates partial
+results of K blocks in L1 through the packer; without a matmul program config there are no K blocks
+here, so it has no effect (the packer's L1 add is not published either). Not modelled: the Wormhole
+HiFi4 + fp32_dest_acc_en fault of tt-metal #38306; NaN and infinity (the FPU treats exponent 255 as
+a number).
+
+`matmul_reference` in tests/fpu_reference.py implements the same model with loops over tiles, faces
+and phases; this jitted form must equal it bit for bit.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from mesh.errors import TTJaxError
+
+TILE = 32
+FACE = 16
+
+
+class MathFidelity(enum.Enum):
+    """ttnn.MathFidelity, with tt-metal's values (the low 3 bits are the number of phases, LoFi being 1)."""
+
+    LoFi = 0
+    HiFi2 = 2
+    HiFi3 = 3
+    HiFi4 = 4
+
+    @property
+    def phases(self) -> tuple[int, ...]:
+        return tuple(range(max(1, self.value)))
+
+
+@dataclass(frozen=True)
+class WormholeComputeKernelConfig:
+    """ttnn.WormholeComputeKernelConfig, with ttnn's defaults."""
+
+    math_fidelity: MathFidelity = MathFidelity.LoFi
+    math_approx_mode: bool = True
+    fp32_dest_acc_en: bool = False
+    packer_l1_acc: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.math_fidelity, MathFidelity):
+            raise TTJaxError(f"math_fidelity {self.math_fidelity!r} is not a ttjax.MathFidelity (LoFi, HiFi2, HiFi3, HiFi4).")
+
+
+def _bits(x):
+    return jax.lax.bitcast_convert_type(x, jnp.uint32)
+
+
+def _float(u):
+    return jax.lax.bitcast_convert_type(u, jnp.float32)
+
+
+def _mask(x, mask: int):
+    return _float(_bits(x) & jnp.uint32(mask))
+
+
+def flush_denormals(x):
+    """Values below 2^-126 in magnitude become zero (of the same sign), as every Tensix conversion does."""
+    return jnp.where(_bits(x) & jnp.uint32(0x7F800000) == 0, _mask(x, 0x80000000), x)
+
+
+def round_away(x, dropped_bits: int):
+    """x with its low `dropped_bits` mantissa bits rounded off, to nearest with ties away from zero; exponent 255
+    (the FPU's overflow pattern) is left as it is."""
+    u = _bits(x)
+    rounded = (u + jnp.uint32(1 << (dropped_bits - 1))) & jnp.uint32(~((1 << dropped_bits) - 1) & 0xFFFFFFFF)
+    return jnp.where((u & jnp.uint32(0x7F800000)) == jnp.uint32(0x7F800000), x, _float(rounded))
+
+
+def dst_bf16(x):
+    """A value written to a BF16 Dst: rounded to TF32, then to BF16 (each to nearest, ties away), denormals flushed."""
+    return flush_denormals(round_away(round_away(x, 13), 16))
+
+
+def unpack(x, tf32: bool):
+    """float32 data as the unpacker writes it to Src: truncated to TF32 or BF16, denormals flushed. bfloat16 and
+    block-float values pass unchanged (they have at most 8 significant bits)."""
+    return flush_denormals(_mask(x, 0xFFFFE000 if tf32 else 0xFFFF0000))
+
+
+def src_a_bits(w, phase: int):
+    """The part of a SrcA (weight) value the multipliers take in this phase: implicit 1 + 4 bits, or the next 5."""
+    if phase & 1 == 0:
+        return _mask(w, 0xFFF80000)
+    return w - _mask(w, 0xFFF83FFF)
+
+
+def src_b_bits(x, phase: int):
+    """The part of a SrcB (activation) value the multipliers take in this phase: implicit 1 + 6 bits, or the next 4."""
+    if phase & 2 == 0:
+        return _mask(x, 0xFFFE0000)
+    return x - _mask(x, 0xFFFE1FFF)
+
+
+def tensix_matmul(x, w, config: WormholeComputeKernelConfig, *, weight_is_float32: bool = False):
+    """x [R, K] @ w [K, N] -> Dst as float32 values [R, N] (FP32, or BF16 values), per the model above.
+
+    x and w are float32 arrays holding the operand values; weight_is_float32 says w came as float32 (then TF32
+    with fp32_dest_acc_en), not bfloat16 or a block float."""
+    r, k = x.shape
+    n = w.shape[1]
+    tf32 = config.fp32_dest_acc_en and weight_is_float32
+    # Both operands are read in SrcA's style: TF32 only when the weights are TF32 (MVMUL.md).
+    x = unpack(x.astype(jnp.float32), tf32)
+    w = unpack(w.astype(jnp.float32), tf32) if weight_is_float32 else flush_denormals(w.astype(jnp.float32))
+    pad = -k % TILE
+    x = jnp.pad(x, ((0, 0), (0, pad)))
+    w = jnp.pad(w, ((0, pad), (0, 0)))
+    tiles = (k + pad) // TILE
+    phases = config.math_fidelity.phases
+    # [tiles, phase, half, 16, ...]: each phase's operand bits, per 16-deep half of each K tile
+    xs = jnp.stack([src_b_bits(x, p) for p in phases]).reshape(len(phases), r, tiles, 2, FACE).transpose(2, 0, 3, 4, 1)
+    ws = jnp.stack([src_a_bits(w, p) for p in phases]).reshape(len(phases), tiles, 2, FACE, n).transpose(1, 0, 2, 3, 4)
+    dst_write = (lambda v: v) if config.fp32_dest_acc_en else dst_bf16
+
+    def k_tile(dst, operands):
+        xt, wt = operands  # [phase, half, 16, R], [phase, half, 16, N]
+        for p in range(len(phases)):
+            for h in range(2):
+                s = xt[p, h, 0][:, None] * wt[p, h, 0][None, :]
+                for i in range(1, FACE):  # one MVMUL's 16 products, summed in k order (each product is exact)
+                    s = s + xt[p, h, i][:, None] * wt[p, h, i][None, :]
+                dst = dst_write(dst + s)
+        return dst, None
+
+    dst, _ = jax.lax.scan(k_tile, jnp.zeros((r, n), jnp.float32), (xs, ws))
+    return dst
+
+
+def pack(dst, dtype, fp32_dest_acc_en: bool):
+    """Dst values written out in dtype (a jnp dtype, or ttjax.bfloat8_b / bfloat4_b)."""
+    from ttjax.blockfloat import block_format, quantize
+
+    if block_format(dtype) is not None:
+        return quantize(dst, dtype)
+    dtype = jnp.dtype(dtype)
+    if dtype == jnp.float32:
+        return dst
+    if dtype == jnp.bfloat16:
+        return (flush_denormals(round_away(dst, 16)) if fp32_dest_acc_en else dst).astype(jnp.bfloat16)
+    raise TTJaxError(f"output dtype {dtype} is not one a matmul packs to: float32, bfloat16, bfloat8_b, bfloat4_b.")
