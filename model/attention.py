@@ -20,7 +20,7 @@ from model.ccl import reduce_k_split, reduce_row_parallel
 from model.config import ModelArgs
 from model.errors import ConfigError, KVCacheError
 from model.params import AttentionParams
-from model.precision import TensorGroup, weight_dtype
+from model.precision import OpGroup, OutputSite, TensorGroup, compute_kernel_config, output_dtype, to_output, weight_dtype
 from ttjax.blockfloat import block_format
 from model.model_config import sdpa_decode_program_config, sdpa_program_config
 from model.rope import RotMats, decode_rot_mats, prefill_rot_mats
@@ -54,7 +54,10 @@ def attention(
     chunk_start_idx (prefill, paged): x is the chunk of user_id's prompt that starts there; it attends to
     the K/V of the earlier chunks from the cache (chunked prefill)."""
     b, s, _ = x.shape
-    q, k, v = split_qkv(reduce_k_split(ttjax.linear(x, p.wqkv), args), args)
+    prefill = mode == "prefill"
+    qkv = dict(compute_kernel_config=compute_kernel_config(args, OpGroup.LI_QKV_PREFILL if prefill else OpGroup.LI_QKV_DECODE),
+               dtype=output_dtype(args, OutputSite.QKV))
+    q, k, v = split_qkv(reduce_k_split(ttjax.linear(x, p.wqkv, **qkv), args), args)
     k_cache, v_cache = cache
     trans_mat = rot.trans_mat if args.rotary_impl == "transformation_mat" else None
     rope = lambda t, cos, sin: ttjax.rotary_embedding_llama(t, cos, sin, trans_mat)  # noqa: E731
@@ -65,6 +68,7 @@ def attention(
         cos, sin = prefill_rot_mats(rot, s, start)
         q, k = rope(q, cos[:, None], sin[:, None]), rope(k, cos[:, None], sin[:, None])
         q, k, v = (t.transpose(0, 2, 1, 3) for t in (q, k, v))  # [1, heads, seq, hd]
+        q = to_output(q, args, OutputSite.Q_PREFILL)  # tt_transformers casts Q to bfloat8_b before prefill SDPA
         k, v = kv_cache_values(k, args, layer_id), kv_cache_values(v, args, layer_id)
         if page_table is None:
             if chunk_start_idx is not None:
@@ -97,4 +101,6 @@ def attention(
         out = out.reshape(b, 1, -1)
     else:
         raise ConfigError(f"mode must be 'prefill' or 'decode', got {mode!r}.")
-    return reduce_row_parallel(ttjax.linear(out, p.wo), args), (k_cache, v_cache)
+    wo = dict(compute_kernel_config=compute_kernel_config(args, OpGroup.LI_O_PREFILL if prefill else OpGroup.LI_O_DECODE),
+              dtype=output_dtype(args, OutputSite.WO_PREFILL if prefill else OutputSite.WO_DECODE))
+    return reduce_row_parallel(ttjax.linear(out, p.wo, **wo), args), (k_cache, v_cache)

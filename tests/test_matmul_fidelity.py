@@ -16,7 +16,7 @@ from ttjax import MathFidelity, WormholeComputeKernelConfig
 from ttjax.matrix_engine import round_away, tensix_matmul
 
 FIDELITIES = [MathFidelity.LoFi, MathFidelity.HiFi2, MathFidelity.HiFi3, MathFidelity.HiFi4]
-SHAPES = [(3, 40, 24), (32, 64, 32), (7, 96, 50)]
+SHAPES = [(3, 40, 24), (32, 64, 32), (7, 96, 50)]  # rows 3 and 7 take the grouped schedule, 32 the per-tile one
 
 
 def operands(shape, weight_format, seed):

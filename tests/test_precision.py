@@ -11,23 +11,69 @@ from model.checkpoint import dummy_weights
 from model.config import named_config
 from model.serving.generator import Generator
 from model.params import convert_params, weight_nbytes
-from model.precision import ModelOptimizations, PrecisionSetting, TensorGroup, parse_overrides
+from model.precision import MathFidelitySetting, ModelOptimizations, OpGroup, PrecisionSetting, TensorGroup, parse_overrides
 from model.sharding import mesh_args
 from ttjax import BlockFloatTensor, TTJaxError, bfloat4_b, bfloat8_b, typecast
 from ttjax.metrics import pcc
 
-G, P = TensorGroup, PrecisionSetting
+G, P, F = TensorGroup, PrecisionSetting, MathFidelitySetting
 
 
 def test_configs_follow_tt_transformers():
-    perf, acc = ModelOptimizations.performance(), ModelOptimizations.accuracy()
-    assert perf.get_tensor_dtype(G.FF1_FF3) is P.BFP4 and perf.get_math_fidelity(G.FF1_FF3) == "LoFi"
+    """The presets by model name (model_config.py @0039cbf, ModelOptimizations.accuracy / .performance, 93-201)."""
+    perf, acc = ModelOptimizations.performance("Llama-3.1-8B"), ModelOptimizations.accuracy("Llama-3.1-8B-Instruct")
+    assert perf.get_tensor_dtype(G.FF1_FF3) is P.BFP4 and perf.get_math_fidelity(OpGroup.LI_FF1_FF3) is F.LOFI
     for group in (G.FF2, G.WQKV, G.WO, G.KV_CACHE, G.LM_HEAD):
         assert perf.get_tensor_dtype(group) is P.BFP8 and acc.get_tensor_dtype(group) is P.BFP8
-    assert acc.get_tensor_dtype(G.FF1_FF3) is P.BFP8 and acc.get_math_fidelity(G.WQKV) == "HiFi2"
+    assert acc.get_tensor_dtype(G.FF1_FF3) is P.BFP8 and acc.get_math_fidelity(OpGroup.LI_QKV_DECODE) is F.HIFI2
     for opt in (perf, acc):  # tt-metal keeps these in bfloat16
         assert opt.get_tensor_dtype(G.ACTIVATION) is P.BF16 and opt.get_tensor_dtype(G.EMBEDDING) is P.BF16
     assert all(s is P.FP32 for _, s in ModelOptimizations.float32().groups)
+    assert ModelOptimizations.float32().compute_kernel_config(OpGroup.LI_FF2) is None  # the float reference: exact
+    # 70B-class models keep bfloat4_b w1/w3 even for accuracy; models other than Llama 3 / Mistral / Phi keep bf16 attention
+    assert ModelOptimizations.accuracy("Llama-3.1-70B-Instruct").get_tensor_dtype(G.FF1_FF3) is P.BFP4
+    other = ModelOptimizations.accuracy("Qwen3-8B")
+    assert other.get_tensor_dtype(G.WQKV) is P.BF16 and other.get_math_fidelity(OpGroup.SDPA_DECODE) is F.HIFI4
+    off = perf.fidelity_off()
+    assert off.name == "performance+fidelity=off" and off.compute_kernel_config(OpGroup.LI_FF1_FF3) is None
+    assert off.groups == perf.groups and ModelOptimizations.named("performance+fidelity=off", "Llama-3.1-8B") == off
+
+
+# tt_transformers' per-op tables, models/tt_transformers/tt/model_config.py @0039cbf (presets 93-201, defaults 251-281,
+# kernel configs 653-695), mlp.py / attention.py / lm_head.py (output dtypes): (weight, output, setting) per op.
+PERFORMANCE = {  # Llama-3.1-8B and Llama-3.1-70B in performance mode, and 70B in accuracy mode
+    "LI_FF1_FF3": ("bfloat4_b", "bfloat16", "lofi"), "LI_FF2": ("bfloat8_b", "bfloat16", "hifi2fp16"),
+    "LI_QKV_DECODE": ("bfloat8_b", "bfloat16", "hifi2"), "LI_QKV_PREFILL": ("bfloat8_b", "bfloat16", "hifi2"),
+    "SDPA_DECODE": ("bfloat8_b", "-", "hifi2"), "SDPA_PREFILL": ("bfloat8_b", "-", "hifi4"),
+    "LI_O_DECODE": ("bfloat8_b", "bfloat16", "hifi2"), "LI_O_PREFILL": ("bfloat8_b", "bfloat8_b", "hifi2"),
+    "LM_HEAD": ("bfloat8_b", "bfloat8_b", "hifi2fp16"),
+    "MLP silu(w1) * w3": ("-", "bfloat8_b", "-"), "Q into SDPA_PREFILL": ("-", "bfloat8_b", "-"),
+}
+ACCURACY_8B = PERFORMANCE | {"LI_FF1_FF3": ("bfloat8_b", "bfloat16", "hifi2fp16")}
+KERNELS = {  # setting -> (math_fidelity, fp32_dest_acc_en, packer_l1_acc, math_approx_mode)
+    "lofi": ("LoFi", False, True, False), "hifi2": ("HiFi2", True, True, True),
+    "hifi2fp16": ("HiFi2", False, True, False), "hifi4": ("HiFi4", True, True, False),
+}
+
+
+@pytest.mark.parametrize(
+    "model_name, mode, expected",
+    [("Llama-3.1-8B", "performance", PERFORMANCE), ("Llama-3.1-8B", "accuracy", ACCURACY_8B),
+     ("Llama-3.1-70B", "performance", PERFORMANCE), ("Llama-3.1-70B", "accuracy", PERFORMANCE)],
+)
+def test_precision_table_matches_tt_transformers(model_name, mode, expected, capsys):
+    import json
+
+    from model.tools.cli import main
+
+    assert main(["precision", "--model-name", model_name, "--mode", mode, "--json"]) == 0
+    rows = {r["op"]: r for r in json.loads(capsys.readouterr().out)["ops"]}
+    assert set(rows) == set(expected)
+    for op, (weight, output, setting) in expected.items():
+        row = rows[op]
+        assert (row["weight"], row["output"], row["setting"]) == (weight, output, setting), op
+        if setting in KERNELS:
+            assert (row["math_fidelity"], row["fp32_dest_acc_en"], row["packer_l1_acc"], row["math_approx_mode"]) == KERNELS[setting], op
 
 
 def test_per_layer_and_per_group_overrides():
@@ -64,7 +110,7 @@ def test_resident_weight_memory_bfp8_below_0_6_of_bfloat16(ckpt):
 
 @pytest.fixture(scope="module")
 def accuracy_generator(ckpt):
-    return Generator(ckpt.params, ckpt.args.replace(optimizations=ModelOptimizations.accuracy()), ckpt.tokenizer)
+    return Generator(ckpt.params, ckpt.args.replace(optimizations=ModelOptimizations.accuracy("Llama-3.2-1B")), ckpt.tokenizer)
 
 
 def test_accuracy_config_tracks_float32(generator, accuracy_generator, ckpt):

@@ -152,19 +152,56 @@ def tensix_matmul(x, w, config: WormholeComputeKernelConfig, *, weight_is_float3
     w = jnp.pad(w, ((0, pad), (0, 0)))
     tiles = (k + pad) // TILE
     phases = config.math_fidelity.phases
-    # [tiles, phase, half, 16, ...]: each phase's operand bits, per 16-deep half of each K tile
-    xs = jnp.stack([src_b_bits(x, p) for p in phases]).reshape(len(phases), r, tiles, 2, FACE).transpose(2, 0, 3, 4, 1)
-    ws = jnp.stack([src_a_bits(w, p) for p in phases]).reshape(len(phases), tiles, 2, FACE, n).transpose(1, 0, 2, 3, 4)
     dst_write = (lambda v: v) if config.fp32_dest_acc_en else dst_bf16
+    if r <= GROUPED_MAX_ROWS and r * 2 * tiles * n <= GROUPED_MAX_ELEMENTS:
+        return _accumulate_grouped(x, w, phases, tiles, dst_write)
+    return _accumulate_by_tile(x, w, phases, tiles, dst_write)
 
-    def k_tile(dst, operands):
-        xt, wt = operands  # [phase, half, 16, R], [phase, half, 16, N]
+
+# Two schedules of the same arithmetic (bit-identical): a few rows (batch-1 decode) compute every MVMUL's 16-deep sum
+# at once, then add them into Dst in order (measured 2-4x faster there); more rows walk the K tiles keeping only Dst
+# (2.5x faster from 32 rows, and its memory is bounded).
+GROUPED_MAX_ROWS = 8
+GROUPED_MAX_ELEMENTS = 1 << 24
+
+
+def _mvmul_sum(xb, wa):
+    """Sum over the last axis of xb [..., R, 16] times the rows of wa [..., 16, N], in k order: [..., R, N]."""
+    s = xb[..., :, 0, None] * wa[..., None, 0, :]
+    for i in range(1, FACE):  # each product is exact; the adds round as the ISA model's float sum does
+        s = s + xb[..., :, i, None] * wa[..., None, i, :]
+    return s
+
+
+def _accumulate_grouped(x, w, phases, tiles, dst_write):
+    r, n = x.shape[0], w.shape[1]
+    sums = []
+    for p in phases:  # [tiles, 2, R, N]: every MVMUL's sum, per K tile and half
+        xb = src_b_bits(x, p).reshape(r, 2 * tiles, FACE).transpose(1, 0, 2)
+        wa = src_a_bits(w, p).reshape(2 * tiles, FACE, n)
+        sums.append(_mvmul_sum(xb, wa).reshape(tiles, 2, r, n))
+
+    def k_tile(dst, tile_sums):
         for p in range(len(phases)):
             for h in range(2):
-                s = xt[p, h, 0][:, None] * wt[p, h, 0][None, :]
-                for i in range(1, FACE):  # one MVMUL's 16 products, summed in k order (each product is exact)
-                    s = s + xt[p, h, i][:, None] * wt[p, h, i][None, :]
-                dst = dst_write(dst + s)
+                dst = dst_write(dst + tile_sums[p][h])
+        return dst, None
+
+    dst, _ = jax.lax.scan(k_tile, jnp.zeros((r, n), jnp.float32), tuple(sums))
+    return dst
+
+
+def _accumulate_by_tile(x, w, phases, tiles, dst_write):
+    r, n = x.shape[0], w.shape[1]
+    # [tiles, phase, half, R, 16] and [tiles, phase, half, 16, N]: each phase's operand bits per 16-deep half
+    xs = jnp.stack([src_b_bits(x, p) for p in phases]).reshape(len(phases), r, tiles, 2, FACE).transpose(2, 0, 3, 1, 4)
+    ws = jnp.stack([src_a_bits(w, p) for p in phases]).reshape(len(phases), tiles, 2, FACE, n).transpose(1, 0, 2, 3, 4)
+
+    def k_tile(dst, operands):
+        xt, wt = operands
+        for p in range(len(phases)):
+            for h in range(2):
+                dst = dst_write(dst + _mvmul_sum(xt[p, h], wt[p, h]))
         return dst, None
 
     dst, _ = jax.lax.scan(k_tile, jnp.zeros((r, n), jnp.float32), (xs, ws))

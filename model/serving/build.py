@@ -58,7 +58,7 @@ def generator_args(
     if max_seq_len is not None:
         check_context(config, max_seq_len, allow_past_context)
     args = config.replace(max_seq_len=max_seq_len or config.max_seq_len, max_batch_size=max_batch_size, **changes)
-    opt = ModelOptimizations.named(precision) if isinstance(precision, str) else precision or args.optimizations
+    opt = ModelOptimizations.named(precision, config.model_name) if isinstance(precision, str) else precision or args.optimizations
     for group, setting, layer in overrides:
         opt = opt.override(group, setting, layer)
     args = args.replace(optimizations=opt)  # checks per-layer overrides against the model's layers

@@ -33,7 +33,7 @@ from model.precision import ModelOptimizations
 from model.transformer import forward
 from ttjax.metrics import pcc
 
-DEFAULT_CONFIGS = ("float32", "bfloat16", "accuracy", "performance")
+DEFAULT_CONFIGS = ("float32", "bfloat16", "accuracy", "performance", "performance+fidelity=off")
 
 
 TEXT_PATH = Path(__file__).parent.parent / "data" / "tale_of_two_cities.txt"
@@ -171,7 +171,7 @@ def evaluate(
     ref_top1, ref_top5, ref_ppl = score(ref.logits, ref.logits, targets)
     results = []
     for name in configs:
-        opt = ModelOptimizations.named(name)
+        opt = ModelOptimizations.named(name, ck.args.model_name)
         for group, setting, layer in overrides:
             opt = opt.override(group, setting, layer)
         t = time.perf_counter()

@@ -2,7 +2,8 @@
 
     ttjax generate --prompt TEXT --max-new-tokens N [--json] [--model PATH] [--chat] [--mesh 1x8]
     ttjax comm-report --mesh 2x4 --mode decode [--json] [--model PATH | --model-name Llama-3.1-70B]
-    ttjax accuracy [--json] [--configs float32,bfloat16,accuracy,performance] [--debug-pcc]
+    ttjax accuracy [--json] [--configs float32,bfloat16,accuracy,performance] [--debug-pcc] [--fidelity off]
+    ttjax precision --model-name Llama-3.1-70B --mode accuracy [--galaxy] [--json]
 
 generate --json prints one object: {"text", "tokens", "prefill_s", "decode_tokens_per_s", ...}.
 """
@@ -49,7 +50,8 @@ def run_generate(opts) -> int:
     from model.serving.streaming import TextStreamer
 
     mesh_device = mesh_device_for(opts.mesh)
-    options = dict(precision=opts.precision or opts.dtype, overrides=parse_overrides(opts.override or []),
+    precision = (opts.precision or opts.dtype) + ("+fidelity=off" if opts.fidelity == "off" else "")
+    options = dict(precision=precision, overrides=parse_overrides(opts.override or []),
                    allow_past_context=opts.allow_past_context, **_mesh_options(opts))
     config = load_args(opts.model)
     generator_args(config, mesh_device=mesh_device, max_seq_len=opts.max_seq_len, **options)  # bad flags fail before the load
@@ -131,6 +133,8 @@ def run_accuracy(opts) -> int:
     configs = DEFAULT_CONFIGS if opts.configs is None else [c.strip() for c in opts.configs.split(",") if c.strip()]
     if not configs:
         raise ConfigError(f"--configs {opts.configs!r} names no precision config.")
+    if opts.fidelity == "off":
+        configs = [c if c.endswith("+fidelity=off") else c + "+fidelity=off" for c in configs]
     if not -1 <= opts.pcc_threshold <= 1:  # also refuses nan
         raise ConfigError(f"--pcc-threshold {opts.pcc_threshold} is outside -1..1, the range of a PCC.")
     ck = load_checkpoint(opts.model, progress=not opts.json)
@@ -146,6 +150,17 @@ def run_accuracy(opts) -> int:
         print(format_report(rep, opts.pcc_threshold))
         if opts.debug_pcc:
             print(pcc_debug(rep, opts.pcc_threshold))
+    return 0
+
+
+def run_precision(opts) -> int:
+    from model.precision import ModelOptimizations
+    from model.tools.precision_table import format_table, op_table
+
+    opt = ModelOptimizations.named(opts.mode, opts.model_name)
+    rows = op_table(opt, galaxy=opts.galaxy)
+    print(json.dumps({"model": opts.model_name, "mode": opts.mode, "galaxy": opts.galaxy, "ops": rows}) if opts.json
+          else format_table(opts.model_name, opts.mode, rows, opts.galaxy))
     return 0
 
 
@@ -172,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", choices=PRECISIONS, default=None, help="a tt_transformers precision config instead of --dtype")
     g.add_argument("--override", action="append", help="GROUP=DTYPE or layers.N.GROUP=DTYPE on top of --precision (repeatable)")
     g.add_argument("--paged", action="store_true", help="paged KV cache (on by itself when the prompt needs chunked prefill)")
+    g.add_argument("--fidelity", choices=("on", "off"), default="on",
+                   help="off: exact float matmuls instead of the matrix engine's math fidelity and Dst (dtypes kept)")
     _add_mesh_options(g)
     g.set_defaults(func=run_generate)
 
@@ -196,7 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--override", action="append", help="GROUP=DTYPE or layers.N.GROUP=DTYPE, e.g. FF1_FF3=bfloat16 (repeatable)")
     a.add_argument("--pcc-threshold", type=float, default=0.99, help="PCC debugger threshold (default 0.99)")
     a.add_argument("--debug-pcc", action="store_true", help="print every layer's PCC and the first below the threshold")
+    a.add_argument("--fidelity", choices=("on", "off"), default="on", help="off: every config with exact float matmuls")
     a.set_defaults(func=run_accuracy)
+
+    pr = sub.add_parser("precision", help="the per-op precision table of a model, as tt_transformers' model_config sets it")
+    pr.add_argument("--model-name", default="Llama-3.1-8B", help="a model name as tt_transformers matches it, e.g. Llama-3.1-70B")
+    pr.add_argument("--mode", choices=("performance", "accuracy"), default="performance")
+    pr.add_argument("--galaxy", action="store_true", help="the formats a Galaxy (TG, 8x4) writes")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=run_precision)
     return parser
 
 
