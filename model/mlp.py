@@ -6,16 +6,19 @@ format tt_transformers gives it; the SiLU * w3 product is stored in bfloat8_b (m
 import jax
 
 import ttjax
-from model.ccl import reduce_k_split, reduce_row_parallel
+from model.ccl import gather_ff2_input, reduce_ff1_ff3, reduce_row_parallel
 from model.config import ModelArgs
 from model.params import MLPParams
 from model.precision import OpGroup, OutputSite, compute_kernel_config, output_dtype, to_output
 
 
-def mlp(p: MLPParams, x: jax.Array, args: ModelArgs, layer_id: int = 0) -> jax.Array:
+def mlp(p: MLPParams, x: jax.Array, args: ModelArgs, layer_id: int = 0, mode: str | None = None) -> jax.Array:
+    """mode (which collectives follow w1 / w3 on a 2D mesh, model.ccl.scatter_ff1_ff3): "prefill" or "decode";
+    None reads it from x, [batch, 1, dim] in decode (prefill pads a prompt to at least a tile of rows)."""
+    mode = mode or ("decode" if x.shape[-2] == 1 else "prefill")
     ff1_3 = dict(compute_kernel_config=compute_kernel_config(args, OpGroup.LI_FF1_FF3), dtype=output_dtype(args, OutputSite.FF1_FF3))
-    gate = reduce_k_split(ttjax.linear(x, p.w1, **ff1_3), args)
-    up = reduce_k_split(ttjax.linear(x, p.w3, **ff1_3), args)
-    hidden = to_output(jax.nn.silu(gate) * up, args, OutputSite.MLP_MUL)
+    gate = reduce_ff1_ff3(ttjax.linear(x, p.w1, **ff1_3), args, mode)
+    up = reduce_ff1_ff3(ttjax.linear(x, p.w3, **ff1_3), args, mode)
+    hidden = gather_ff2_input(to_output(jax.nn.silu(gate) * up, args, OutputSite.MLP_MUL), args, mode)
     ff2 = dict(compute_kernel_config=compute_kernel_config(args, OpGroup.LI_FF2), dtype=output_dtype(args, OutputSite.FF2))
-    return reduce_row_parallel(ttjax.linear(hidden, p.w2, **ff2), args)
+    return reduce_row_parallel(ttjax.linear(hidden, p.w2, **ff2), args, "ff2", mode)

@@ -317,4 +317,5 @@ def to_output(x, args, site: OutputSite):
         return x
     from ttjax.blockfloat import block_format, quantize
 
-    return quantize(x, dtype) if block_format(dtype) is not None else x.astype(dtype).astype(x.dtype)
+    # written by an op on the device: the Tensix packer's rounding (ttjax.blockfloat.DEVICE_PACKER)
+    return quantize(x, dtype, device=True) if block_format(dtype) is not None else x.astype(dtype).astype(x.dtype)

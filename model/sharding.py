@@ -2,7 +2,9 @@
 
 Each weight's WeightSpec (model.params) names its split and its layout. Weights are rearranged
 on the host into the per-device layout tt-metal builds (each device's [q | k | v] block side by
-side for wqkv, its query heads' rows of wo, its vocab range of the LM head cut into chunks),
+side for wqkv, its query heads' rows of wo, its vocab range of the LM head cut into chunks; on
+tt's T3K all_gather_matmul path wo keeps every device's rows, in the gathered order, and is split
+by columns instead),
 zero-padded where the layout needs it, then placed with the ttnn mappers: ShardTensorToMesh on
 1D meshes, ShardTensor2dMesh on 2D ones. The layouts are written in jax.numpy so that
 abstract_params gets the placed shapes from the same code without touching memory.
@@ -30,6 +32,8 @@ def mesh_args(args: ModelArgs, mesh_device: MeshDevice, **config) -> ModelArgs:
     cfg = dataclasses.replace(args.model_config, cluster_shape=mesh_device.shape, **config)
     out = args.replace(model_config=cfg)
     out.layout.validate()
+    if cfg.group_users:  # required grouping: the model's batch must divide over the columns
+        out.layout.user_groups(out.max_batch_size)
     return out
 
 
@@ -111,6 +115,10 @@ def mapper(spec: WeightSpec, args: ModelArgs, mesh_device: MeshDevice):
         return ReplicateTensorToMesh(mesh_device)
     if spec.split == EMBEDDING:  # the embedding produces the fractured residual stream directly (tt-metal dims=(None, 3))
         return ShardTensor2dMesh(mesh_device, dims=(None, 1), mesh_shape=mesh_device.shape)
+    if spec.layout == "wo" and lay.wo_gathered:
+        # tt's wo on the all_gather_matmul path: ShardTensor2dMesh dims=(2, 3) on the 1 x 8 mesh, i.e. split by
+        # columns (the model dim) over the 8 devices; every device holds all the (gathered) heads' rows.
+        return ShardTensorToMesh(mesh_device, dim=-1)
     heads_dim, model_dim = (-1, 0) if spec.split == COLUMN else (0, 1)
     if args.model_config.is_2d:
         return ShardTensor2dMesh(mesh_device, dims=(heads_dim, model_dim), mesh_shape=mesh_device.shape)

@@ -7,6 +7,7 @@ before anything runs, so none of these compiles a program.
 
 import json
 import re
+from collections import namedtuple
 import subprocess
 import sys
 
@@ -142,6 +143,9 @@ def test_page_tables_are_checked_whatever_their_type(small):
 # -- the vLLM interface -----------------------------------------------------------------------------------------
 
 
+_Params = namedtuple("_Params", "temperature top_k top_p")  # tt-metal's SamplingParams(temperature, top_k, top_p)
+
+
 @pytest.fixture(scope="module")
 def vllm(gguf_path):
     return LlamaForCausalLM.initialize_vllm_model({}, None, max_batch_size=2, max_seq_len=256, n_layers=1, model_path=gguf_path)
@@ -157,8 +161,10 @@ def test_vllm_kv_cache_shape(vllm):
         vllm.allocate_kv_cache((64, a.n_kv_heads, 32, a.head_dim), np.float32, 30)
     with pytest.raises(KVCacheError, match=r"kv_cache_shape \(64, 3, 32\) is not \(max_num_blocks, num_kv_heads, block_size, head_size\)"):
         vllm.allocate_kv_cache((64, 3, 32), np.float32, 1)
-    with pytest.raises(KVCacheError, match="kv cache dtype bfloat16 differs from this model's float32"):
+    with pytest.raises(KVCacheError, match="kv cache dtype bfloat16 differs from this model's float32 .* or a block float"):
         vllm.allocate_kv_cache((64, a.n_kv_heads, 32, a.head_dim), jnp.bfloat16, 1)
+    with pytest.raises(KVCacheError, match="kv cache dtype float16 differs from this model's float32"):
+        vllm.allocate_kv_cache((64, a.n_kv_heads, 32, a.head_dim), "float16", 1)
 
 
 def test_vllm_calls(vllm):
@@ -180,6 +186,44 @@ def test_vllm_calls(vllm):
         vllm.decode_forward(np.array([[1], [1]]), np.array([3, 2]), table[:1], kv)
     with pytest.raises(SequenceLengthError, match="position 256 is past max_seq_len = 256"):
         vllm.decode_forward(np.array([[1], [1]]), np.array([256, 2]), table, kv)
+    with pytest.raises(KVCacheError, match=r"empty_slots holds slot 2, outside the batch slots 0\.\.1"):
+        vllm.prefill_forward(tokens, table, kv, [3, 2], empty_slots=[0, 2])
+    with pytest.raises(KVCacheError, match=r"empty_slots must be one integer slot per user \(2\)"):
+        vllm.prefill_forward(tokens, table, kv, [3, 2], empty_slots=[0])
+    flat = kv[0]  # the per-layer pairs without the per-submesh list
+    with pytest.raises(KVCacheError, match=r"kv_cache is not what allocate_kv_cache returns: one list per data-parallel submesh \(here 1\)"):
+        vllm.decode_forward(np.array([[1], [1]]), np.array([3, 2]), table, flat)
+    with pytest.raises(ConfigError, match="top_k = 40 is outside 1..32"):
+        vllm.decode_forward(np.array([[1], [1]]), np.array([3, 2]), table, kv, sampling_params=_Params(1.0, 40, 1.0))
+    with pytest.raises(ConfigError, match="sampling_params.temperature has 3 values for a decode batch of 2"):
+        vllm.decode_forward(np.array([[1], [1]]), np.array([3, 2]), table, kv, sampling_params=_Params([0.5, 0.5, 0.5], 5, 1.0))
+    with pytest.raises(ConfigError, match="sampling_params 0.7 has no temperature"):
+        vllm.decode_forward(np.array([[1], [1]]), np.array([3, 2]), table, kv, sampling_params=0.7)
+    with pytest.raises(ConfigError, match=r"tt_out has 2 parts; decode_forward gives one per data-parallel submesh \(1\)"):
+        vllm.read_decode_output([np.zeros(2), np.zeros(2)], 2, is_tokens=True)
+
+
+def test_vllm_tt_data_parallel(gguf_path):
+    """tt_data_parallel splits the mesh into equal submeshes of equal batches, or is refused before anything loads."""
+    from mesh import MeshDevice
+
+    def init(mesh, n, batch=2):
+        return LlamaForCausalLM.initialize_vllm_model({}, mesh, max_batch_size=batch, n_layers=1, tt_data_parallel=n, model_path=gguf_path)
+
+    with pytest.raises(ConfigError, match=r"tt_data_parallel = 2 needs a mesh_device of 2 or more devices to split"):
+        init(None, 2)
+    with pytest.raises(ConfigError, match=r"tt_data_parallel = 3 does not split the 1x4 mesh's 4 devices into equal submeshes"):
+        init(MeshDevice((1, 4)), 3)
+    with pytest.raises(ConfigError, match=r"max_batch_size = 3 does not split evenly over tt_data_parallel = 2 submeshes"):
+        init(MeshDevice((1, 2)), 2, batch=3)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match=rf"tt_data_parallel = {re.escape(repr(bad))} must be a whole number of model copies"):
+            init(None, bad)
+    dp = init(MeshDevice((1, 2)), 2)
+    kv = dp.allocate_kv_cache((8, dp.args.n_kv_heads, 32, dp.args.head_dim), np.float32, 1)
+    assert len(kv) == 2 and dp.args.max_batch_size == 1
+    with pytest.raises(ConfigError, match=r"a decode batch of 1 users; with tt_data_parallel = 2 it must be max_batch_size = 2 \(1 slots on each"):
+        dp.decode_forward(np.array([[1]]), np.array([3]), np.arange(4, dtype=np.int32)[None], kv)
 
 
 def test_vllm_max_seq_len_past_the_context(gguf_path):

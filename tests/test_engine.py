@@ -6,9 +6,13 @@ leaves the batch around it, gets exactly the tokens it gets alone.
 """
 
 import copy
+from types import SimpleNamespace
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
+
+import ttjax
 
 from mesh import MeshDevice
 from model.checkpoint import dummy_weights
@@ -20,6 +24,7 @@ from model.serving.generator_vllm import LlamaForCausalLM
 from model.config import PagedAttentionConfig
 from model.serving.page_table import BlockAllocator, PageTable
 from model.serving.sampling import SamplingBatch, SamplingParams
+from model.precision import TensorGroup
 from model.sharding import mesh_args
 from tests.conftest import PROMPTS, STEPS
 from ttjax.metrics import pcc
@@ -205,15 +210,19 @@ def test_seeded_sampling_on_the_real_model_alone_and_in_a_batch(ckpt, reference)
     assert first[0].tokens != reference[PROMPTS[0]][2][:12] or first[2].tokens != reference[PROMPTS[3]][2][:12]  # it sampled
 
 
-@pytest.mark.parametrize("shape", [None, (1, 8)], ids=["1x1", "1x8"])
-def test_vllm_block_manager_allocates_and_frees_during_decode(ckpt, hf_model, reference, shape):
+@pytest.mark.parametrize("shape, data_parallel", [(None, 1), ((1, 8), 1), ((1, 2), 2)], ids=["1x1", "1x8", "1x2-dp2"])
+def test_vllm_block_manager_allocates_and_frees_during_decode(ckpt, hf_model, reference, shape, data_parallel):
     """vLLM's scheduler hands out blocks as sequences grow: a user holds blocks for its prompt, gets another when its
     next position crosses into a new block, and gives them all back when it finishes; the next waiting prompt is
     prefilled into blocks a finished user held. Two slots, four requests, a pool of 4 blocks of 32 (fewer than the
-    8 the four requests use in all): every request gets the reference's tokens."""
-    model = LlamaForCausalLM.initialize_vllm_model(hf_model.config, MeshDevice(shape) if shape else None, max_batch_size=2, max_seq_len=256)
+    8 the four requests use in all): every request gets the reference's tokens. With tt_data_parallel = 2 each slot
+    is its own 1x1 submesh with its own pool (empty_slots sends each prefill to its slot's submesh)."""
+    mesh = MeshDevice(shape) if shape else None
+    model = LlamaForCausalLM.initialize_vllm_model(hf_model.config, mesh, max_batch_size=2, max_seq_len=256, tt_data_parallel=data_parallel)
+    assert model.data_parallel == data_parallel and model.max_batch_size == 2
     block = 32
     kv_cache = model.allocate_kv_cache((4, ckpt.args.n_kv_heads, block, ckpt.args.head_dim), np.float32, ckpt.args.n_layers)
+    assert len(kv_cache) == data_parallel and all(len(sub) == ckpt.args.n_layers for sub in kv_cache)
     manager = PageTable(PagedAttentionConfig(block, 4), 2, 256, BlockAllocator(4, shuffle=True, seed=5))
     waiting = [(PROMPTS[i], n) for i, n in enumerate([32, 20, 30, 24])]
     slots, out, pos, owners_of_block = [None, None], {}, np.full(2, -1, np.int32), {}
@@ -224,8 +233,9 @@ def test_vllm_block_manager_allocates_and_frees_during_decode(ckpt, hf_model, re
                 prompt, n = waiting.pop(0)
                 ids = reference[prompt][0]
                 manager.reserve(s, len(ids))
-                logits = model.prefill_forward(np.array([ids]), manager.array()[[s]], kv_cache, [len(ids)])
-                slots[s], out[prompt], pos[s] = (prompt, n), [int(logits[0].argmax())], len(ids)
+                logits = model.prefill_forward(np.array([ids]), manager.array()[[s]], kv_cache, [len(ids)], empty_slots=[s])
+                assert logits.shape == (1, 1, ckpt.args.vocab_size)
+                slots[s], out[prompt], pos[s] = (prompt, n), [int(logits[0, 0].argmax())], len(ids)
         for s in range(2):
             if slots[s] is not None:
                 before = len(manager.rows[s])
@@ -252,7 +262,8 @@ def test_vllm_block_manager_allocates_and_frees_during_decode(ckpt, hf_model, re
 def test_vllm_interface_with_a_block_manager(ckpt, hf_model, reference):
     """initialize_vllm_model / allocate_kv_cache / prefill_forward / decode_forward as vLLM calls them, with a
     small block manager handing out shuffled blocks: greedy tokens from the returned logits are the reference's.
-    The eager step (enable_trace=False) gives the traced step's logits, and an async read the same values."""
+    prefill_forward's [batch, 1, vocab] rows are each user's last-token logits from the model's own Generator. The
+    eager step (enable_trace=False) gives the traced step's logits, and an async read the same values."""
     model = LlamaForCausalLM.initialize_vllm_model(hf_model.config, None, max_batch_size=4, max_seq_len=256)
     block, n_blocks = 32, 32
     kv_cache = model.allocate_kv_cache((n_blocks, ckpt.args.n_kv_heads, block, ckpt.args.head_dim), np.float32, ckpt.args.n_layers)
@@ -265,12 +276,17 @@ def test_vllm_interface_with_a_block_manager(ckpt, hf_model, reference):
     for user, seq in enumerate(ids):
         tokens[user, : len(seq)] = seq
     logits = model.prefill_forward(tokens, manager.array()[:3], kv_cache, [len(s) for s in ids])
-    out = [[int(t)] for t in logits.argmax(-1)]
+    assert logits.shape == (3, 1, ckpt.args.vocab_size) and logits.dtype == np.float32
+    gen = model.generator
+    for user, seq in enumerate(ids):  # the same program on a fresh pool: the same logits, in the user's row
+        own, _ = gen.prefill_forward_text(seq, gen.allocate_kv_cache(), user_id=user, page_table=manager.array()[:3])
+        np.testing.assert_array_equal(logits[user, 0], np.asarray(own))
+    out = [[int(t)] for t in logits[:, 0].argmax(-1)]
     pos = np.array([len(s) for s in ids] + [-1], np.int32)
     for step in range(STEPS - 1):
         step_tokens = np.array([o[-1] for o in out] + [0], np.int32)[:, None]
         if step == 3:  # the same step three ways
-            eager = model.decode_forward(step_tokens, pos, manager.array(), [list(layer) for layer in kv_cache], enable_trace=False)
+            eager = model.decode_forward(step_tokens, pos, manager.array(), [[list(kv) for kv in sub] for sub in kv_cache], enable_trace=False)
             handle = model.decode_forward(step_tokens, pos, manager.array(), kv_cache, read_from_device=False)
             step_logits = model.read_decode_output(handle, 4)
             assert min(pcc(a[0], b[0]) for a, b in zip(eager[:3], step_logits[:3])) >= 0.99999
@@ -282,6 +298,66 @@ def test_vllm_interface_with_a_block_manager(ckpt, hf_model, reference):
         pos[:3] += 1
     for user, prompt in enumerate(prompts):
         assert out[user] == reference[prompt][2], prompt
+
+
+def _snapshot(kv_cache):
+    """A copy of a vLLM cache: a traced step donates the pools it is given."""
+    return [[[jnp.array(k, copy=True), jnp.array(v, copy=True)] for k, v in sub] for sub in kv_cache]
+
+
+def test_vllm_decode_with_sampling_params(ckpt, hf_model, reference):
+    """decode_forward(sampling_params=...) returns the next tokens [batch] instead of logits, as tt-metal's
+    decode_forward_text: greedy params give the argmax of the logits step from the same state, read now or later
+    (read_decode_output(..., is_tokens=True)); per-user lists (tt-metal's / vLLM's form: top_k -1 is no limit, the
+    slots past the list greedy) give the tokens ttjax's sampling draws from those logits. A read with the wrong
+    is_tokens is refused."""
+    model = LlamaForCausalLM.initialize_vllm_model(hf_model.config, None, max_batch_size=4, max_seq_len=256)
+    kv_cache = model.allocate_kv_cache((16, ckpt.args.n_kv_heads, 32, ckpt.args.head_dim), np.float32, ckpt.args.n_layers)
+    table = np.arange(16, dtype=np.int32).reshape(4, 4)
+    ids = [reference[p][0] for p in PROMPTS]
+    tokens = np.zeros((4, max(map(len, ids))), np.int32)
+    for user, seq in enumerate(ids):
+        tokens[user, : len(seq)] = seq
+    first = model.prefill_forward(tokens, table, kv_cache, [len(s) for s in ids])[:, 0].argmax(-1)[:, None].astype(np.int32)
+    pos = np.array([len(s) for s in ids], np.int32)
+
+    greedy = model.decode_forward(first, pos, table, _snapshot(kv_cache), sampling_params=SamplingParams())
+    handle = model.decode_forward(first, pos, table, _snapshot(kv_cache), read_from_device=False, sampling_params=SamplingParams())
+    per_user = SimpleNamespace(temperature=[0.9, 0.0, 1.3], top_k=[20, 5, -1], top_p=[0.95, 1.0, 0.9], seed=[3, 4, None])
+    sampled = model.decode_forward(first, pos, table, _snapshot(kv_cache), sampling_params=per_user)
+    logits = model.decode_forward(first, pos, table, kv_cache)[:, 0]
+
+    assert greedy.shape == (4,) and greedy.dtype == np.int32
+    np.testing.assert_array_equal(greedy, logits.argmax(-1))
+    np.testing.assert_array_equal(model.read_decode_output(handle, 4, is_tokens=True), greedy)
+    np.testing.assert_array_equal(model.read_decode_output(handle, 2, is_tokens=True), greedy[:2])
+    with pytest.raises(ConfigError, match=r"read_decode_output\(is_tokens=False\) expects logits \[batch, vocab\], but tt_out holds tokens of shape \(4,\)"):
+        model.read_decode_output(handle, 4)
+    users = [SamplingParams(0.9, 20, 0.95, 3), SamplingParams(0.0, 5, 1.0, 4), SamplingParams(1.3, 32, 0.9, 0), SamplingParams(0.0, 1, 1.0, 0)]
+    np.testing.assert_array_equal(sampled, _sample(logits, users, pos + 1))
+    assert sampled[1] == greedy[1] and sampled[3] == greedy[3] and (sampled != greedy).any()  # greedy slots; the others sampled
+
+
+def test_vllm_kv_cache_defaults_to_bfloat8_b(gguf_path):
+    """allocate_kv_cache's default dtype is bfloat8_b, as tt-metal's: every K/V value the cache holds after a prefill
+    and a decode step is one bfloat8_b can hold (rounding it again changes nothing), which a float32 cache's values
+    are not; the logits move a little, not far."""
+    model = LlamaForCausalLM.initialize_vllm_model({}, None, max_batch_size=1, max_seq_len=256, n_layers=2, model_path=gguf_path)
+    shape = (4, model.args.n_kv_heads, 32, model.args.head_dim)
+    tokens, table = np.array([[1, 504, 3458, 282, 4649, 314]], np.int32), np.arange(4, dtype=np.int32)[None]
+    out = {}
+    for name, dtype in (("bfloat8_b", None), ("float32", np.float32)):
+        kv = model.allocate_kv_cache(shape, num_layers=2) if dtype is None else model.allocate_kv_cache(shape, dtype, 2)
+        logits = model.prefill_forward(tokens, table, kv, [6])
+        model.decode_forward(np.array([[7]]), np.array([6]), table, kv)
+        held = np.stack([np.asarray(x) for sub in kv for layer in sub for x in layer])
+        assert (np.abs(held[:, 0, :, :7]).max(axis=-1) > 0).all()  # positions 0..6 (block 0) were written
+        out[name] = (logits, held, model.args.optimizations.get_tensor_dtype(TensorGroup.KV_CACHE).value)
+    assert out["bfloat8_b"][2] == "bfloat8_b" and out["float32"][2] == "float32"
+    np.testing.assert_array_equal(np.asarray(ttjax.typecast(out["bfloat8_b"][1], ttjax.bfloat8_b)), out["bfloat8_b"][1])
+    assert not np.array_equal(np.asarray(ttjax.typecast(out["float32"][1], ttjax.bfloat8_b)), out["float32"][1])
+    a, b = out["bfloat8_b"][0][0, 0], out["float32"][0][0, 0]
+    assert not np.array_equal(a, b) and pcc(a, b) >= 0.999
 
 
 def test_engine_and_vllm_bad_input(small, tmp_path):

@@ -6,6 +6,8 @@ not a multiple of 32. Values span a few binades, with some tiny ones, so that tr
 rounding and denormal flushing all show.
 """
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -13,10 +15,20 @@ import pytest
 import ttjax
 from tests.fpu_reference import matmul_reference
 from ttjax import MathFidelity, WormholeComputeKernelConfig
-from ttjax.matrix_engine import round_away, tensix_matmul
+from ttjax.blockfloat import quantize
+from ttjax.matrix_engine import round_away, tensix_matmul, tensix_matmul_stored
 
 FIDELITIES = [MathFidelity.LoFi, MathFidelity.HiFi2, MathFidelity.HiFi3, MathFidelity.HiFi4]
-SHAPES = [(3, 40, 24), (32, 64, 32), (7, 96, 50)]  # rows 3 and 7 take the grouped schedule, 32 the per-tile one
+# Rows 3 and 7 take the pure-JAX grouped schedule, 32 and 19 the per-tile one; the native kernel's blocks are 8 rows
+# x 64 columns, so 19 x 70 has partial blocks on both sides.
+SHAPES = [(3, 40, 24), (32, 64, 32), (7, 96, 50), (19, 72, 70)]
+PATHS = ["jax", "native"]
+
+
+def native_path(path):
+    if path == "native" and not ttjax.native.available():
+        pytest.fail("the native kernels are not built: run `make setup` (ttjax.native.build() prints the compiler's error)")
+    return path == "native"
 
 
 def operands(shape, weight_format, seed):
@@ -37,14 +49,23 @@ def operands(shape, weight_format, seed):
 @pytest.mark.parametrize("fp32_dest_acc_en", [False, True], ids=["bf16-dst", "fp32-dst"])
 @pytest.mark.parametrize("fidelity", FIDELITIES, ids=lambda f: f.name)
 def test_jitted_path_equals_the_reference_bit_for_bit(fidelity, fp32_dest_acc_en, weight_format):
+    """Both the pure-JAX schedules and the native kernel (jax.ffi) equal the numpy reference."""
     config = WormholeComputeKernelConfig(math_fidelity=fidelity, fp32_dest_acc_en=fp32_dest_acc_en)
     f32 = weight_format == "float32"
-    run = jax.jit(lambda x, w: tensix_matmul(x, w, config, weight_is_float32=f32))
-    for i, shape in enumerate(SHAPES):
-        x, w = operands(shape, weight_format, seed=i)
-        ours = np.asarray(run(x, w))
-        ref = matmul_reference(x, w, fidelity.name, fp32_dest_acc_en, weight_is_float32=f32)
-        np.testing.assert_array_equal(ours.view(np.uint32), ref.view(np.uint32), err_msg=f"shape {shape}")
+    for path in PATHS:
+        native = native_path(path)
+        run = jax.jit(lambda x, w: tensix_matmul(x, w, config, weight_is_float32=f32, native=native))
+        for i, shape in enumerate(SHAPES):
+            x, w = operands(shape, weight_format, seed=i)
+            ours = np.asarray(run(x, w))
+            ref = reference(shape, weight_format, i, fidelity.name, fp32_dest_acc_en)
+            np.testing.assert_array_equal(ours.view(np.uint32), ref.view(np.uint32), err_msg=f"{path}, shape {shape}")
+
+
+@functools.cache
+def reference(shape, weight_format, seed, fidelity, fp32_dest_acc_en):
+    x, w = operands(shape, weight_format, seed)
+    return matmul_reference(x, w, fidelity, fp32_dest_acc_en, weight_is_float32=weight_format == "float32")
 
 
 def test_lofi_is_float_math_on_the_truncated_operands():
@@ -112,6 +133,52 @@ def test_linear_takes_ttnn_arguments():
     expected = np.asarray(jax.numpy.asarray(round_away(jax.numpy.asarray(ref), 16)), np.float32)
     np.testing.assert_array_equal(np.asarray(out, np.float32).reshape(6, 32), expected)
     as_bfp8 = ttjax.linear(x3, packed, compute_kernel_config=config, dtype=ttjax.bfloat8_b)
-    np.testing.assert_array_equal(np.asarray(as_bfp8, np.float32).reshape(6, 32), np.asarray(ttjax.typecast(ref, ttjax.bfloat8_b)))
+    device_bfp8 = np.asarray(quantize(ref, ttjax.bfloat8_b, device=True))  # the device packer's rounding
+    np.testing.assert_array_equal(np.asarray(as_bfp8, np.float32).reshape(6, 32), device_bfp8)
     exact = ttjax.linear(jax.numpy.asarray(x), jax.numpy.asarray(w))  # no config: float math
     np.testing.assert_allclose(np.asarray(exact), x @ w, rtol=1e-5, atol=1e-6)
+
+
+def test_device_packer_rounds_ties_away_and_twice():
+    """An op's bfloat8_b output on the device: each value first to 7 mantissa bits, then to the block's shared
+    exponent, ties away both times (tt-metal #17237, PR #14822); the host packer rounds once, ties to even."""
+    block = np.ones(16, np.float32)  # shared exponent 0: bfloat8_b keeps 6 fraction bits, a step of 2^-6
+    block[1] = 1 + 2.0**-7  # a tie at the second rounding: away -> 1 + 2^-6 (host: even -> 1)
+    block[2] = 1 + 2.0**-7 - 2.0**-9  # below the tie, but the first rounding (to 2^-7) makes it one: 1 + 2^-6 (host: 1)
+    block[3] = 1 + 2.0**-8 - 2.0**-10  # below a tie at both roundings: 1 on both
+    block[4] = -(1 + 2.0**-7)  # ties away from zero keeps the sign
+    host, device = np.asarray(quantize(block, ttjax.bfloat8_b)), np.asarray(quantize(block, ttjax.bfloat8_b, device=True))
+    np.testing.assert_array_equal(host[:5], [1, 1, 1, 1, -1])
+    np.testing.assert_array_equal(device[:5], [1, 1 + 2.0**-6, 1 + 2.0**-6, 1, -(1 + 2.0**-6)])
+    np.testing.assert_array_equal(np.asarray(quantize(jax.numpy.asarray(block), ttjax.bfloat8_b, device=True)), device)
+
+
+def operands_like(w, weight_format):
+    """w rounded to weight_format's values (as operands() rounds)."""
+    if weight_format == "float32":
+        return w
+    if weight_format == "bfloat16":
+        return np.asarray(jax.numpy.asarray(w, jax.numpy.bfloat16), np.float32)
+    return np.asarray(ttjax.typecast(w, getattr(ttjax, weight_format)))
+
+
+@pytest.mark.parametrize("weight_format", ["bfloat16", "bfloat8_b", "bfloat4_b", "float32"])
+def test_native_kernel_reads_weights_as_stored(weight_format):
+    """The native kernel decodes bfloat16 and block-float storage (codes and exponents, tile-padded) itself; the
+    result equals the reference on the decoded values, for K and N not multiples of 32 and a mesh's leading dim."""
+    native_path("native")
+    x, w = operands((5, 72, 70), weight_format, seed=11)
+    w[2, :16] = np.float32(1e-38) * np.arange(16)  # a block whose shared exponent sits near the bottom of the range
+    w = np.asarray(operands_like(w, weight_format))
+    if weight_format in ("bfloat8_b", "bfloat4_b"):
+        stored = ttjax.as_tensor(w, getattr(ttjax, weight_format))
+        lead = ttjax.BlockFloatTensor(stored.codes[None], stored.exps[None], stored.shape, stored.fmt)
+    else:
+        stored = jax.numpy.asarray(w, jax.numpy.dtype(weight_format))
+        lead = None
+    for fidelity, fp32 in ((MathFidelity.HiFi2, False), (MathFidelity.HiFi4, True), (MathFidelity.LoFi, False)):
+        config = WormholeComputeKernelConfig(fidelity, fp32_dest_acc_en=fp32)
+        ref = matmul_reference(x, w, fidelity.name, fp32, weight_is_float32=weight_format == "float32")
+        for weight in (stored, lead) if lead is not None else (stored,):
+            ours = np.asarray(jax.jit(lambda x, w: tensix_matmul_stored(x, w, config))(x, weight))
+            np.testing.assert_array_equal(ours.view(np.uint32), ref.view(np.uint32), err_msg=f"{fidelity.name}")

@@ -74,12 +74,16 @@ def _bitcast(xp, x, dtype):
     return x.view(dtype) if xp is np else jax.lax.bitcast_convert_type(x, dtype)
 
 
-def encode_blocks(x, fmt: BlockFormat):
+def encode_blocks(x, fmt: BlockFormat, device: bool = False):
     """Float values [..., n * 16] -> (shared exponents uint8 [..., n], signed codes int8 [..., n * 16]).
 
-    numpy in, numpy out (the host packer); jax in, jax out (quantizing inside a program)."""
+    numpy in, numpy out (the host packer); jax in, jax out (quantizing inside a program). device: as the Tensix
+    packer writes an op's output (see DEVICE_PACKER below) instead of the host packer."""
     xp, w = _xp(x), fmt.mantissa_bits
     bits = _bitcast(xp, xp.asarray(x, dtype=xp.float32), xp.uint32)
+    if device:  # the packer's gasket first rounds each value to 7 mantissa bits, ties away; exponent 255 kept
+        special = (bits & 0x7F800000) == 0x7F800000
+        bits = xp.where(special, bits, (bits + xp.uint32(0x8000)) & xp.uint32(0xFFFF0000))
     bits = bits.reshape(*bits.shape[:-1], -1, FACE)
     exp = (bits >> 23) & 0xFF
     shared = exp.max(axis=-1)
@@ -88,7 +92,8 @@ def encode_blocks(x, fmt: BlockFormat):
     low_bits = 24 - w
     rem, q = mant & ((1 << low_bits) - 1), mant >> low_bits
     half = 1 << (low_bits - 1)
-    q = q + ((rem > half) | ((rem == half) & ((q & 1) == 1))).astype(xp.uint32)
+    up = (rem >= half) if device else (rem > half) | ((rem == half) & ((q & 1) == 1))  # ties away on the device
+    q = q + up.astype(xp.uint32)
     q = xp.where(exp == 0, 0, xp.minimum(q, (1 << w) - 1)).astype(xp.int32)
     codes = xp.where((bits >> 31) == 1, -q, q).astype(xp.int8)
     return shared.astype(xp.uint8), codes.reshape(*codes.shape[:-2], -1)
@@ -116,13 +121,29 @@ def _pad_tiles(x, xp):
     return xp.pad(x, pads)
 
 
-def quantize(x, dtype):
-    """x rounded to the values bfloat8_b / bfloat4_b can hold (ttnn.typecast there and back), same shape and dtype."""
+DEVICE_PACKER = """How the Tensix packer writes bfloat8_b / bfloat4_b on the device, as far as it is published:
+- ties round away from zero: "WH and BH both DO NOT support rounding to even, only rounding up in case of
+  ties" (Tenstorrent's hardware team, tt-metal #17237), where the host packer rounds ties to even;
+- with a block-float pack source (the default; bfp8_pack_precise off), each value is first rounded to 7
+  mantissa bits by the packer's gasket, then again when mantissas shift to the shared exponent (tt-metal
+  PR #14822; #52155 measures it for matmul, add, multiply with a bfloat8_b output, while typecast rounds
+  once). For a bfloat16 source the first rounding changes nothing.
+Not published, and taken from the host packer: that bits shifted out below the rounding position do not count
+(no sticky bit), and that a round-up past the largest code clamps instead of raising the exponent. Whether
+bfloat4_b on the device goes through 7 bits first (tt-metal #57410 suggests it does) is not settled either;
+ttjax applies the same two steps."""
+
+
+def quantize(x, dtype, device: bool = False):
+    """x rounded to the values bfloat8_b / bfloat4_b can hold (ttnn.typecast there and back), same shape and dtype.
+
+    device=False: tt-metal's host packer (ttnn.from_torch). device=True: the Tensix packer writing an op's output
+    on the device (DEVICE_PACKER)."""
     fmt = block_format(dtype)
     xp = _xp(x)
     cols = x.shape[-1]
     padded = xp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, -cols % TILE)])  # rows are independent of each other
-    shared, codes = encode_blocks(padded, fmt)
+    shared, codes = encode_blocks(padded, fmt, device)
     return decode_blocks(shared, codes, fmt, dtype=x.dtype)[..., :cols]
 
 

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from ttjax.blockfloat import BlockFloatTensor, block_format
-from ttjax.matrix_engine import WormholeComputeKernelConfig, pack, tensix_matmul
+from ttjax.matrix_engine import WormholeComputeKernelConfig, pack, tensix_matmul_stored
 
 
 def matmul(x: jax.Array, weight, *, compute_kernel_config: WormholeComputeKernelConfig | None = None, dtype=None) -> jax.Array:
@@ -26,12 +26,10 @@ def matmul(x: jax.Array, weight, *, compute_kernel_config: WormholeComputeKernel
         if block_format(dtype) is not None:
             return pack(out, dtype, True).astype(out_dtype)
         return out.astype(out_dtype)
-    w32 = weight.decode(jnp.float32) if isinstance(weight, BlockFloatTensor) else weight.astype(jnp.float32)
-    weight_is_float32 = not isinstance(weight, BlockFloatTensor) and weight.dtype == jnp.float32
     rows = x.reshape(-1, x.shape[-1]).astype(jnp.float32)
-    dst = tensix_matmul(rows, w32, compute_kernel_config, weight_is_float32=weight_is_float32)
+    dst = tensix_matmul_stored(rows, weight, compute_kernel_config)
     out = pack(dst, dtype if dtype is not None else x.dtype, compute_kernel_config.fp32_dest_acc_en)
-    return out.reshape(*x.shape[:-1], w32.shape[-1]).astype(out_dtype)
+    return out.reshape(*x.shape[:-1], dst.shape[-1]).astype(out_dtype)
 
 
 def linear(x: jax.Array, weight, *, compute_kernel_config: WormholeComputeKernelConfig | None = None, dtype=None) -> jax.Array:

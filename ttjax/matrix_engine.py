@@ -31,9 +31,10 @@ tenstorrent/tt-llk, tt_llk_wormhole_b0/llk_lib/llk_math_matmul.h):
    and #16448, which truncation does not). Results below 2^-126 flush to zero.
 5. Packing. A float32 output from FP32 Dst is exact; a bfloat16 one rounds to nearest, ties away from
    zero, denormals to zero (Packers/FormatConversion.md; tt-metal #17018 shows a tie rounding up); from
-   BF16 Dst it is Dst itself. bfloat8_b / bfloat4_b outputs round as ttjax.typecast does (the host
-   packer's rules); tt-metal documents that its device packer can differ (ties away, and a double
-   rounding unless bfp8_pack_precise), which is not emulated.
+   BF16 Dst it is Dst itself. bfloat8_b / bfloat4_b outputs round as the device's packer does: first to
+   7 mantissa bits, then to the block's shared exponent, ties away each time (ttjax.blockfloat.DEVICE_PACKER,
+   from tt-metal #17237, PR #14822 and #52155; the kernel flag bfp8_pack_precise, which skips the first
+   rounding, is not set by ttnn's matmul, #52155).
 
 math_approx_mode changes SFPU functions only, never the FPU matmul. packer_l1_acc accumulates partial
 results of K blocks in L1 through the packer; without a matmul program config there are no K blocks
@@ -42,7 +43,9 @@ HiFi4 + fp32_dest_acc_en fault of tt-metal #38306; NaN and infinity (the FPU tre
 a number).
 
 `matmul_reference` in tests/fpu_reference.py implements the same model with loops over tiles, faces
-and phases; this jitted form must equal it bit for bit.
+and phases; this jitted form must equal it bit for bit. Where ttjax's native kernels are built (ttjax.native,
+a jax.ffi custom call: ttjax/csrc/tensix_matmul.cc), the same arithmetic runs there, a few times faster and
+compiling in a fraction of the time; the pure-JAX schedules below stay as its reference and fallback.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ import jax
 import jax.numpy as jnp
 
 from mesh.errors import TTJaxError
+from ttjax.native import available as native_available, tensix_matmul as native_tensix_matmul
 
 TILE = 32
 FACE = 16
@@ -136,11 +140,14 @@ def src_b_bits(x, phase: int):
     return x - _mask(x, 0xFFFE1FFF)
 
 
-def tensix_matmul(x, w, config: WormholeComputeKernelConfig, *, weight_is_float32: bool = False):
+def tensix_matmul(x, w, config: WormholeComputeKernelConfig, *, weight_is_float32: bool = False, native: bool = True):
     """x [R, K] @ w [K, N] -> Dst as float32 values [R, N] (FP32, or BF16 values), per the model above.
 
     x and w are float32 arrays holding the operand values; weight_is_float32 says w came as float32 (then TF32
-    with fp32_dest_acc_en), not bfloat16 or a block float."""
+    with fp32_dest_acc_en), not bfloat16 or a block float. native: use the compiled kernel (ttjax.native) where
+    it is built; the pure-JAX schedules below are its reference."""
+    if native and native_available():
+        return tensix_matmul_stored(x, w.astype(jnp.float32), config, weight_is_float32=weight_is_float32)
     r, k = x.shape
     n = w.shape[1]
     tf32 = config.fp32_dest_acc_en and weight_is_float32
@@ -156,6 +163,28 @@ def tensix_matmul(x, w, config: WormholeComputeKernelConfig, *, weight_is_float3
     if r <= GROUPED_MAX_ROWS and r * 2 * tiles * n <= GROUPED_MAX_ELEMENTS:
         return _accumulate_grouped(x, w, phases, tiles, dst_write)
     return _accumulate_by_tile(x, w, phases, tiles, dst_write)
+
+
+def tensix_matmul_stored(x, weight, config: WormholeComputeKernelConfig, *, weight_is_float32: bool | None = None):
+    """tensix_matmul against a weight as it is stored: a float32 or bfloat16 array [K, N], or a 2-D
+    ttjax.BlockFloatTensor. With the native kernels the weight is decoded inside the kernel, a row at a time, and
+    never written out decoded; without them it is decoded here and the pure-JAX path runs."""
+    from ttjax.blockfloat import BlockFloatTensor
+
+    block = isinstance(weight, BlockFloatTensor)
+    if weight_is_float32 is None:
+        weight_is_float32 = not block and weight.dtype == jnp.float32
+    if block and weight.codes.ndim > 2 and all(d == 1 for d in weight.codes.shape[:-2]):  # a mesh's leading dims
+        weight = BlockFloatTensor(weight.codes.reshape(weight.codes.shape[-2:]), weight.exps.reshape(weight.exps.shape[-2:]),
+                                  weight.shape[-2:], weight.fmt)
+    if not native_available() or (block and weight.codes.ndim != 2):
+        values = weight.decode(jnp.float32) if block else weight
+        return tensix_matmul(x, values, config, weight_is_float32=weight_is_float32, native=False)
+    tf32 = config.fp32_dest_acc_en and weight_is_float32
+    x = unpack(x.astype(jnp.float32), tf32)
+    depth = weight.codes.shape[-2] if block else x.shape[1] + (-x.shape[1] % TILE)
+    x = jnp.pad(x, ((0, 0), (0, depth - x.shape[1])))  # the weight's own padding rows (block floats) or zeros
+    return native_tensix_matmul(x, weight, len(config.math_fidelity.phases), config.fp32_dest_acc_en, tf32=tf32)
 
 
 # Two schedules of the same arithmetic (bit-identical): a few rows (batch-1 decode) compute every MVMUL's 16-deep sum
@@ -213,7 +242,7 @@ def pack(dst, dtype, fp32_dest_acc_en: bool):
     from ttjax.blockfloat import block_format, quantize
 
     if block_format(dtype) is not None:
-        return quantize(dst, dtype)
+        return quantize(dst, dtype, device=True)
     dtype = jnp.dtype(dtype)
     if dtype == jnp.float32:
         return dst

@@ -113,7 +113,8 @@ def run_config(ck: Checkpoint, optimizations: ModelOptimizations, tokens: list[i
         _, lg, _, cache = gen.decode_forward(tok, np.array([prefill_len + i], np.int32), cache, pages)
         steps.append(np.asarray(lg, np.float32)[0])
     whole = args.replace(paged_attention_config=None)  # each layer's output over the whole prompt, in one prefill
-    hidden = jax.jit(partial(forward, args=whole, mode="prefill", return_hidden=True))
+    # get_last_token=0: only the first tile reaches the LM head; the layers' outputs are what this run is for
+    hidden = jax.jit(partial(forward, args=whole, mode="prefill", return_hidden=True, get_last_token=0))
     _, _, layers = hidden(gen.params, np.asarray([prompt], np.int32), gen.rot, allocate_kv_cache(whole))
     return np.stack(steps), [np.asarray(h[0], np.float32) for h in layers], weight_nbytes(gen.params)
 
@@ -193,16 +194,17 @@ def evaluate(
 
 
 def format_report(rep: dict, pcc_threshold: float = 0.99) -> str:
+    width = max(len("config"), *(len(c["name"]) for c in rep["configs"])) + 2
     lines = [
         f"{rep['model']}: {rep['prefill_len']}-token prefill + {rep['decode_steps']} teacher-forced decode steps on "
         f"{rep['text']}; reference {rep['reference']} (perplexity {rep['reference_perplexity']:.2f})",
-        f"{'config':<14}{'top-1':>8}{'top-5':>8}{'perplexity':>12}{'weights MB':>12}{'min layer PCC':>15}  first layer < {pcc_threshold}",
+        f"{'config':<{width}}{'top-1':>8}{'top-5':>8}{'perplexity':>12}{'weights MB':>12}{'min layer PCC':>15}  first layer < {pcc_threshold}",
     ]
     for c in rep["configs"]:
         below = next((i for i, p in enumerate(c["layer_pcc"]) if p < pcc_threshold), None)
         first = "none" if below is None else "layer {} ({:.5f})".format(below, c["layer_pcc"][below])
         lines.append(
-            f"{c['name']:<14}{100 * c['top1']:>7.1f}%{100 * c['top5']:>7.1f}%{c['perplexity']:>12.2f}{c['weight_bytes'] / 1e6:>12.1f}"
+            f"{c['name']:<{width}}{100 * c['top1']:>7.1f}%{100 * c['top5']:>7.1f}%{c['perplexity']:>12.2f}{c['weight_bytes'] / 1e6:>12.1f}"
             f"{min(c['layer_pcc']):>15.5f}  {first}"
         )
     return "\n".join(lines)

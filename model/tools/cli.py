@@ -119,6 +119,10 @@ def run_comm_report(opts) -> int:
         if not 1 <= opts.n_layers <= args.n_layers:
             raise ConfigError(f"--n-layers {opts.n_layers} is outside 1..{args.n_layers}, the layers of {args.model_name}.")
         args = args.replace(n_layers=opts.n_layers)
+    if opts.precision is not None:  # what each collective carries (bfloat8_b CCL inputs on a Galaxy in tt's presets)
+        from model.precision import ModelOptimizations
+
+        args = args.replace(optimizations=ModelOptimizations.named(opts.precision, args.model_name))
     batch = opts.batch if opts.mode == "decode" else 1
     rep = comm_report(args, mesh_device, opts.mode, batch=batch, seq_len=opts.seq_len, **_mesh_options(opts))
     print(json.dumps(rep) if opts.json else format_report(rep))
@@ -200,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--n-layers", type=int, default=None, help="compile only this many layers")
     c.add_argument("--batch", type=int, default=32, help="decode batch (default 32, tt-metal's)")
     c.add_argument("--seq-len", type=int, default=128, help="prefill length / cache length (default 128)")
+    c.add_argument("--precision", default=None,
+                   help="a precision config (accuracy, performance, ...) for the formats the collectives carry (default float32)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=run_comm_report)
 

@@ -4,8 +4,16 @@ and the bytes each moves per token, next to the figure the placement rules predi
 Bytes are what one device sends (= receives) in a bandwidth-optimal ring, per step:
 all-gather (n-1)/n of its output, reduce-scatter (n-1)/n of its input, all-reduce twice
 (n-1)/n of its buffer. Per token divides by the tokens of a step (batch in decode, sequence
-length in prefill). XLA may merge collectives (it combines the w1 and w3 all-reduces into
+length in prefill). XLA may merge collectives (it can combine the w1 and w3 reductions into
 one on 2D meshes); counts are reported as compiled, bytes compare one for one.
+
+Payload sizes: every value at the size of the format the model hands the collective, which model.ccl
+names in a scope read from each op's op_name (XLA:CPU carries bfloat16 collectives as float32, and
+moves casts across them, so the HLO's own dtypes would say otherwise); a collective outside model.ccl
+at its HLO dtype. The format is the tensor's dtype, except for the reductions tt_transformers runs in
+ccl_dtype on a Galaxy (2D meshes: wqkv, wo, w2, LM head): when the precision config's CCL output is a
+block float their inputs are rounded to it (carried as bfloat16), and they count at the block float's
+size: bfloat8_b 1088 bytes per 1024 values (1 exponent byte per 16 values + 1 byte per value), bfloat4_b 576.
 """
 
 from __future__ import annotations
@@ -15,21 +23,34 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from mesh import MeshDevice
+from model.ccl import CCL_SCOPE, ccl_format, scatter_ff1_ff3
 from model.config import ModelArgs
 from model.errors import ConfigError
+from model.model_config import all_reduce_kind
 from model.serving.placement import Placement
 from model.serving.programs import build_program, decode, prefill
 from model.norm import uses_distributed_norm
 from model.sharding import abstract_params, allocate_mesh_kv_cache, mesh_args
 from model.rope import RotMats
+from ttjax.blockfloat import FORMATS
 
 KINDS = ("all-gather", "reduce-scatter", "all-reduce")
 _BYTES = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "s8": 1, "u8": 1, "pred": 1, "f64": 8, "s64": 8}
 _OP = re.compile(r"= (\(.*?\)|\S+) (all-gather|reduce-scatter|all-reduce)(?:-start)?\(")
 _SHAPE = re.compile(r"(\w+)\[([\d,]*)\]")
+_FORMAT = re.compile(r'op_name="[^"]*/' + CCL_SCOPE + r'(\w+)/')
+
+
+def bytes_per_value(fmt: str) -> float:
+    """Bytes a value takes in a format: a block float's sign + magnitude bits plus its share of the 16-value block's
+    exponent byte (bfloat8_b: 1 + 1/16 = 1088 / 1024), or a float's item size."""
+    if fmt in FORMATS:
+        return (FORMATS[fmt].mantissa_bits + 1) / 8 + 1 / 16
+    return np.dtype(jnp.dtype(fmt)).itemsize
 
 
 @dataclass
@@ -37,7 +58,8 @@ class Collective:
     kind: str
     layer: int | None  # None: outside the decoder layers (embedding, final norm, LM head)
     group: int  # devices taking part
-    payload_bytes: int  # output bytes (all operands of a merged op)
+    payload_bytes: float  # output bytes (all operands of a merged op)
+    fmt: str | None = None  # the format the payload is counted in (model.ccl's scope); None: the HLO's dtypes
 
     @property
     def moved_bytes(self) -> float:
@@ -50,10 +72,12 @@ class Collective:
         return 2 * b * (n - 1) / n
 
 
-def _payload(shape_text: str) -> int:
+def _payload(shape_text: str, fmt: str | None = None) -> float:
+    """Output bytes of a collective: its HLO dtypes', or every value at fmt's size (a ccl_dtype payload)."""
     total = 0
     for dtype, dims in _SHAPE.findall(shape_text):
-        total += _BYTES.get(dtype, 4) * int(np.prod([int(d) for d in dims.split(",") if d] or [1]))
+        values = int(np.prod([int(d) for d in dims.split(",") if d] or [1]))
+        total += values * (bytes_per_value(fmt) if fmt else _BYTES.get(dtype, 4))
     return total
 
 
@@ -66,56 +90,89 @@ def hlo_collectives(hlo_text: str) -> list[Collective]:
             continue
         groups = re.search(r"replica_groups=\{\{([\d,]*)\}", line)
         layer = re.search(r'op_name="[^"]*/layer_(\d+)/', line)
+        fmt = _FORMAT.search(line)
         out.append(
             Collective(
                 kind=m.group(2),
                 layer=int(layer.group(1)) if layer else None,
                 group=len(groups.group(1).split(",")) if groups else 1,
-                payload_bytes=_payload(m.group(1)),
+                payload_bytes=_payload(m.group(1), fmt.group(1) if fmt else None),
+                fmt=fmt.group(1) if fmt else None,
             )
         )
     return out
 
 
-def analytic_layer_collectives(args: ModelArgs, mode: str, tokens: int, itemsize: int = 4) -> list[Collective]:
-    """What the placement rules (model/model_config.py) put in one decoder layer, for `tokens` rows."""
+def analytic_layer_collectives(args: ModelArgs, mode: str, tokens: int, itemsize: float | None = None) -> list[Collective]:
+    """What the placement rules (model/model_config.py) put in one decoder layer, for `tokens` rows (the decode batch,
+    or the prefill length). itemsize: bytes per activation value (None: the activation dtype's)."""
     lay, cfg = args.layout, args.model_config
     size = lay.axis_size
+    item = np.dtype(jnp.dtype(args.activation_dtype)).itemsize if itemsize is None else itemsize
     out: list[Collective] = []
 
-    def add(kind, axis, width):
+    def add(kind, axis, width, per_value=None):
         if size(axis) > 1:
-            out.append(Collective(kind, 0, size(axis), tokens * width * itemsize))
+            out.append(Collective(kind, 0, size(axis), tokens * width * (item if per_value is None else per_value)))
 
     def norm():
         axis = lay.residual_axis
         if size(axis) == 1:
             return
         if uses_distributed_norm(args, mode):
-            add("all-gather", axis, size(axis))  # the statistics: one sum of squares per device
+            add("all-gather", axis, size(axis), 4)  # the statistics: one float32 sum of squares per device
             if not cfg.is_2d:
                 add("all-gather", axis, args.dim)
         else:
             add("all-gather", axis, args.dim)
 
-    def row_parallel():
-        axis, width = lay.heads_axis, args.dim // size(lay.dim_axis)
-        if cfg.is_2d and cfg.ccl == "reduce_scatter":
-            add("reduce-scatter", axis, width // size(axis))
-            add("all-gather", axis, width)
-        elif cfg.is_2d or lay.residual_axis is None:
+    def all_reduce(axis, width, site):
+        """model.ccl.tt_all_reduce: 1D one all-reduce; 2D as all_reduce_kind says, in ccl_dtype at its sites."""
+        n = size(axis)
+        if n == 1:
+            return
+        if not cfg.is_2d:
             add("all-reduce", axis, width)
-        else:
-            add("reduce-scatter", axis, width // size(axis))
+            return
+        fmt = ccl_format(args, site)
+        per = bytes_per_value(fmt) if fmt else None
+        kind = all_reduce_kind(cfg, args.dim, site, mode)
+        if kind == "all_reduce":
+            add("all-reduce", axis, width, per)
+        elif kind == "composite":
+            add("reduce-scatter", axis, width // n, per)
+            add("all-gather", axis, width, per)
+        else:  # all-gather on a new leading dim, then a local sum
+            add("all-gather", axis, n * width, per)
 
-    qkv_local = (lay.n_local_heads + 2 * lay.n_local_kv_heads) * args.head_dim
+    def row_parallel(site):
+        axis = lay.heads_axis
+        if cfg.is_2d:
+            all_reduce(axis, args.dim // size(lay.dim_axis), site)
+        elif lay.residual_axis is None:
+            all_reduce(axis, args.dim, site)
+        else:
+            add("reduce-scatter", axis, args.dim // size(axis))
+
+    heads = lay.n_local_heads * args.head_dim
     norm()
-    add("all-reduce", lay.dim_axis, qkv_local)
-    row_parallel()
+    all_reduce(lay.dim_axis, (lay.n_local_heads + 2 * lay.n_local_kv_heads) * args.head_dim, "qkv")
+    if mode == "decode" and lay.user_groups(tokens) > 1:
+        add("all-gather", 1, heads)  # each column's users, gathered before wo
+    if lay.wo_gathered:
+        add("all-gather", lay.heads_axis, lay.n_shards * heads)  # all_gather_matmul: wo column-parallel, no reduction
+    else:
+        row_parallel("wo")
     norm()
-    add("all-reduce", lay.dim_axis, lay.hidden_local)
-    add("all-reduce", lay.dim_axis, lay.hidden_local)
-    row_parallel()
+    if scatter_ff1_ff3(args, mode):
+        cols = size(lay.dim_axis)
+        add("reduce-scatter", lay.dim_axis, lay.hidden_local // cols)
+        add("reduce-scatter", lay.dim_axis, lay.hidden_local // cols)
+        add("all-gather", lay.dim_axis, lay.hidden_local)
+    else:
+        all_reduce(lay.dim_axis, lay.hidden_local, "ff1_ff3")
+        all_reduce(lay.dim_axis, lay.hidden_local, "ff1_ff3")
+    row_parallel("ff2")
     return out
 
 
@@ -157,12 +214,15 @@ def comm_report(args: ModelArgs, mesh_device: MeshDevice, mode: str, *, batch: i
         }
 
     layers = [{"layer": i, **summary(by_layer.get(i, []))} for i in range(args.n_layers)]
-    cfg = args.model_config
+    cfg, lay = args.model_config, args.layout
     return {
         "mesh": f"{mesh_device.shape[0]}x{mesh_device.shape[1]}",
         "mode": mode,
         "tokens_per_step": tokens,
         "ccl": cfg.ccl,
+        "ccl_format": ccl_format(args, "qkv"),  # the format the 2D reductions in ccl_dtype carry (None: as computed)
+        "wo": "all-gather + column-parallel" if lay.wo_gathered else "row-parallel",
+        "user_groups": lay.user_groups(tokens) if mode == "decode" else 1,
         "norm": "distributed" if uses_distributed_norm(args, mode) else "replicated",
         "topology": cfg.topology,
         "layers": layers,
@@ -176,7 +236,8 @@ def format_report(rep: dict) -> str:
     a = rep["analytic_per_layer"]
     lines = [
         f"mesh {rep['mesh']}, {rep['mode']}, {rep['tokens_per_step']} token(s) per step, ccl={rep['ccl']}, "
-        f"norm={rep['norm']}, topology={rep['topology']}",
+        f"norm={rep['norm']}, topology={rep['topology']}, wo {rep['wo']}, {rep['user_groups']} user group(s)"
+        + (f", CCL payloads in {rep['ccl_format']}" if rep["ccl_format"] else ""),
         f"{'layer':>7}  {'collectives (compiled HLO)':<52}{'bytes/token':>12}{'analytic':>12}",
     ]
     fmt_ops = lambda ops: ", ".join(f"{n} {k}" for k, n in sorted(ops.items())) or "none"  # noqa: E731

@@ -19,6 +19,9 @@ OPS = {
 }
 
 
+SDPA_OPS = (OpGroup.SDPA_DECODE, OpGroup.SDPA_PREFILL)
+
+
 def op_table(opt: ModelOptimizations, galaxy: bool = False) -> list[dict]:
     """One row per op group (and the SiLU * w3 product, Q into prefill SDPA): weight dtype, output format ("-": the
     activation dtype), fidelity setting and its kernel config."""
@@ -31,7 +34,10 @@ def op_table(opt: ModelOptimizations, galaxy: bool = False) -> list[dict]:
         if setting is not None:
             cfg = kernel_config(setting)
             row |= {"math_fidelity": cfg.math_fidelity.name, "fp32_dest_acc_en": cfg.fp32_dest_acc_en,
-                    "packer_l1_acc": cfg.packer_l1_acc, "math_approx_mode": cfg.math_approx_mode}
+                    "packer_l1_acc": cfg.packer_l1_acc, "math_approx_mode": cfg.math_approx_mode,
+                    # the matmuls compute what the matrix engine does; SDPA's settings are recorded, and ttjax's
+                    # flash attention computes in float32 (its intermediate formats and SFPU exp are not emulated)
+                    "emulated": op not in SDPA_OPS}
         rows.append(row)
     for site, what in ((OutputSite.MLP_MUL, "MLP silu(w1) * w3"), (OutputSite.Q_PREFILL, "Q into SDPA_PREFILL")):
         rows.append({"op": what, "weight": "-", "output": getattr(opt.output_setting(site, galaxy), "value", act), "setting": "-"})
@@ -40,8 +46,11 @@ def op_table(opt: ModelOptimizations, galaxy: bool = False) -> list[dict]:
 
 def format_table(model_name: str, mode: str, rows: list[dict], galaxy: bool) -> str:
     head = f"{model_name}, {mode}{' (Galaxy)' if galaxy else ''}: per-op precision as tt_transformers' model_config sets it"
-    cols = ("op", "weight", "output", "setting", "math_fidelity", "fp32_dest_acc_en", "packer_l1_acc", "math_approx_mode")
+    cols = ("op", "weight", "output", "setting", "math_fidelity", "fp32_dest_acc_en", "packer_l1_acc", "math_approx_mode",
+            "emulated")
     width = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
     lines = [head, "  ".join(c.ljust(width[c]) for c in cols)]
-    lines += ["  ".join(str(r.get(c, "")).ljust(width[c]) for c in cols) for r in rows]
+    lines += ["  ".join(str(r.get(c, "")).ljust(width[c]) for c in cols).rstrip() for r in rows]
+    if any(r.get("emulated") is False for r in rows):
+        lines.append("emulated False: the setting is tt_transformers'; ttjax's SDPA computes in float32 (not emulated)")
     return "\n".join(lines)

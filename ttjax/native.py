@@ -1,0 +1,89 @@
+"""ttjax's native CPU kernels, reached through JAX's extension point (jax.ffi custom calls).
+
+`make setup` builds them (ttjax.native.build()): g++ compiles ttjax/csrc/*.cc against the XLA FFI headers
+that jaxlib ships, into ttjax/_native.so, with the vector ISA chosen at run time (AVX-512, AVX2 or portable
+code, by GCC's target_clones). Where the library is missing or does not load, or TTJAX_NATIVE=0 is set,
+`available()` is False and callers use their pure-JAX path, which is the reference the kernels are tested
+against.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SOURCES = sorted((Path(__file__).parent / "csrc").glob("*.cc"))
+LIBRARY = Path(__file__).with_name("_native.so")
+TENSIX_MATMUL = "ttjax_tensix_matmul"
+TENSIX_MATMUL_BFP = "ttjax_tensix_matmul_block_float"
+
+
+def build(verbose: bool = True) -> bool:
+    """Compile the kernels; False (with the compiler's message) where they cannot be built."""
+    cmd = [
+        os.environ.get("CXX", "g++"), "-O3", "-std=c++17", "-shared", "-fPIC",
+        "-ffp-contract=off", "-fno-fast-math", f"-I{jax.ffi.include_dir()}", *map(str, SOURCES), "-o", str(LIBRARY),
+    ]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        if verbose:
+            print(f"ttjax: native kernels not built, the pure-JAX path will be used ({getattr(e, 'stderr', '') or e})",
+                  file=sys.stderr)
+        return False
+    if verbose:
+        print(f"ttjax: built {LIBRARY.name}")
+    return True
+
+
+@functools.cache
+def _load() -> bool:
+    if os.environ.get("TTJAX_NATIVE", "1") == "0" or not LIBRARY.exists():
+        return False
+    try:
+        lib = ctypes.cdll.LoadLibrary(str(LIBRARY))
+        jax.ffi.register_ffi_target(TENSIX_MATMUL, jax.ffi.pycapsule(lib.TtjaxTensixMatmul), platform="cpu")
+        jax.ffi.register_ffi_target(TENSIX_MATMUL_BFP, jax.ffi.pycapsule(lib.TtjaxTensixMatmulBlockFloat), platform="cpu")
+    except (OSError, AttributeError) as e:
+        print(f"ttjax: {LIBRARY.name} did not load ({e}); the pure-JAX path will be used", file=sys.stderr)
+        return False
+    return True
+
+
+def available() -> bool:
+    """The native kernels are built, loaded and not switched off (TTJAX_NATIVE=0)."""
+    return _load()
+
+
+def tensix_matmul(x: jax.Array, w, phases: int, fp32_dest: bool, tf32: bool = False) -> jax.Array:
+    """The matrix engine's Dst for x [R, K] @ w (see ttjax.matrix_engine); call only when available().
+
+    x: unpacked float32 operands, K a multiple of 32. w as stored: float32 or bfloat16 [K' <= K, N] (float32 read
+    as TF32 when tf32, else BF16), or a 2-D ttjax.BlockFloatTensor whose padded rows are K; it is decoded and
+    unpacked inside the kernel."""
+    from ttjax.blockfloat import BlockFloatTensor
+
+    if isinstance(w, BlockFloatTensor):
+        n = w.shape[-1]
+        out = jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32)
+        exps = jax.lax.bitcast_convert_type(w.exps, jnp.uint8)
+        return jax.ffi.ffi_call(TENSIX_MATMUL_BFP, out)(
+            x.astype(jnp.float32), w.codes, exps, phases=np.int64(phases), fp32_dest=bool(fp32_dest),
+            mantissa_bits=np.int64(w.fmt.mantissa_bits),
+        )
+    if w.dtype == jnp.bfloat16:
+        w = jax.lax.bitcast_convert_type(w, jnp.uint16)
+    elif w.dtype != jnp.float32:
+        w = w.astype(jnp.float32)
+    out = jax.ShapeDtypeStruct((x.shape[0], w.shape[1]), jnp.float32)
+    return jax.ffi.ffi_call(TENSIX_MATMUL, out)(
+        x.astype(jnp.float32), w, phases=np.int64(phases), fp32_dest=bool(fp32_dest), tf32=bool(tf32)
+    )
