@@ -23,7 +23,8 @@ demo: setup
 	$(PY) demos/demo.py
 
 test: setup
-	$(PY) -m pytest -q
+	# Two workers, a test file each at a time: compiles are mostly single-threaded, so the second core would idle.
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache
