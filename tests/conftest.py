@@ -18,6 +18,7 @@ def with_host_devices(xla_flags: str, n: int) -> str:
 # Must be set before jax is imported anywhere.
 os.environ["XLA_FLAGS"] = with_host_devices(os.environ.get("XLA_FLAGS", ""), HOST_DEVICES)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TTJAX_COMPILE_CACHE", "0")  # in-process `ttjax` calls keep nothing in the user's cache folder
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import pytest  # noqa: E402

@@ -59,3 +59,24 @@ def test_empty_prompt_and_zero_tokens(generator):
         generator.prefill_forward_text([], generator.allocate_kv_cache())
     with pytest.raises(SequenceLengthError, match="max_new_tokens = 0; it must be an integer of at least 1"):
         generate(generator, [5], 0)
+
+
+def test_a_second_run_compiles_nothing(tmp_path):
+    """JAX's persistent compilation cache: the first `ttjax generate` stores every program it compiles, a second one
+    with the same model and shapes loads them all (no new entry appears); --no-compile-cache keeps nothing."""
+    import os
+
+    cache, off = tmp_path / "xla", tmp_path / "off"
+    env = {k: v for k, v in os.environ.items() if k != "TTJAX_COMPILE_CACHE"} | {"TTJAX_CACHE_DIR": str(off)}
+    cmd = [sys.executable, "-m", "model.tools.cli", "generate", "--prompt", "The capital of France is", "--max-new-tokens", "4", "--json"]
+
+    def run(*extra):
+        done = subprocess.run([*cmd, *extra], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return sorted((p.name, p.stat().st_mtime_ns) for p in cache.iterdir()) if cache.exists() else []
+
+    first = run("--compile-cache", str(cache))
+    assert first, "the first run stored no compiled program"
+    assert run("--compile-cache", str(cache)) == first  # every program came from the cache: none new, none rewritten
+    run("--no-compile-cache")
+    assert not off.exists() or not any(off.iterdir())  # TTJAX_CACHE_DIR, the default folder, stayed empty

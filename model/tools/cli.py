@@ -228,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--galaxy", action="store_true", help="the formats a Galaxy (TG, 8x4) writes")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=run_precision)
+    for p in sub.choices.values():  # every subcommand: JAX's persistent compilation cache (model.tools.compile_cache)
+        p.add_argument("--compile-cache", default=None, metavar="DIR",
+                       help="folder of compiled programs (default: $TTJAX_CACHE_DIR or ~/.cache/ttjax/xla)")
+        p.add_argument("--no-compile-cache", action="store_true", help="compile everything afresh, keep nothing")
     return parser
 
 
@@ -243,6 +247,10 @@ def report_errors(prog: str, command, *args, **kwargs) -> int:
 
 def main(argv=None) -> int:
     opts = build_parser().parse_args(argv)
+    if not opts.no_compile_cache:
+        from model.tools.compile_cache import enable
+
+        enable(opts.compile_cache)
     return report_errors("ttjax", opts.func, opts)
 
 
