@@ -182,3 +182,12 @@ def test_native_kernel_reads_weights_as_stored(weight_format):
         for weight in (stored, lead) if lead is not None else (stored,):
             ours = np.asarray(jax.jit(lambda x, w: tensix_matmul_stored(x, w, config))(x, weight))
             np.testing.assert_array_equal(ours.view(np.uint32), ref.view(np.uint32), err_msg=f"{fidelity.name}")
+
+
+def test_mismatched_k_is_refused():
+    """A weight with fewer rows than x has columns is an error, not a product padded with zeros."""
+    config = WormholeComputeKernelConfig(MathFidelity.HiFi2)
+    x = np.ones((2, 64), np.float32)
+    for w in (jax.numpy.ones((40, 32), jax.numpy.bfloat16), ttjax.as_tensor(np.ones((40, 32), np.float32), ttjax.bfloat8_b)):
+        with pytest.raises(ttjax.TTJaxError, match="x has K = 64 but the weight .* has 40 rows"):
+            ttjax.linear(x, w, compute_kernel_config=config)

@@ -172,6 +172,9 @@ def tensix_matmul_stored(x, weight, config: WormholeComputeKernelConfig, *, weig
     from ttjax.blockfloat import BlockFloatTensor
 
     block = isinstance(weight, BlockFloatTensor)
+    k = weight.shape[-2] if len(weight.shape) >= 2 else None
+    if k != x.shape[-1]:  # the kernel would read missing weight rows as zeros
+        raise TTJaxError(f"matmul: x has K = {x.shape[-1]} but the weight {tuple(weight.shape)} has {k} rows; they must be equal.")
     if weight_is_float32 is None:
         weight_is_float32 = not block and weight.dtype == jnp.float32
     if block and weight.codes.ndim > 2 and all(d == 1 for d in weight.codes.shape[:-2]):  # a mesh's leading dims
