@@ -19,16 +19,24 @@ from ttjax.blockfloat import quantize
 from ttjax.matrix_engine import round_away, tensix_matmul, tensix_matmul_stored
 
 FIDELITIES = [MathFidelity.LoFi, MathFidelity.HiFi2, MathFidelity.HiFi3, MathFidelity.HiFi4]
-# Rows 3 and 7 take the pure-JAX grouped schedule, 32 and 19 the per-tile one; the native kernel's blocks are 8 rows
-# x 64 columns, so 19 x 70 has partial blocks on both sides.
-SHAPES = [(3, 40, 24), (32, 64, 32), (7, 96, 50), (19, 72, 70)]
-PATHS = ["jax", "native"]
+# Rows 3 and 7 take the pure-JAX grouped schedule, 32 and 19 the per-tile one; the native kernels take one row as a
+# GEMV over wide strips (1 x 200: partial vectors and a tile of padding rows) and more rows in 64-column strips, so
+# 19 x 70 has partial strips on both sides.
+SHAPES = [(3, 40, 24), (32, 64, 32), (7, 96, 50), (19, 72, 70), (1, 96, 200), (1, 40, 24)]
+ISA_LEVELS = ["portable", "avx2", "avx512"]
+PATHS = ["jax"] + [f"native-{isa}" for isa in ISA_LEVELS]
 
 
 def native_path(path):
-    if path == "native" and not ttjax.native.available():
+    """(native, isa) for a path name; fails where the kernels are not built, skips an ISA level this CPU lacks."""
+    if path == "jax":
+        return False, "auto"
+    if not ttjax.native.available():
         pytest.fail("the native kernels are not built: run `make setup` (ttjax.native.build() prints the compiler's error)")
-    return path == "native"
+    isa = path.removeprefix("native-").removeprefix("native")
+    if isa and isa not in ttjax.native.isa_levels():
+        pytest.skip(f"this CPU cannot run the {isa} kernels")
+    return True, isa or "auto"
 
 
 def operands(shape, weight_format, seed):
@@ -45,16 +53,17 @@ def operands(shape, weight_format, seed):
     return x, np.asarray(ttjax.typecast(w, getattr(ttjax, weight_format)))
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("weight_format", ["bfloat16", "bfloat8_b", "bfloat4_b", "float32"])
 @pytest.mark.parametrize("fp32_dest_acc_en", [False, True], ids=["bf16-dst", "fp32-dst"])
 @pytest.mark.parametrize("fidelity", FIDELITIES, ids=lambda f: f.name)
-def test_jitted_path_equals_the_reference_bit_for_bit(fidelity, fp32_dest_acc_en, weight_format):
-    """Both the pure-JAX schedules and the native kernel (jax.ffi) equal the numpy reference."""
+def test_jitted_path_equals_the_reference_bit_for_bit(fidelity, fp32_dest_acc_en, weight_format, path):
+    """The pure-JAX schedules and the native kernels (jax.ffi) at every ISA level equal the numpy reference."""
     config = WormholeComputeKernelConfig(math_fidelity=fidelity, fp32_dest_acc_en=fp32_dest_acc_en)
     f32 = weight_format == "float32"
-    for path in PATHS:
-        native = native_path(path)
-        run = jax.jit(lambda x, w: tensix_matmul(x, w, config, weight_is_float32=f32, native=native))
+    native, isa = native_path(path)
+    if True:
+        run = jax.jit(lambda x, w: tensix_matmul(x, w, config, weight_is_float32=f32, native=native, isa=isa))
         for i, shape in enumerate(SHAPES):
             x, w = operands(shape, weight_format, seed=i)
             ours = np.asarray(run(x, w))
@@ -162,13 +171,16 @@ def operands_like(w, weight_format):
     return np.asarray(ttjax.typecast(w, getattr(ttjax, weight_format)))
 
 
+@pytest.mark.parametrize("isa", ISA_LEVELS)
 @pytest.mark.parametrize("weight_format", ["bfloat16", "bfloat8_b", "bfloat4_b", "float32"])
-def test_native_kernel_reads_weights_as_stored(weight_format):
-    """The native kernel decodes bfloat16 and block-float storage (codes and exponents, tile-padded) itself; the
-    result equals the reference on the decoded values, for K and N not multiples of 32 and a mesh's leading dim."""
-    native_path("native")
+def test_native_kernel_reads_weights_as_stored(weight_format, isa):
+    """The native kernels decode bfloat16 and block-float storage (codes and exponents, tile-padded) themselves; the
+    result equals the reference on the decoded values, for K and N not multiples of 32, a mesh's leading dim, one
+    row (the GEMV) and several."""
+    native_path(f"native-{isa}")
     x, w = operands((5, 72, 70), weight_format, seed=11)
     w[2, :16] = np.float32(1e-38) * np.arange(16)  # a block whose shared exponent sits near the bottom of the range
+    w[40, 16:32] = np.float32(2.0**127) * np.linspace(-1, 1, 16)  # one near the top of it
     w = np.asarray(operands_like(w, weight_format))
     if weight_format in ("bfloat8_b", "bfloat4_b"):
         stored = ttjax.as_tensor(w, getattr(ttjax, weight_format))
@@ -180,8 +192,33 @@ def test_native_kernel_reads_weights_as_stored(weight_format):
         config = WormholeComputeKernelConfig(fidelity, fp32_dest_acc_en=fp32)
         ref = matmul_reference(x, w, fidelity.name, fp32, weight_is_float32=weight_format == "float32")
         for weight in (stored, lead) if lead is not None else (stored,):
-            ours = np.asarray(jax.jit(lambda x, w: tensix_matmul_stored(x, w, config))(x, weight))
-            np.testing.assert_array_equal(ours.view(np.uint32), ref.view(np.uint32), err_msg=f"{fidelity.name}")
+            run = jax.jit(lambda x, w: tensix_matmul_stored(x, w, config, isa=isa))
+            for rows in (slice(None), slice(2, 3)):
+                ours = np.asarray(run(x[rows], weight))
+                np.testing.assert_array_equal(ours.view(np.uint32), ref[rows].view(np.uint32), err_msg=f"{fidelity.name}")
+
+
+@pytest.mark.parametrize("isa", ISA_LEVELS)
+@pytest.mark.parametrize("weight_format", ["bfloat16", "bfloat8_b", "bfloat4_b"])
+def test_exact_kernel_equals_float_math(weight_format, isa):
+    """Without a compute-kernel config (or with --fidelity off) a compact weight is read as stored by the native
+    kernel and multiplied in float32: equal to XLA's dot on the decoded values up to float32 summation order, for
+    one row and many, shapes that are not whole tiles, and blocks at both ends of the exponent range."""
+    native_path(f"native-{isa}")
+    from ttjax.linear import exact_matmul
+
+    for i, (m, k, n) in enumerate([(1, 576, 200), (1, 40, 24), (3, 72, 70), (33, 96, 130), (1, 1536, 65)]):
+        x, w = operands((m, k, n), weight_format, seed=20 + i)
+        w[min(2, k - 1), :16] = np.float32(1e-38) * np.arange(16)
+        w = np.asarray(operands_like(w, weight_format))
+        stored = (ttjax.as_tensor(w, getattr(ttjax, weight_format)) if weight_format != "bfloat16"
+                  else jax.numpy.asarray(w, jax.numpy.bfloat16))
+        ours = np.asarray(jax.jit(lambda x, w: exact_matmul(x, w, isa=isa))(x, stored))
+        xla = np.asarray(jax.jit(lambda x, w: exact_matmul(x, w, native=False))(x, stored))
+        scale = np.abs(x).astype(np.float64) @ np.abs(w).astype(np.float64)
+        assert ours.shape == xla.shape == (m, n)
+        assert np.all(np.abs(ours - xla) <= k * 2.0**-23 * scale + 1e-30), (m, k, n)
+        assert np.all(np.abs(ours - x.astype(np.float64) @ w.astype(np.float64)) <= k * 2.0**-24 * scale + 1e-30)
 
 
 def test_mismatched_k_is_refused():

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 
 from ttjax.blockfloat import BlockFloatTensor, block_format
-from ttjax.matrix_engine import WormholeComputeKernelConfig, pack, tensix_matmul_stored
+from ttjax.matrix_engine import TILE, WormholeComputeKernelConfig, check_depth, pack, stored_matrix, tensix_matmul_stored
+from ttjax.native import available as native_available, tensix_matmul as native_tensix_matmul
 
 
 def matmul(x: jax.Array, weight, *, compute_kernel_config: WormholeComputeKernelConfig | None = None, dtype=None) -> jax.Array:
@@ -18,11 +19,11 @@ def matmul(x: jax.Array, weight, *, compute_kernel_config: WormholeComputeKernel
     ttjax.bfloat8_b / bfloat4_b (values rounded to it, held in x's dtype); default x's dtype.
 
     A block-float weight is decoded inside the program, so it stays compact at rest; its values fit bfloat16
-    and float32 exactly."""
+    and float32 exactly. Where ttjax's native kernels run, bfloat16 and block-float weights are read as stored by
+    them (XLA:CPU would write out a decoded copy and run a slow bfloat16 dot)."""
     out_dtype = x.dtype if dtype is None or block_format(dtype) is not None else jnp.dtype(dtype)
     if compute_kernel_config is None:
-        w = weight.decode(x.dtype) if isinstance(weight, BlockFloatTensor) else weight.astype(x.dtype)
-        out = jnp.matmul(x, w, preferred_element_type=jnp.float32)
+        out = exact_matmul(x, weight)
         if block_format(dtype) is not None:
             return pack(out, dtype, True).astype(out_dtype)
         return out.astype(out_dtype)
@@ -30,6 +31,24 @@ def matmul(x: jax.Array, weight, *, compute_kernel_config: WormholeComputeKernel
     dst = tensix_matmul_stored(rows, weight, compute_kernel_config)
     out = pack(dst, dtype if dtype is not None else x.dtype, compute_kernel_config.fp32_dest_acc_en)
     return out.reshape(*x.shape[:-1], dst.shape[-1]).astype(out_dtype)
+
+
+def exact_matmul(x: jax.Array, weight, *, native: bool = True, isa: str = "auto") -> jax.Array:
+    """x [..., K] @ weight [K, N] in exact float math, float32 out: the product of x's values (in x's dtype) and
+    the weight's stored values, summed in float32. native: through ttjax's kernel where it is built and the weight
+    is stored compactly (bfloat16 or a block float; float32 weights go to XLA's dot, as fast at memory speed)."""
+    compact = isinstance(weight, BlockFloatTensor) or weight.dtype == jnp.bfloat16
+    if native and compact and native_available():
+        check_depth(x, weight)
+        weight = stored_matrix(weight)
+        if (weight.codes.ndim if isinstance(weight, BlockFloatTensor) else weight.ndim) == 2:
+            k = x.shape[-1]
+            depth = weight.codes.shape[-2] if isinstance(weight, BlockFloatTensor) else k + (-k % TILE)
+            rows = jnp.pad(x.reshape(-1, k).astype(jnp.float32), ((0, 0), (0, depth - k)))
+            out = native_tensix_matmul(rows, weight, 1, True, exact=True, isa=isa)
+            return out.reshape(*x.shape[:-1], out.shape[-1])
+    w = weight.decode(x.dtype) if isinstance(weight, BlockFloatTensor) else weight.astype(x.dtype)
+    return jnp.matmul(x, w, preferred_element_type=jnp.float32)
 
 
 def linear(x: jax.Array, weight, *, compute_kernel_config: WormholeComputeKernelConfig | None = None, dtype=None) -> jax.Array:

@@ -140,14 +140,15 @@ def src_b_bits(x, phase: int):
     return x - _mask(x, 0xFFFE1FFF)
 
 
-def tensix_matmul(x, w, config: WormholeComputeKernelConfig, *, weight_is_float32: bool = False, native: bool = True):
+def tensix_matmul(x, w, config: WormholeComputeKernelConfig, *, weight_is_float32: bool = False, native: bool = True,
+                  isa: str = "auto"):
     """x [R, K] @ w [K, N] -> Dst as float32 values [R, N] (FP32, or BF16 values), per the model above.
 
     x and w are float32 arrays holding the operand values; weight_is_float32 says w came as float32 (then TF32
     with fp32_dest_acc_en), not bfloat16 or a block float. native: use the compiled kernel (ttjax.native) where
-    it is built; the pure-JAX schedules below are its reference."""
+    it is built (at ISA level `isa`, ttjax.native.ISA_LEVELS); the pure-JAX schedules below are its reference."""
     if native and native_available():
-        return tensix_matmul_stored(x, w.astype(jnp.float32), config, weight_is_float32=weight_is_float32)
+        return tensix_matmul_stored(x, w.astype(jnp.float32), config, weight_is_float32=weight_is_float32, isa=isa)
     r, k = x.shape
     n = w.shape[1]
     tf32 = config.fp32_dest_acc_en and weight_is_float32
@@ -165,21 +166,18 @@ def tensix_matmul(x, w, config: WormholeComputeKernelConfig, *, weight_is_float3
     return _accumulate_by_tile(x, w, phases, tiles, dst_write)
 
 
-def tensix_matmul_stored(x, weight, config: WormholeComputeKernelConfig, *, weight_is_float32: bool | None = None):
+def tensix_matmul_stored(x, weight, config: WormholeComputeKernelConfig, *, weight_is_float32: bool | None = None,
+                         isa: str = "auto"):
     """tensix_matmul against a weight as it is stored: a float32 or bfloat16 array [K, N], or a 2-D
     ttjax.BlockFloatTensor. With the native kernels the weight is decoded inside the kernel, a row at a time, and
     never written out decoded; without them it is decoded here and the pure-JAX path runs."""
     from ttjax.blockfloat import BlockFloatTensor
 
     block = isinstance(weight, BlockFloatTensor)
-    k = weight.shape[-2] if len(weight.shape) >= 2 else None
-    if k != x.shape[-1]:  # the kernel would read missing weight rows as zeros
-        raise TTJaxError(f"matmul: x has K = {x.shape[-1]} but the weight {tuple(weight.shape)} has {k} rows; they must be equal.")
+    check_depth(x, weight)
     if weight_is_float32 is None:
         weight_is_float32 = not block and weight.dtype == jnp.float32
-    if block and weight.codes.ndim > 2 and all(d == 1 for d in weight.codes.shape[:-2]):  # a mesh's leading dims
-        weight = BlockFloatTensor(weight.codes.reshape(weight.codes.shape[-2:]), weight.exps.reshape(weight.exps.shape[-2:]),
-                                  weight.shape[-2:], weight.fmt)
+    weight = stored_matrix(weight)
     if not native_available() or (block and weight.codes.ndim != 2):
         values = weight.decode(jnp.float32) if block else weight
         return tensix_matmul(x, values, config, weight_is_float32=weight_is_float32, native=False)
@@ -187,7 +185,24 @@ def tensix_matmul_stored(x, weight, config: WormholeComputeKernelConfig, *, weig
     x = unpack(x.astype(jnp.float32), tf32)
     depth = weight.codes.shape[-2] if block else x.shape[1] + (-x.shape[1] % TILE)
     x = jnp.pad(x, ((0, 0), (0, depth - x.shape[1])))  # the weight's own padding rows (block floats) or zeros
-    return native_tensix_matmul(x, weight, len(config.math_fidelity.phases), config.fp32_dest_acc_en, tf32=tf32)
+    return native_tensix_matmul(x, weight, len(config.math_fidelity.phases), config.fp32_dest_acc_en, tf32=tf32, isa=isa)
+
+
+def check_depth(x, weight):
+    """x's K must be the weight's rows: a kernel would read missing rows as zeros."""
+    k = weight.shape[-2] if len(weight.shape) >= 2 else None
+    if k != x.shape[-1]:
+        raise TTJaxError(f"matmul: x has K = {x.shape[-1]} but the weight {tuple(weight.shape)} has {k} rows; they must be equal.")
+
+
+def stored_matrix(weight):
+    """A block-float weight with a mesh's leading dims of size 1 as one 2-D matrix, as the kernels read it."""
+    from ttjax.blockfloat import BlockFloatTensor
+
+    if isinstance(weight, BlockFloatTensor) and weight.codes.ndim > 2 and all(d == 1 for d in weight.codes.shape[:-2]):
+        return BlockFloatTensor(weight.codes.reshape(weight.codes.shape[-2:]), weight.exps.reshape(weight.exps.shape[-2:]),
+                                weight.shape[-2:], weight.fmt)
+    return weight
 
 
 # Two schedules of the same arithmetic (bit-identical): a few rows (batch-1 decode) compute every MVMUL's 16-deep sum

@@ -1,8 +1,9 @@
 """ttjax's native CPU kernels, reached through JAX's extension point (jax.ffi custom calls).
 
 `make setup` builds them (ttjax.native.build()): g++ compiles ttjax/csrc/*.cc against the XLA FFI headers
-that jaxlib ships, into ttjax/_native.so, with the vector ISA chosen at run time (AVX-512, AVX2 or portable
-code, by GCC's target_clones). Where the library is missing or does not load, or TTJAX_NATIVE=0 is set,
+that jaxlib ships, into ttjax/_native.so. The vector ISA is chosen at run time from what the CPU has: AVX-512
+kernels written with intrinsics (weights decoded in registers), else the portable C++ compiled for AVX2 + FMA,
+else for the baseline; `isa=` picks a level explicitly (the tests run every level the machine can). Where the library is missing or does not load, or TTJAX_NATIVE=0 is set,
 `available()` is False and callers use their pure-JAX path, which is the reference the kernels are tested
 against.
 """
@@ -24,6 +25,7 @@ SOURCES = sorted((Path(__file__).parent / "csrc").glob("*.cc"))
 LIBRARY = Path(__file__).with_name("_native.so")
 TENSIX_MATMUL = "ttjax_tensix_matmul"
 TENSIX_MATMUL_BFP = "ttjax_tensix_matmul_block_float"
+ISA_LEVELS = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3}
 
 
 def build(verbose: bool = True) -> bool:
@@ -45,45 +47,52 @@ def build(verbose: bool = True) -> bool:
 
 
 @functools.cache
-def _load() -> bool:
+def _load():
     if os.environ.get("TTJAX_NATIVE", "1") == "0" or not LIBRARY.exists():
-        return False
+        return None
     try:
         lib = ctypes.cdll.LoadLibrary(str(LIBRARY))
         jax.ffi.register_ffi_target(TENSIX_MATMUL, jax.ffi.pycapsule(lib.TtjaxTensixMatmul), platform="cpu")
         jax.ffi.register_ffi_target(TENSIX_MATMUL_BFP, jax.ffi.pycapsule(lib.TtjaxTensixMatmulBlockFloat), platform="cpu")
+        lib.TtjaxIsaLevels.restype = ctypes.c_int64
     except (OSError, AttributeError) as e:
         print(f"ttjax: {LIBRARY.name} did not load ({e}); the pure-JAX path will be used", file=sys.stderr)
-        return False
-    return True
+        return None
+    return lib
 
 
 def available() -> bool:
     """The native kernels are built, loaded and not switched off (TTJAX_NATIVE=0)."""
-    return _load()
+    return _load() is not None
 
 
-def tensix_matmul(x: jax.Array, w, phases: int, fp32_dest: bool, tf32: bool = False) -> jax.Array:
+def isa_levels() -> list[str]:
+    """The vector ISA levels the kernels can run at on this CPU, lowest first (empty without the kernels)."""
+    lib = _load()
+    if lib is None:
+        return []
+    bits = lib.TtjaxIsaLevels()
+    return [name for name, level in ISA_LEVELS.items() if level and bits >> level & 1]
+
+
+def tensix_matmul(x: jax.Array, w, phases: int, fp32_dest: bool, tf32: bool = False, exact: bool = False,
+                  isa: str = "auto") -> jax.Array:
     """The matrix engine's Dst for x [R, K] @ w (see ttjax.matrix_engine); call only when available().
 
     x: unpacked float32 operands, K a multiple of 32. w as stored: float32 or bfloat16 [K' <= K, N] (float32 read
     as TF32 when tf32, else BF16), or a 2-D ttjax.BlockFloatTensor whose padded rows are K; it is decoded and
-    unpacked inside the kernel."""
+    unpacked inside the kernel. exact: float32 math on x and the stored values as they are (no phases, no Dst
+    rounding; the order of the sum is the kernel's). isa: one of ISA_LEVELS."""
+    modes = dict(phases=np.int64(phases), fp32_dest=bool(fp32_dest), exact=bool(exact), isa=np.int64(ISA_LEVELS[isa]))
     from ttjax.blockfloat import BlockFloatTensor
 
     if isinstance(w, BlockFloatTensor):
         n = w.shape[-1]
         out = jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32)
-        exps = jax.lax.bitcast_convert_type(w.exps, jnp.uint8)
         return jax.ffi.ffi_call(TENSIX_MATMUL_BFP, out)(
-            x.astype(jnp.float32), w.codes, exps, phases=np.int64(phases), fp32_dest=bool(fp32_dest),
-            mantissa_bits=np.int64(w.fmt.mantissa_bits),
+            x.astype(jnp.float32), w.codes, w.exps, mantissa_bits=np.int64(w.fmt.mantissa_bits), **modes
         )
-    if w.dtype == jnp.bfloat16:
-        w = jax.lax.bitcast_convert_type(w, jnp.uint16)
-    elif w.dtype != jnp.float32:
+    if w.dtype not in (jnp.bfloat16, jnp.float32):
         w = w.astype(jnp.float32)
     out = jax.ShapeDtypeStruct((x.shape[0], w.shape[1]), jnp.float32)
-    return jax.ffi.ffi_call(TENSIX_MATMUL, out)(
-        x.astype(jnp.float32), w, phases=np.int64(phases), fp32_dest=bool(fp32_dest), tf32=bool(tf32)
-    )
+    return jax.ffi.ffi_call(TENSIX_MATMUL, out)(x.astype(jnp.float32), w, tf32=bool(tf32), **modes)

@@ -17,30 +17,17 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <vector>
 
+#include "tensix_matmul.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
+namespace ttjax {
 namespace {
-
-constexpr int64_t kTile = 32;
-constexpr int64_t kFace = 16;
-constexpr int64_t kCols = 64;  // columns per block of work
-
-inline uint32_t Bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-
-inline float Float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 
 // SrcA (weights): the implicit 1 and top 4 mantissa bits in even phases, the next 5 in odd ones (ELWMUL.md).
 inline float SrcA(float w, int phase) {
@@ -62,58 +49,6 @@ inline float DstBF16(float v) {
   return Float(r);
 }
 
-// How the weights are stored: float32 or bfloat16 values, or tt-metal's block floats (codes and one shared
-// exponent per 16 values of a row, as ttjax.BlockFloatTensor keeps them).
-enum WeightFormat : int64_t { kF32 = 0, kBF16 = 1, kBFP8 = 2, kBFP4 = 3 };
-
-struct Problem {
-  const float* x;
-  const void* w;
-  const uint8_t* exps;  // block floats: [w_rows, w_stride_cols / 16]
-  float* out;
-  int64_t rows, depth, cols;  // R, K (a multiple of 32), N
-  int64_t w_rows;             // rows of w actually stored (K before padding for float weights)
-  int64_t w_cols;             // columns of w's storage (values; bfloat4_b holds two a byte)
-  int phases;
-  bool fp32_dest;
-  bool tf32;  // float32 weights are read as TF32 (else BF16)
-  WeightFormat format;
-};
-
-inline float FlushDenormal(float v) {
-  uint32_t u = Bits(v);
-  return (u & 0x7F800000u) == 0 ? Float(u & 0x80000000u) : v;
-}
-
-// A block-float code as a float: q * 2^(shared - 127 - (W - 1)), built on q's bits as ttjax.blockfloat's
-// decode_blocks does, so that tiny values become 0 and exponent 255 reads as inf / NaN the same way. Branch-free,
-// so that the loops over a block's 16 values vectorize.
-inline float BlockValue(int32_t q, int32_t negative, int32_t adjust) {
-  const int32_t qbits = static_cast<int32_t>(Bits(static_cast<float>(q)));
-  const int32_t exp_field = ((qbits >> 23) & 0xFF) + adjust;
-  const uint32_t v = static_cast<uint32_t>(qbits + adjust * (1 << 23)) | (static_cast<uint32_t>(negative) << 31);
-  return (q == 0) | (exp_field < 1) ? 0.0f : Float(v);
-}
-
-// One block of 16 signed codes sharing exponent `shared`, with W magnitude bits, as floats. In the usual range
-// the value is code * 2^(shared - 127 - (W - 1)), an exact float product; near the ends of the exponent range
-// (results that flush to 0, exponent 255) BlockValue follows decode_blocks bit for bit.
-inline void BlockRow(const float* code, int32_t shared, int32_t w, float* out) {
-  const int32_t adjust = shared - 127 - (w - 1);
-  if (shared >= w && shared < 255 - 8) {
-    const float scale = Float(static_cast<uint32_t>(adjust + 127) << 23);
-    for (int64_t i = 0; i < kFace; ++i) out[i] = code[i] * scale;
-    return;
-  }
-  for (int64_t i = 0; i < kFace; ++i) {
-    const int32_t q = static_cast<int32_t>(code[i] < 0 ? -code[i] : code[i]);
-    out[i] = BlockValue(q, code[i] < 0, adjust);
-  }
-}
-
-// A bfloat4_b nibble (sign bit 3, magnitude bits 0-2) as a float; magnitude 0 is +0 whatever its sign.
-constexpr float kNibble[16] = {0, 1, 2, 3, 4, 5, 6, 7, 0, -1, -2, -3, -4, -5, -6, -7};
-
 // Row k of the weights, columns [c0, c0 + nc) and up to the next multiple of 16 within the storage, as the
 // unpacker writes them to SrcA.
 inline void WeightRow(const Problem& p, int64_t k, int64_t c0, int64_t nc, float* row) {
@@ -124,13 +59,16 @@ inline void WeightRow(const Problem& p, int64_t k, int64_t c0, int64_t nc, float
   switch (p.format) {
     case kF32: {
       const float* w = static_cast<const float*>(p.w) + k * p.w_cols + c0;
-      const uint32_t mask = p.tf32 ? 0xFFFFE000u : 0xFFFF0000u;
-      for (int64_t j = 0; j < nc; ++j) row[j] = FlushDenormal(Float(Bits(w[j]) & mask));
+      const uint32_t mask = p.exact ? 0xFFFFFFFFu : p.tf32 ? 0xFFFFE000u : 0xFFFF0000u;
+      for (int64_t j = 0; j < nc; ++j) row[j] = p.exact ? w[j] : FlushDenormal(Float(Bits(w[j]) & mask));
       break;
     }
     case kBF16: {
       const uint16_t* w = static_cast<const uint16_t*>(p.w) + k * p.w_cols + c0;
-      for (int64_t j = 0; j < nc; ++j) row[j] = FlushDenormal(Float(static_cast<uint32_t>(w[j]) << 16));
+      for (int64_t j = 0; j < nc; ++j) {
+        const float v = Float(static_cast<uint32_t>(w[j]) << 16);
+        row[j] = p.exact ? v : FlushDenormal(v);
+      }
       break;
     }
     case kBFP8: {
@@ -159,21 +97,34 @@ inline void WeightRow(const Problem& p, int64_t k, int64_t c0, int64_t nc, float
   }
 }
 
-// One column block, columns [c0, c0 + nc) with nc <= kCols, for every row: each weight tile is decoded and cut
-// into its phase bits once, then used by all rows; dst holds the block's Dst for all rows.
-__attribute__((target_clones("avx512f", "avx2", "default")))
-void Block(const Problem& p, int64_t c0, int64_t nc, float* dst, float* xb) {
+// One strip, columns [c0, c0 + nc) with nc <= kCols, for every row, in portable C++ that the compiler
+// vectorizes for the target it is built for: each weight tile is decoded and cut into its phase bits once, then
+// used by all rows. scratch: the strip's Dst for all rows, then one tile's SrcB bits.
+__attribute__((always_inline)) inline void StripBody(const Problem& p, int64_t c0, int64_t nc, float* scratch) {
+  float* dst = scratch;
+  float* xb = scratch + p.rows * kCols;
   float wa[4][kTile][kCols];
   float row[kCols];
   std::fill(dst, dst + p.rows * kCols, 0.0f);
+  const int parts = p.exact ? 1 : p.phases;
   for (int64_t t = 0; t < p.depth / kTile; ++t) {
     const int64_t k0 = t * kTile;
     for (int64_t k = 0; k < kTile; ++k) {
       WeightRow(p, k0 + k, c0, nc, row);
       for (int64_t j = nc; j < kCols; ++j) row[j] = 0.0f;
-      for (int ph = 0; ph < p.phases; ++ph) {
-        for (int64_t j = 0; j < kCols; ++j) wa[ph][k][j] = SrcA(row[j], ph);
+      for (int ph = 0; ph < parts; ++ph) {
+        for (int64_t j = 0; j < kCols; ++j) wa[ph][k][j] = p.exact ? row[j] : SrcA(row[j], ph);
       }
+    }
+    if (p.exact) {  // float32 math in k order
+      for (int64_t r = 0; r < p.rows; ++r) {
+        float* d = dst + r * kCols;
+        const float* xrow = p.x + r * p.depth + k0;
+        for (int64_t k = 0; k < kTile; ++k) {
+          for (int64_t j = 0; j < kCols; ++j) d[j] = d[j] + xrow[k] * wa[0][k][j];
+        }
+      }
+      continue;
     }
     for (int ph = 0; ph < p.phases; ++ph) {  // xb [phase][row][32]: this tile's SrcB bits
       for (int64_t r = 0; r < p.rows; ++r) {
@@ -206,27 +157,64 @@ void Block(const Problem& p, int64_t c0, int64_t nc, float* dst, float* xb) {
   for (int64_t r = 0; r < p.rows; ++r) std::memcpy(p.out + r * p.cols + c0, dst + r * kCols, nc * sizeof(float));
 }
 
-// Blocks are handed out through an atomic counter; the calling thread works too and then waits only for
-// blocks already taken, so a busy or absent pool delays the call but never deadlocks it.
+void StripPortable(const Problem& p, int64_t c0, int64_t nc, float* scratch) { StripBody(p, c0, nc, scratch); }
+
+__attribute__((target("avx2,fma"))) void StripAvx2(const Problem& p, int64_t c0, int64_t nc, float* scratch) {
+  StripBody(p, c0, nc, scratch);
+}
+
+bool HasAvx512() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+}
+
+bool HasAvx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+
+using StripFn = void (*)(const Problem&, int64_t, int64_t, float*);
+
+// The kernel for an ISA level, or nullptr where this CPU cannot run it.
+StripFn Kernel(int64_t isa) {
+  if (isa == kIsaAuto) isa = HasAvx512() ? kIsaAvx512 : HasAvx2() ? kIsaAvx2 : kIsaPortable;
+  if (isa == kIsaAvx512) return HasAvx512() ? StripAvx512 : nullptr;
+  if (isa == kIsaAvx2) return HasAvx2() ? StripAvx2 : nullptr;
+  return isa == kIsaPortable ? StripPortable : nullptr;
+}
+
+int64_t PortableScratchFloats(const Problem& p) { return p.rows * kCols + 4 * p.rows * kTile; }
+
+// Columns per unit of work. One row (the AVX-512 GEMV) takes wide strips, a few per thread, so that each reads
+// long contiguous runs of every weight row; more rows keep their Dst for a 64-column strip.
+int64_t StripWidth(const Problem& p, bool gemv_kernel, int64_t threads) {
+  if (!gemv_kernel || p.rows != 1) return kCols;
+  const int64_t per_unit = (p.cols + 4 * threads - 1) / (4 * threads);
+  return std::clamp<int64_t>((per_unit + kCols - 1) / kCols * kCols, kCols, kWideCols);
+}
+
+// Strips are handed out through an atomic counter; the calling thread works too and then waits only for
+// strips already taken, so a busy or absent pool delays the call but never deadlocks it.
 struct Work {
   const Problem* problem;
-  int64_t col_blocks;
+  StripFn strip;
+  int64_t scratch_floats;
+  int64_t width;  // columns per strip
+  int64_t strips;
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
   std::mutex mu;
   std::condition_variable finished;
 
   void Run() {
-    std::vector<float> dst, xb;  // per thread: the block's Dst for every row, and one tile's SrcB bits
-    for (int64_t i = next.fetch_add(1); i < col_blocks; i = next.fetch_add(1)) {
+    std::vector<float> scratch;  // per thread; the AVX-512 kernels want it 64-byte aligned
+    float* aligned = nullptr;
+    for (int64_t i = next.fetch_add(1); i < strips; i = next.fetch_add(1)) {
       const Problem& p = *problem;
-      if (dst.empty()) {
-        dst.resize(p.rows * kCols);
-        xb.resize(4 * p.rows * kTile);
+      if (aligned == nullptr) {
+        scratch.resize(scratch_floats + 16);
+        aligned = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) & ~uintptr_t{63});
       }
-      const int64_t c0 = i * kCols;
-      Block(p, c0, std::min(kCols, p.cols - c0), dst.data(), xb.data());
-      if (done.fetch_add(1) + 1 == col_blocks) {
+      const int64_t c0 = i * width;
+      strip(p, c0, std::min(width, p.cols - c0), aligned);
+      if (done.fetch_add(1) + 1 == strips) {
         std::lock_guard<std::mutex> lock(mu);
         finished.notify_all();
       }
@@ -234,12 +222,17 @@ struct Work {
   }
 };
 
-ffi::Error Run(ffi::ThreadPool& pool, Problem& p) {
+ffi::Error Run(ffi::ThreadPool& pool, Problem& p, int64_t isa) {
   if (p.rows == 0 || p.cols == 0) return ffi::Error::Success();
+  StripFn strip = Kernel(isa);
+  if (strip == nullptr) return ffi::Error::InvalidArgument("tensix_matmul: this CPU cannot run the requested ISA level");
   auto work = std::make_shared<Work>();
   work->problem = &p;
-  work->col_blocks = (p.cols + kCols - 1) / kCols;
-  const int64_t total = work->col_blocks;
+  work->strip = strip;
+  work->scratch_floats = strip == StripAvx512 ? ScratchFloats(p) : PortableScratchFloats(p);
+  work->width = StripWidth(p, strip == StripAvx512, pool.num_threads() + 1);
+  work->strips = (p.cols + work->width - 1) / work->width;
+  const int64_t total = work->strips;
   const int64_t helpers = std::min<int64_t>(pool.num_threads(), total - 1);
   for (int64_t i = 0; i < helpers; ++i) pool.Schedule([work] { work->Run(); });
   work->Run();
@@ -257,7 +250,7 @@ ffi::Error Check(const Problem& p, int64_t phases) {
 
 // Float weights: w [K, N] float32 (format 0) or bfloat16 (format 1, passed as its uint16 bits).
 ffi::Error FloatImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, ffi::ResultBuffer<ffi::F32> out,
-                     int64_t phases, bool fp32_dest, bool tf32) {
+                     int64_t phases, bool fp32_dest, bool tf32, bool exact, int64_t isa) {
   auto xd = x.dimensions();
   auto wd = w.dimensions();
   if (xd.size() != 2 || wd.size() != 2) return ffi::Error::InvalidArgument("tensix_matmul: 2-D x and w expected");
@@ -265,16 +258,16 @@ ffi::Error FloatImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuff
   if (format == kBF16 && w.element_type() != ffi::DataType::U16 && w.element_type() != ffi::DataType::BF16)
     return ffi::Error::InvalidArgument("tensix_matmul: w must be float32 or bfloat16");
   Problem p{x.typed_data(), w.untyped_data(), nullptr, out->typed_data(), xd[0], xd[1], wd[1], wd[0], wd[1],
-            static_cast<int>(phases), fp32_dest, tf32, format};
+            static_cast<int>(phases), fp32_dest, tf32, exact, format};
   if (auto e = Check(p, phases); e.failure()) return e;
-  return Run(pool, p);
+  return Run(pool, p, isa);
 }
 
 // Block-float weights: codes [Kp, Np] int8 (bfloat8_b) or [Kp, Np / 2] uint8 (bfloat4_b), exps [Kp, Np / 16];
 // the product has n columns (the logical width, n <= Np).
 ffi::Error BlockFloatImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer codes,
-                          ffi::Buffer<ffi::U8> exps, ffi::ResultBuffer<ffi::F32> out, int64_t phases, bool fp32_dest,
-                          int64_t mantissa_bits) {
+                          ffi::AnyBuffer exps, ffi::ResultBuffer<ffi::F32> out, int64_t phases, bool fp32_dest,
+                          int64_t mantissa_bits, bool exact, int64_t isa) {
   auto xd = x.dimensions();
   auto cd = codes.dimensions();
   auto ed = exps.dimensions();
@@ -285,15 +278,24 @@ ffi::Error BlockFloatImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::An
   const int64_t w_cols = format == kBFP8 ? cd[1] : 2 * cd[1];
   if (ed[0] != cd[0] || ed[1] * kFace != w_cols)
     return ffi::Error::InvalidArgument("tensix_matmul: exps must hold one exponent per 16 codes");
-  Problem p{x.typed_data(), codes.untyped_data(), exps.typed_data(), out->typed_data(), xd[0], xd[1], od[1],
-            cd[0], w_cols, static_cast<int>(phases), fp32_dest, false, format};
+  if (exps.element_type() != ffi::DataType::U8 && exps.element_type() != ffi::DataType::F8E8M0FNU)
+    return ffi::Error::InvalidArgument("tensix_matmul: exps must be uint8 or float8_e8m0fnu (the biased exponent)");
+  Problem p{x.typed_data(), codes.untyped_data(), static_cast<const uint8_t*>(exps.untyped_data()), out->typed_data(), xd[0], xd[1], od[1],
+            cd[0], w_cols, static_cast<int>(phases), fp32_dest, false, exact, format};
   if (auto e = Check(p, phases); e.failure()) return e;
-  return Run(pool, p);
+  return Run(pool, p, isa);
 }
 
 }  // namespace
+}  // namespace ttjax
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(TtjaxTensixMatmul, FloatImpl,
+// The ISA levels this CPU runs, as a bit set over ttjax::Isa (bit 1 portable, 2 AVX2, 3 AVX-512).
+extern "C" int64_t TtjaxIsaLevels() {
+  return (int64_t{1} << ttjax::kIsaPortable) | (ttjax::HasAvx2() ? int64_t{1} << ttjax::kIsaAvx2 : 0) |
+         (ttjax::HasAvx512() ? int64_t{1} << ttjax::kIsaAvx512 : 0);
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TtjaxTensixMatmul, ttjax::FloatImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -301,15 +303,19 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(TtjaxTensixMatmul, FloatImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("phases")
                                   .Attr<bool>("fp32_dest")
-                                  .Attr<bool>("tf32"));
+                                  .Attr<bool>("tf32")
+                                  .Attr<bool>("exact")
+                                  .Attr<int64_t>("isa"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(TtjaxTensixMatmulBlockFloat, BlockFloatImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(TtjaxTensixMatmulBlockFloat, ttjax::BlockFloatImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::AnyBuffer>()
-                                  .Arg<ffi::Buffer<ffi::U8>>()
+                                  .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("phases")
                                   .Attr<bool>("fp32_dest")
-                                  .Attr<int64_t>("mantissa_bits"));
+                                  .Attr<int64_t>("mantissa_bits")
+                                  .Attr<bool>("exact")
+                                  .Attr<int64_t>("isa"));
