@@ -17,17 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
 import sys
-import time
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def peak_mb() -> float:
@@ -35,56 +28,31 @@ def peak_mb() -> float:
 
 
 def run_ttjax(tokens: int, chunk: int, runs: int) -> dict:
-    import jax.numpy as jnp
-    import numpy as np
-
     from model.buckets import get_max_prefill_chunk_size, get_padded_prefill_len
     from model.config import PagedAttentionConfig
     from model.serving.build import build_generator
-    from model.tools.accuracy import shipped_text
+    from model.tools.bench_ttjax import prefill_runs, text_tokens
 
     paged = PagedAttentionConfig(block_size=64, max_num_blocks=128)
     gen = build_generator(max_seq_len=8192, paged=paged, max_prefill_chunk_size=chunk)
-    ids = gen.tokenizer.encode(shipped_text())[:tokens]
-    pages = gen.new_page_table()
-    pages.reserve(0, len(ids))
+    ids = text_tokens(gen.tokenizer, tokens)
     padded = get_padded_prefill_len(len(ids))
     size = get_max_prefill_chunk_size(padded, chunk)
     program = gen.prefill_program(size, None, (1, gen.prefill_table_width(padded, size < padded)), size < padded)
     scratch = program.memory_analysis().temp_size_in_bytes / 2**20
-    cache = gen.allocate_kv_cache()
-    before = rss_mb()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        logits, cache = gen.prefill_forward_text(ids, cache, page_table=pages)
-        top = int(jnp.argmax(logits))
-        times.append(time.perf_counter() - t)
-    return dict(seconds=times, top1=top, chunks=padded // size, chunk=size, scratch_mb=scratch, peak_mb=peak_mb(),
-                rss_before_mb=before, logits=np.asarray(logits)[:8].tolist())
+    res = prefill_runs(gen, ids, runs, warm_up=False)  # compiled above: the first run is timed too
+    return dict(seconds=res["seconds"], top1=res["top1"], chunks=padded // size, chunk=size, scratch_mb=scratch, peak_mb=peak_mb())
 
 
 def run_transformers(tokens: int, runs: int) -> dict:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from model.tools.accuracy import shipped_text
     from model.checkpoint import default_model_path, load_checkpoint
+    from model.tools.bench_ttjax import text_tokens
+    from model.tools.peers import transformers_model, transformers_prefill
 
-    torch.set_num_threads(os.cpu_count() or 1)
     path = default_model_path()
-    ids = load_checkpoint(path, max_seq_len=8192, progress=False).tokenizer.encode(shipped_text())[:tokens]
-    folder, name = os.path.split(path)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
-    before = rss_mb()
-    times = []
-    with torch.no_grad():
-        for _ in range(runs):
-            t = time.perf_counter()
-            logits = model(torch.tensor([ids]), use_cache=True, logits_to_keep=1).logits[0, -1]
-            top = int(logits.argmax())
-            times.append(time.perf_counter() - t)
-    return dict(seconds=times, top1=top, peak_mb=peak_mb(), rss_before_mb=before, logits=logits[:8].tolist())
+    ids = text_tokens(load_checkpoint(path, max_seq_len=8192, progress=False).tokenizer, tokens)
+    res = transformers_prefill(transformers_model(path), ids, runs, warm_up=False)
+    return dict(seconds=res["seconds"], top1=res["top1"], peak_mb=peak_mb())
 
 
 def child(variant: str, tokens: int, chunk: int, runs: int) -> dict:

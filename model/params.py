@@ -7,6 +7,7 @@ per-device layout it is rearranged into before the split, and the Meta state-dic
 made from. Everything that builds a params tree derives from it with jax.tree.map:
 
 - `convert_params`   every weight in its group's dtype (bfloat8_b / bfloat4_b compact), one device;
+- `convert_weight`   the same for one weight, made from its rows chunk by chunk (loading straight into compact storage);
 - `model.sharding.shard_params` / `abstract_params`   the per-device weights on a mesh, or their shapes;
 - `model.checkpoint.state_dict.params_from_state_dict`   a Meta-named state dict -> params;
 - `model.checkpoint.dummy.dummy_weights`   random weights of the right shapes.
@@ -19,12 +20,14 @@ stores it apart) and, placed, a list of column chunks of at most max_columns_per
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model.config import ModelArgs
+from model.config import TILE_SIZE as TILE, ModelArgs
+from model.errors import ConfigError
 from model.precision import TensorGroup, storage_dtype
 
 # How a weight splits on a mesh (model.sharding holds the mappers; model.model_config the two schemes).
@@ -132,12 +135,21 @@ def map_specs(fn, args: ModelArgs, *trees):
 
 
 def to_dtype(a, dtype):
-    """An array (host or device) in a storage dtype: a jnp array, or a BlockFloatTensor."""
-    from ttjax.blockfloat import block_format, to_block_float
+    """An array (host or device) in a storage dtype: a jnp array, or a BlockFloatTensor. A weight already stored in
+    that dtype is returned as it is; one stored in another block format is refused (converting it would round twice)."""
+    from ttjax.blockfloat import BlockFloatTensor, block_format, to_block_float
 
-    if block_format(dtype) is not None:
+    fmt = block_format(dtype)
+    if isinstance(a, BlockFloatTensor):
+        if a.fmt is not fmt:
+            raise ConfigError(f"a weight stored as {a.fmt.name} cannot be converted to {getattr(dtype, 'name', dtype)}; "
+                              "load the checkpoint again in that precision.")
+        return a
+    if fmt is not None:
         return to_block_float(np.asarray(a, np.float32), dtype)
-    return jnp.asarray(a, dtype=dtype)
+    if isinstance(a, jax.Array):
+        return a.astype(dtype)
+    return jax.device_put(np.asarray(a, dtype=dtype))  # cast on the host; faster than jnp.asarray, the same values
 
 
 def lm_head_chunks(output, args: ModelArgs) -> list:
@@ -151,10 +163,94 @@ def convert_params(params: TransformerParams, args: ModelArgs) -> TransformerPar
 
     def convert(spec: WeightSpec, a):
         if spec.layout == "vocab":
+            if isinstance(a, list):  # already in its chunks (convert_weight, or a params cache)
+                widths = [c.shape[-1] for c in a]
+                if widths != list(args.layout.lm_head_splits):
+                    raise ConfigError(f"the LM head arrives in chunks of {widths} columns; this layout needs "
+                                      f"{list(args.layout.lm_head_splits)}.")
+                return [to_dtype(c, spec.dtype(args)) for c in a]
             return [to_dtype(c, spec.dtype(args)) for c in lm_head_chunks(np.asarray(a), args)]
         return to_dtype(a, spec.dtype(args))
 
     return map_specs(convert, args, params)
+
+
+# Weight by weight: a weight is made, read and converted in chunks of whole tiles of rows, so that converting a
+# model holds its storage plus one chunk of float32 (model.checkpoint.placed builds params this way).
+CHUNK_BYTES = 32 << 20  # float32 bytes of one chunk of rows
+
+
+def row_chunks(shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The row ranges [r0, r1) a weight is made and converted in: multiples of 32 rows (a tile), about CHUNK_BYTES of
+    float32 each; a vector is one chunk. A function of the shape alone, so dummy weights come out the same whichever
+    path makes them."""
+    if len(shape) != 2:
+        return [(0, shape[0] if shape else 1)]
+    rows, cols = shape
+    step = max(TILE, CHUNK_BYTES // (4 * cols) // TILE * TILE)
+    return [(r, min(r + step, rows)) for r in range(0, rows, step)]
+
+
+def _rows_of(values):
+    """values: a float32 array [K, N] (numpy or jax), or already a function rows(r0, r1)."""
+    return values if callable(values) else (lambda r0, r1: values[r0:r1])
+
+
+class _ArrayRows:
+    """A weight in a plain dtype assembled from its rows, chunk by chunk: host chunks (a checkpoint's) into a host
+    array placed at the end, device chunks (dummy values) into a device buffer written in place."""
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype, self.buf = tuple(shape), jnp.dtype(dtype), None
+
+    def write(self, r0: int, x):
+        if r0 < 0 or x.shape[0] + r0 > self.shape[0] or tuple(x.shape[1:]) != self.shape[1:]:
+            raise ConfigError(f"rows {r0}..{r0 + x.shape[0]} of shape {tuple(x.shape)} do not fit a weight of shape {self.shape}.")
+        if isinstance(x, jax.Array):
+            if self.buf is None and x.shape == self.shape:
+                self.buf = x.astype(self.dtype)
+                return
+            if self.buf is None:
+                self.buf = jnp.zeros(self.shape, self.dtype)
+            self.buf = _write_rows(self.buf, x.astype(self.dtype), r0)
+            return
+        if self.buf is None:
+            self.buf = np.empty(self.shape, self.dtype)
+        self.buf[r0 : r0 + x.shape[0]] = np.asarray(x, np.float32)  # cast on the host, as jnp.asarray(x, dtype) does
+
+    def result(self):
+        return jax.device_put(self.buf) if isinstance(self.buf, np.ndarray) else self.buf
+
+
+@partial(jax.jit, donate_argnums=0)
+def _write_rows(buf, x, r0):
+    return jax.lax.dynamic_update_slice(buf, x, (r0, 0))
+
+
+def convert_weight(spec: WeightSpec, values, args: ModelArgs):
+    """One weight in its group's dtype on the default device, as convert_params stores it (the LM head as its column
+    chunks, block floats encoded exactly alike), made from float32 values chunk by chunk: values is the [K, N]
+    array (numpy or jax), or a function rows(r0, r1) called once for each range of row_chunks(spec.shape)."""
+    from ttjax.blockfloat import BlockFloatRows, block_format
+
+    dtype, rows = spec.dtype(args), _rows_of(values)
+    if len(spec.shape) != 2:
+        return to_dtype(rows(0, spec.shape[0]), dtype)
+    k, n = spec.shape
+    if spec.layout == "vocab":
+        starts = np.cumsum([0, *args.layout.lm_head_splits]).tolist()
+        cols = list(zip(starts[:-1], starts[1:]))
+    else:
+        cols = [(0, n)]
+    builders = [BlockFloatRows((k, b - a), dtype) if block_format(dtype) is not None else _ArrayRows((k, b - a), dtype)
+                for a, b in cols]
+    for r0, r1 in row_chunks(spec.shape):
+        x = rows(r0, r1)
+        for builder, (a, b) in zip(builders, cols):
+            builder.write(r0, x if (a, b) == (0, n) else x[:, a:b])
+        del x
+    out = [b.result() for b in builders]
+    return out if spec.layout == "vocab" else out[0]
 
 
 def weight_nbytes(params) -> int:

@@ -130,16 +130,32 @@ def _check_laid_out(args: ModelArgs, mesh_device: MeshDevice):
         raise ConfigError(f"args are laid out for a {args.model_config.cluster_shape} mesh, not {mesh_device.shape}; use mesh_args.")
 
 
+def place_weight(spec: WeightSpec, w, args: ModelArgs, mesh_device: MeshDevice):
+    """One weight (float32 values in its logical layout, host or device) laid out per device, split over the mesh
+    and stored in its group's dtype (args from mesh_args). Each device's block of a block-float weight is encoded on
+    its own, as each TT device holds its own tiles."""
+    laid = LAYOUTS[spec.layout](jnp.asarray(w, jnp.float32), args, spec.split)
+    split, dtype = mapper(spec, args, mesh_device), spec.dtype(args)
+    one = lambda a: _place(mesh_device, split.map(np.asarray(a)), dtype)  # noqa: E731
+    return [one(c) for c in laid] if isinstance(laid, list) else one(laid)
+
+
+def is_placed(w, mesh_device: MeshDevice) -> bool:
+    """Whether a weight (an array, a BlockFloatTensor, or the LM head's chunks) already lives split over this mesh."""
+    if isinstance(w, list):
+        return bool(w) and all(is_placed(c, mesh_device) for c in w)
+    if isinstance(w, BlockFloatTensor):
+        w = w.codes
+    return isinstance(w, jax.Array) and w.sharding == mesh_device.sharding
+
+
 def shard_params(params: TransformerParams, args: ModelArgs, mesh_device: MeshDevice) -> TransformerParams:
-    """Unsharded params -> per-device params on mesh_device (args from mesh_args). Each device's block of a
-    block-float weight is encoded on its own, as each TT device holds its own tiles."""
+    """Unsharded params -> per-device params on mesh_device (args from mesh_args), weight by weight; weights already
+    placed on this mesh (model.checkpoint.placed) are kept as they are."""
     _check_laid_out(args, mesh_device)
 
     def place(spec: WeightSpec, w):
-        laid = LAYOUTS[spec.layout](jnp.asarray(w, jnp.float32), args, spec.split)
-        split, dtype = mapper(spec, args, mesh_device), spec.dtype(args)
-        one = lambda a: _place(mesh_device, split.map(np.asarray(a)), dtype)  # noqa: E731
-        return [one(c) for c in laid] if isinstance(laid, list) else one(laid)
+        return w if is_placed(w, mesh_device) else place_weight(spec, w, args, mesh_device)
 
     return map_specs(place, args, params)
 

@@ -1,10 +1,11 @@
 """Flash attention, flash decode and the paged KV cache against torch's scaled_dot_product_attention (float32).
 
-Each case is checked at PCC >= 0.99999 and elementwise; paged results must equal contiguous
-ones computed from the same values through a shuffled page table that includes block 0. Paged
-pools are built and read back by a plain numpy reference of the paged layout (_np_write,
-_np_read), never by ttjax's own paged writes, so a layout bug shared by ttjax's paged writes and
-reads cannot cancel.
+Flash decode is also checked against plain softmax attention written here in numpy (float64), and
+with garbage in the cache past every user's position. Each case is checked at PCC >= 0.99999 and
+elementwise; paged results must equal contiguous ones computed from the same values through a
+shuffled page table that includes block 0. Paged pools are built and read back by a plain numpy
+reference of the paged layout (_np_write, _np_read), never by ttjax's own paged writes, so a layout
+bug shared by ttjax's paged writes and reads cannot cancel.
 """
 
 import jax
@@ -232,6 +233,107 @@ def test_paged_decode_equals_torch_on_a_numpy_built_pool():
     cfg = SDPAProgramConfig(32, 64)
     ours = jax.jit(lambda *a: ttjax.paged_scaled_dot_product_attention_decode(*a, program_config=cfg))(q, pool_k, pool_v, RAGGED, table)
     assert_close(ours, _decode_reference(q, _np_read(pool_k, table, s), _np_read(pool_v, table, s), RAGGED))
+
+
+def _softmax_decode(q, k, v, cur_pos, n_read):
+    """Plain softmax attention, per user and query head, in float64: q [B, H, d] against its KV head's rows
+    0..cur_pos of k / v [B, KV, S, d]. An empty slot (cur_pos < 0) masks every row alike, so it gets the
+    uniform average of the rows the op reads, 0 .. n_read - 1."""
+    b, h, d = q.shape
+    group = h // k.shape[1]
+    out = np.zeros((b, h, d))
+    for user, p in enumerate(cur_pos):
+        for head in range(h):
+            kh, vh = (np.float64(c[user, head // group]) for c in (k, v))
+            if p < 0:
+                out[user, head] = vh[:n_read].mean(0)
+                continue
+            s = kh[: p + 1] @ np.float64(q[user, head]) / np.sqrt(d)
+            w = np.exp(s - s.max())
+            out[user, head] = w @ vh[: p + 1] / w.sum()
+    return out
+
+
+def _rows_read(cur_pos, k_chunk, s):
+    """The rows flash decode reads: whole chunks up to the furthest user, at least one."""
+    return min(s, k_chunk * max(1, -(-(max(cur_pos) + 1) // k_chunk)))
+
+
+def _decode_positions(s, k_chunk, case):
+    """Ragged positions: the first row, a chunk's last and (when there is one) the next chunk's first row, an
+    empty slot (-1), and either the cache's last row (every chunk read) or only early rows (the rest unread)."""
+    if case == "empty":
+        return np.array([-1, -1, -1], np.int32)
+    pos = [0, k_chunk - 1, -1, 100, 7] + ([k_chunk] if k_chunk < s else [])
+    return np.array(pos + ([s - 1] if case == "last" else []), np.int32)
+
+
+@pytest.mark.parametrize("case", ["last", "early", "empty"])
+@pytest.mark.parametrize("k_chunk", [32, 96, 128, 384])
+def test_flash_decode_equals_softmax_reference(k_chunk, case):
+    """Ragged users against plain softmax attention, with every chunk read or only the early ones."""
+    rng = np.random.default_rng(k_chunk)
+    h, kv, s, d = 9, 3, 384, 64
+    pos = _decode_positions(s, k_chunk, case)
+    q, k, v = _rand(rng, len(pos), h, d), _rand(rng, len(pos), kv, s, d), _rand(rng, len(pos), kv, s, d)
+    cfg = SDPAProgramConfig(32, k_chunk)
+    ours = jax.jit(lambda *a: ttjax.scaled_dot_product_attention_decode(*a, program_config=cfg))(q, k, v, pos)
+    assert_close(ours, _softmax_decode(q, k, v, pos, _rows_read(pos, k_chunk, s)))
+
+
+@pytest.mark.parametrize("case", ["last", "early", "empty"])
+@pytest.mark.parametrize("block,k_chunk", [(32, 128), (64, 32), (64, 96), (128, 96), (128, 384)])
+def test_paged_flash_decode_equals_softmax_reference(block, k_chunk, case):
+    """Chunks of whole blocks, blocks of whole chunks, and chunks that start inside a block (96 over 64 and
+    128), read through a shuffled page table."""
+    rng = np.random.default_rng(block + k_chunk)
+    h, kv, s, d = 9, 3, 384, 64
+    pos = _decode_positions(s, k_chunk, case)
+    q, k, v = _rand(rng, len(pos), h, d), _rand(rng, len(pos), kv, s, d), _rand(rng, len(pos), kv, s, d)
+    table = _shuffled_table(len(pos), s // block, block, seed=block)
+    assert not (np.diff(table, axis=1) == 1).all()
+    cfg = SDPAProgramConfig(32, k_chunk)
+    attend = jax.jit(lambda *a: ttjax.paged_scaled_dot_product_attention_decode(*a, program_config=cfg))
+    ours = attend(q, _paged_copy(k, table, block), _paged_copy(v, table, block), pos, table)
+    assert_close(ours, _softmax_decode(q, k, v, pos, _rows_read(pos, k_chunk, s)))
+
+
+@pytest.mark.parametrize("paged", [False, True])
+def test_flash_decode_ignores_the_cache_past_every_users_position(paged):
+    """Huge values past each user's position in the chunks read (masked) and NaN in every chunk past the
+    furthest user (which would poison the output if read, 0 * NaN being NaN): the output is unchanged."""
+    rng = np.random.default_rng(14)
+    h, kv, s, d, block, k_chunk = 9, 3, 512, 64, 32, 64
+    pos = np.array([0, 70, -1, 150, 127], np.int32)
+    n_read = _rows_read(pos, k_chunk, s)
+    assert n_read == 192
+    q, k, v = _rand(rng, len(pos), h, d), _rand(rng, len(pos), kv, s, d), _rand(rng, len(pos), kv, s, d)
+    dirty_k, dirty_v = k.copy(), v.copy()
+    for user, p in enumerate(pos):
+        for c in (dirty_k, dirty_v):
+            if p >= 0:  # an empty slot averages the rows read: those stay as they are
+                c[user, :, p + 1 : n_read] = 1e30
+            c[user, :, n_read:] = np.nan
+    cfg = SDPAProgramConfig(32, k_chunk)
+    if paged:
+        table = _shuffled_table(len(pos), s // block, block, seed=15)
+        attend = jax.jit(lambda k, v: ttjax.paged_scaled_dot_product_attention_decode(q, k, v, pos, table, program_config=cfg))
+        k, v, dirty_k, dirty_v = (_paged_copy(c, table, block) for c in (k, v, dirty_k, dirty_v))
+    else:
+        attend = jax.jit(lambda k, v: ttjax.scaled_dot_product_attention_decode(q, k, v, pos, program_config=cfg))
+    clean, dirty = np.asarray(attend(k, v)), np.asarray(attend(dirty_k, dirty_v))
+    assert np.isfinite(dirty).all()
+    np.testing.assert_array_equal(dirty, clean)
+
+
+def test_paged_flash_decode_gathers_one_chunk_at_a_time():
+    """At 8192 positions, no value in the program is near the [B * KV, S, d] a whole gathered cache would be."""
+    b, h, kv, s, d, block = 4, 9, 3, 8192, 64, 32
+    pool = jax.ShapeDtypeStruct((b * s // block, kv, block, d), jnp.float32)
+    args = (jax.ShapeDtypeStruct((b, h, d), jnp.float32), pool, pool, jax.ShapeDtypeStruct((b,), jnp.int32),
+            jax.ShapeDtypeStruct((b, s // block), jnp.int32))
+    attend = lambda q, k, v, p, t: ttjax.paged_scaled_dot_product_attention_decode(q, k, v, p, t, program_config=SDPAProgramConfig(32, 128))  # noqa: E731
+    assert _largest_intermediate(jax.make_jaxpr(attend)(*args).jaxpr) <= b * kv * 128 * d
 
 
 def test_chunked_prefill_equals_torch_on_a_numpy_built_pool():

@@ -347,3 +347,65 @@ def test_n_layers_beyond_the_checkpoint(tiny):
     _, folder = tiny
     with pytest.raises(ConfigError, match=r"n_layers = 5 is outside 1\.\.2, the layers .* holds"):
         load_checkpoint(folder, n_layers=5, progress=False)
+
+
+# The GGUF reader: ttjax parses the header itself (the gguf package's reader takes seconds over a tokenizer's strings)
+# and dequantizes Q4_0 / Q4_1 / Q8_0 / F16 / BF16 itself; both must agree with the gguf package exactly.
+
+
+def test_gguf_header_and_tensors_as_the_gguf_package_reads_them(gguf_path):
+    import gguf
+
+    from model.checkpoint.gguf import metadata, open_gguf
+
+    ref = gguf.GGUFReader(gguf_path)
+    expected = {}
+    for key, field in ref.fields.items():
+        try:
+            expected[key] = field.contents()
+        except Exception:
+            continue
+    ours = open_gguf(gguf_path)
+    meta = metadata(ours)
+    assert meta.keys() == expected.keys()
+    for key, value in expected.items():
+        assert meta[key] == value and type(meta[key]) is type(value), key
+    assert [(t.name, int(t.tensor_type), tuple(reversed(t.shape.tolist())), int(t.data_offset), int(t.n_bytes)) for t in ref.tensors] == [
+        (t.name, t.tensor_type, t.shape, t.data_offset, t.n_bytes) for t in ours.tensors
+    ]
+    kinds = set()
+    for a, b in zip(ref.tensors, ours.tensors):
+        kinds.add(a.tensor_type.name)
+        want = gguf.quants.dequantize(a.data, a.tensor_type).reshape(b.shape)
+        got = ours.read(b)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32), err_msg=b.name)
+    assert kinds == {"Q4_1", "Q8_0", "F32"}
+
+
+@pytest.mark.parametrize("kind", ["Q4_0", "Q4_1", "Q8_0", "F16", "BF16"])
+def test_dequantization_equals_the_gguf_package(kind):
+    import gguf
+
+    from model.checkpoint.gguf import dequantize
+
+    qtype = gguf.GGMLQuantizationType[kind]
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((70, 96)) * np.exp(rng.standard_normal((70, 1)))).astype(np.float32)
+    stored = gguf.quants.quantize(x, qtype) if kind not in ("F16", "BF16") else (
+        x.astype(np.float16) if kind == "F16" else (x.view(np.uint32) >> 16).astype(np.uint16))
+    raw = np.ascontiguousarray(stored).view(np.uint8).reshape(-1)
+    want = gguf.quants.dequantize(np.ascontiguousarray(stored).view(np.uint8).reshape(70, -1), qtype).reshape(70, 96)
+    np.testing.assert_array_equal(dequantize(raw, qtype.value, (70, 96)).view(np.uint32), want.view(np.uint32))
+
+
+def test_gguf_args_without_weights_hold_llama3_rope_freqs(tiny, tmp_path):
+    """load_args reads the few bytes of rope_freqs, so a GGUF's config alone has llama3 scaling (the Generator built
+    from a path takes its args from there)."""
+    from model.checkpoint import load_args
+
+    model, folder = tiny
+    path = write_gguf(meta_state_from_hf(model), load_checkpoint(folder, progress=False).args, str(tmp_path / "t.gguf"))
+    args = load_checkpoint(path, progress=False).args
+    assert args.rope_freq_factors is not None
+    assert load_args(path).rope_freq_factors == args.rope_freq_factors

@@ -31,6 +31,7 @@ with R, C padded to multiples of 32: 1.0625 bytes a value for bfp8, 0.5625 for b
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import jax
@@ -231,3 +232,41 @@ def pack_as_bfp_tiles(x: np.ndarray, dtype) -> np.ndarray:
     if fmt is bfloat4_b:
         raw = raw[..., 0::2] | (raw[..., 1::2] << 4)
     return np.concatenate([exps.reshape(*exps.shape[:-2], -1), raw], axis=-1).reshape(-1)
+
+
+# Encoding a large tensor without holding it in float32: row chunks encoded on the device (one compiled encoder per
+# chunk shape) and written in place into the tensor's codes and exponents. Rows are independent of each other and
+# chunks start on whole tiles, so the result is bit for bit to_block_float of the whole.
+
+_encode = jax.jit(to_block_float, static_argnums=1)
+
+
+@functools.partial(jax.jit, donate_argnums=(0, 1))
+def _write_tiles(codes, exps, new_codes, new_exps, r0):
+    return jax.lax.dynamic_update_slice(codes, new_codes, (r0, 0)), jax.lax.dynamic_update_slice(exps, new_exps, (r0, 0))
+
+
+class BlockFloatRows:
+    """A 2-D bfloat8_b / bfloat4_b tensor of logical `shape` assembled on the default device from its rows:
+    write(r0, x) encodes float32 rows r0..r0 + len(x) (r0 a multiple of 32, the chunks in any order, together
+    covering every row) and result() is the BlockFloatTensor, equal bit for bit to to_block_float of the whole."""
+
+    def __init__(self, shape: tuple[int, int], dtype):
+        fmt = block_format(dtype)
+        if fmt is None or len(shape) != 2:
+            raise TTJaxError(f"BlockFloatRows builds a 2-D bfloat8_b / bfloat4_b tensor, not {dtype!r} of shape {tuple(shape)}.")
+        self.shape, self.fmt = tuple(int(n) for n in shape), fmt
+        rows, cols = (-(-n // TILE) * TILE for n in self.shape)
+        self.codes = jnp.zeros((rows, cols if fmt is bfloat8_b else cols // 2), jnp.int8 if fmt is bfloat8_b else jnp.uint8)
+        self.exps = jax.lax.bitcast_convert_type(jnp.zeros((rows, cols // FACE), jnp.uint8), E8M0)
+
+    def write(self, r0: int, x):
+        n, cols = x.shape
+        if r0 < 0 or r0 % TILE or r0 + n > self.shape[0] or cols != self.shape[1]:
+            raise TTJaxError(f"rows {r0}..{r0 + n} of width {cols} do not fit a {self.shape} block-float tensor in whole tiles "
+                             "(a chunk starts on a multiple of 32 rows).")
+        part = _encode(x, self.fmt)
+        self.codes, self.exps = _write_tiles(self.codes, self.exps, part.codes, part.exps, np.int32(r0))
+
+    def result(self) -> BlockFloatTensor:
+        return BlockFloatTensor(self.codes, self.exps, self.shape, self.fmt)

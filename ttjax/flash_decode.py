@@ -12,45 +12,64 @@ new K/V already written). The parallel dims, as the report lays them out on Tens
   out = sum_c exp(m_c - M) o_c / sum_c exp(m_c - M) l_c, which equals softmax over the whole
   sequence exactly.
 
-Positions past cur_pos[b] are masked with a large negative finite value, so a chunk wholly
-past it adds exp(-1e9 - M) = 0; an empty slot (cur_pos < 0) gets a uniform average instead of
-NaN. Each user has its own position, so ragged batches need no padding.
+tt-metal reads only the chunks that hold a user's positions, ceil((cur_pos + 1) / k_chunk_size)
+of them, so a step costs what it reads, not what the cache could hold. Here the chunks run one
+after another in a loop whose trip count is that number for the furthest user of the batch (at
+least one chunk), and each chunk is folded into a running (m, l, o) by the same log-sum-exp
+(m <- max(m, m_c), l and o rescaled by exp(m_old - m)): the result is the reduction above.
+The paged form gathers, through the page table, only the blocks of the chunk being read.
 
-Here every chunk is computed in one vectorized step (the chunks are a batch dim); batch and KV
-heads are folded into one leading dim, which XLA:CPU runs as a batched matmul without copying a
-contiguous cache that is being updated in place.
+In a chunk that is read, positions past cur_pos[b] are masked with a large negative finite value,
+so their weight exp(-1e9 - m) is exactly 0 and finite garbage there adds nothing (NaN would, as
+0 * NaN is NaN); chunks past the furthest user are not read at all. An empty slot (cur_pos < 0)
+has every score masked alike, so it gets the uniform average of the values read instead of NaN.
+Each user has its own position, so ragged batches need no padding.
+
+Batch and KV heads are folded into one leading dim, which XLA:CPU runs as one batched matmul. It
+copies each chunk it slices out of the cache (its matmul reads whole buffers), never the cache
+itself, which stays updated in place; a cache of one chunk is read where it lies.
 """
 
 from __future__ import annotations
 
+import math
+
+import jax
 import jax.numpy as jnp
 
 from mesh.errors import TTJaxError
 from ttjax.flash_attention import MASK_VALUE, SDPAProgramConfig
 
 
-def _flash_decode(q, k, v, cur_pos, k_chunk: int, scale):
-    """q [B, H, d]; k/v [B * KV, S, d] (any dtype) -> [B, H, d] float32."""
+def _flash_decode(q, load_kv, cur_pos, n_kv: int, n_chunks: int, k_chunk: int, scale):
+    """q [B, H, d]; load_kv(j) -> (k, v), each [B * KV, k_chunk, d] (any dtype): key chunk j of every
+    (user, KV head), 0 <= j < n_chunks. Returns [B, H, d] float32."""
     b, h, d = q.shape
-    n, s, _ = k.shape
-    n_kv, n_chunks = n // b, s // k_chunk
+    n = b * n_kv
     qf = q.reshape(n, h // n_kv, d).astype(jnp.float32) * scale
-    kc = k.reshape(n, n_chunks, k_chunk, d).astype(jnp.float32)
-    vc = v.reshape(n, n_chunks, k_chunk, d).astype(jnp.float32)
-    scores = jnp.einsum("ngd,ncsd->ncgs", qf, kc)  # [B*KV, chunks, G, k_chunk]
-    pos = jnp.arange(s).reshape(n_chunks, 1, k_chunk)
-    valid = pos[None] <= jnp.repeat(cur_pos, n_kv)[:, None, None, None]
-    scores = jnp.where(valid, scores, MASK_VALUE)
-    # Per chunk: partial max, sum and output (what each core computes).
-    m_c = scores.max(-1)
-    p = jnp.exp(scores - m_c[..., None])
-    l_c = p.sum(-1)
-    o_c = jnp.einsum("ncgs,ncsd->ncgd", p, vc)
-    # Reduction across chunks by log-sum-exp.
-    m = m_c.max(1, keepdims=True)
-    w = jnp.exp(m_c - m)
-    out = (o_c * w[..., None]).sum(1) / (l_c * w).sum(1)[..., None]
-    return out.reshape(b, h, d)
+    pos = jnp.repeat(cur_pos.astype(jnp.int32), n_kv)[:, None]  # [B * KV, 1]
+
+    def step(j, carry):
+        m, l, o = carry
+        k, v = load_kv(j)
+        valid = (j * k_chunk + jnp.arange(k_chunk) <= pos)[:, None]  # [B * KV, 1, k_chunk]
+        # XLA:CPU's batched matmul is several times faster with the chunk's rows, not the G query heads, as M:
+        # the scores come out [B * KV, k_chunk, G] and turn [B * KV, G, k_chunk] (the fast layout for the matmul
+        # with V) in the masking pass. The barrier stops XLA folding that transpose back into the matmul.
+        s = jax.lax.optimization_barrier(jnp.einsum("nsd,ngd->nsg", k.astype(jnp.float32), qf))
+        s = jnp.where(valid, s.transpose(0, 2, 1), MASK_VALUE)
+        m_new = jnp.maximum(m, s.max(-1))
+        p = jnp.exp(s - m_new[..., None])
+        rescale = jnp.exp(m - m_new)
+        o = o * rescale[..., None] + jnp.einsum("ngs,nsd->ngd", p, v.astype(jnp.float32))
+        return m_new, l * rescale + p.sum(-1), o
+
+    init = (jnp.full((n, h // n_kv), -jnp.inf), jnp.zeros((n, h // n_kv)), jnp.zeros((n, h // n_kv, d)))
+    # The chunks up to the furthest user's position; at least one, so an all-empty batch divides by l > 0,
+    # at most n_chunks, so no chunk start is ever clamped.
+    stop = jnp.clip((cur_pos.max() + k_chunk) // k_chunk, 1, n_chunks)
+    _, l, o = step(0, init) if n_chunks == 1 else jax.lax.fori_loop(0, stop, step, init)
+    return (o / l[..., None]).reshape(b, h, d)
 
 
 def decode_k_chunk(seq: int, program_config: SDPAProgramConfig | None) -> int:
@@ -67,21 +86,38 @@ def scaled_dot_product_attention_decode(q, k_cache, v_cache, cur_pos, *, scale=N
         raise TTJaxError(f"q has {q.shape[0]} users but the cache has {b} slots.")
     k_chunk = decode_k_chunk(s, program_config)
     scale = d**-0.5 if scale is None else scale
-    flat = lambda c: c.reshape(b * n_kv, s, d)  # noqa: E731
-    return _flash_decode(q, flat(k_cache), flat(v_cache), cur_pos, k_chunk, scale).astype(q.dtype)
+    k, v = (c.reshape(b * n_kv, s, d) for c in (k_cache, v_cache))
+
+    def load_kv(j):  # rows j * k_chunk .. (j + 1) * k_chunk - 1; j < n_chunks, so the start is never clamped
+        return tuple(jax.lax.dynamic_slice_in_dim(c, j * k_chunk, k_chunk, axis=1) for c in (k, v))
+
+    return _flash_decode(q, load_kv, jnp.asarray(cur_pos), n_kv, s // k_chunk, k_chunk, scale).astype(q.dtype)
 
 
 def paged_scaled_dot_product_attention_decode(q, k_cache, v_cache, cur_pos, page_table, *, scale=None, program_config=None):
     """q [B, H, d], paged caches [max_num_blocks, KV, block_size, d], page_table [B, blocks_per_user] int32,
     cur_pos [B] -> [B, H, d]. Each user's blocks are read through its page-table row, in order."""
     b, blocks_per_user = page_table.shape
+    k_cache, v_cache = jnp.asarray(k_cache), jnp.asarray(v_cache)
     _, n_kv, block, d = k_cache.shape
     s = blocks_per_user * block
     k_chunk = decode_k_chunk(s, program_config)
     scale = d**-0.5 if scale is None else scale
-    idx = jnp.maximum(page_table, 0)  # unassigned entries (-1) lie past cur_pos: read block 0, masked
+    # The blocks one chunk can touch: k_chunk // block when blocks tile chunks, one when chunks tile blocks,
+    # else one more for a chunk that starts inside a block. The table is padded so that slicing it never clamps.
+    per_chunk = -(-(k_chunk + block - math.gcd(k_chunk, block)) // block)
+    idx = jnp.pad(jnp.maximum(page_table, 0), ((0, 0), (0, per_chunk)))  # -1 and padding lie past cur_pos: block 0, masked
 
-    def gather(cache):  # [B, blocks, KV, block, d] -> [B * KV, S, d]
-        return cache[idx].transpose(0, 2, 1, 3, 4).reshape(b * n_kv, s, d)
+    def load_kv(j):
+        start = j * k_chunk
+        ids = jax.lax.dynamic_slice_in_dim(idx, start // block, per_chunk, axis=1)  # [B, per_chunk]
 
-    return _flash_decode(q, gather(k_cache), gather(v_cache), cur_pos, k_chunk, scale).astype(q.dtype)
+        def read(cache):  # [B, per_chunk, KV, block, d] -> [B * KV, k_chunk, d]
+            rows = cache[ids].transpose(0, 2, 1, 3, 4).reshape(b * n_kv, per_chunk * block, d)
+            if per_chunk * block == k_chunk:
+                return rows
+            return jax.lax.dynamic_slice_in_dim(rows, start % block, k_chunk, axis=1)
+
+        return read(k_cache), read(v_cache)
+
+    return _flash_decode(q, load_kv, jnp.asarray(cur_pos), n_kv, s // k_chunk, k_chunk, scale).astype(q.dtype)

@@ -1,7 +1,10 @@
 """Checkpoint loading: one entry point for GGUF, Hugging Face and Meta layouts, their tokenizers, and dummy weights.
 
-Every format is read into a Meta-named state dict in Meta's rotary layout, then turned into
-the params pytree by model.checkpoint.state_dict.params_from_state_dict.
+Every format is read into a Meta-named state dict in Meta's rotary layout (LazyTensors: each tensor read from the
+file when its weight is made), then turned into params one weight at a time: `load_checkpoint` in one dtype (the
+float32 model, as the reference runs it), `load_params` straight in a precision and placement
+(model.checkpoint.placed), so bfloat8_b Llama-3.1-8B never exists in float32. Both keep what they convert in the
+params cache (model.checkpoint.cache) when it is on.
 """
 
 from __future__ import annotations
@@ -10,19 +13,24 @@ import importlib.util
 import os
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
+from mesh import MeshDevice
+from model.checkpoint import cache as params_cache
 from model.checkpoint.dummy import dummy_weights
-from model.checkpoint.gguf import read_gguf
-from model.checkpoint.hf import read_hf
-from model.checkpoint.meta import read_meta
+from model.checkpoint.gguf import lazy_gguf, read_gguf
+from model.checkpoint.hf import lazy_hf, read_hf
+from model.checkpoint.meta import lazy_meta, read_meta
+from model.checkpoint.placed import build_params, dummy_params
+from model.checkpoint.state_dict import check_shapes, weight_reader
+from model.checkpoint.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_gguf
 from model.config import ModelArgs, read_json_config
 from model.errors import CheckpointError, ConfigError, TokenizerError
-from model.checkpoint.state_dict import params_from_state_dict
-from model.params import TransformerParams
+from model.params import TransformerParams, WeightSpec, param_specs
 from model.precision import ModelOptimizations
-from model.checkpoint.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_gguf
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -76,10 +84,46 @@ def detect_format(path: str) -> str:
     raise CheckpointError(f"checkpoint path {path} does not exist.")
 
 
-def _check_finite(state: dict, path: str):
-    for name, t in state.items():
-        if not np.isfinite(np.asarray(t, dtype=np.float32)).all():
-            raise CheckpointError(f"tensor {name!r} of {path} holds NaN or inf values, so the checkpoint is corrupt.")
+@dataclass
+class CheckpointSource:
+    """A checkpoint opened but not read: its config, its tokenizer, and its weights one at a time (read(spec), the
+    float32 values of one weight, dequantized or converted from the file when asked for)."""
+
+    args: ModelArgs
+    tokenizer: Tokenizer | None
+    path: str
+    format: str
+    state: dict  # Meta-named LazyTensors
+
+    def read(self, spec: WeightSpec) -> np.ndarray:
+        return weight_reader(self.state, self.args, self.path)(spec)
+
+    def require_tokenizer(self) -> Tokenizer:
+        return Checkpoint.require_tokenizer(self)
+
+
+def open_checkpoint(path: str | None = None, *, max_seq_len: int | None = None, max_batch_size: int = 1,
+                    n_layers: int | None = None) -> CheckpointSource:
+    """Open a GGUF file, Hugging Face folder or Meta folder (default: the shipped SmolLM2): its config, tokenizer and
+    tensor table, every tensor's shape checked against the config, no weight read."""
+    path = path or default_model_path()
+    fmt = detect_format(path)
+    kw = dict(max_seq_len=max_seq_len, max_batch_size=max_batch_size)
+    if fmt == "gguf":
+        args, state, meta, _ = lazy_gguf(path, **kw)
+        tokenizer = tokenizer_from_gguf(meta, path) if "tokenizer.ggml.model" in meta else None
+    elif fmt == "hf":
+        args, state, _ = lazy_hf(path, **kw)
+        tokenizer = _optional_tokenizer(path)
+    else:
+        args, state, _ = lazy_meta(path, **kw)
+        tokenizer = _optional_tokenizer(path)
+    if n_layers is not None:
+        if not 1 <= n_layers <= args.n_layers:
+            raise ConfigError(f"n_layers = {n_layers} is outside 1..{args.n_layers}, the layers {path} holds.")
+        args = args.replace(n_layers=n_layers)
+    check_shapes(state, args)
+    return CheckpointSource(args, tokenizer, path, fmt, state)
 
 
 def load_checkpoint(
@@ -90,36 +134,51 @@ def load_checkpoint(
     dtype=jnp.float32,
     n_layers: int | None = None,
     progress: bool = True,
+    cache=None,
 ) -> Checkpoint:
-    """Load a GGUF file, a Hugging Face folder or a Meta folder (default: the shipped SmolLM2).
+    """Load a GGUF file, a Hugging Face folder or a Meta folder (default: the shipped SmolLM2), every weight in dtype
+    (read one weight at a time: the file's tensors are never all in memory as float32 at once).
 
-    n_layers keeps only the first layers (as tt-metal's tests do to bring up a model piecewise).
-    """
-    path = path or default_model_path()
-    fmt = detect_format(path)
-    kw = dict(max_seq_len=max_seq_len, max_batch_size=max_batch_size, progress=progress)
-    if fmt == "gguf":
-        args, state, meta = read_gguf(path, **kw)
-        tokenizer = tokenizer_from_gguf(meta, path) if "tokenizer.ggml.model" in meta else None
-    elif fmt == "hf":
-        args, state, _ = read_hf(path, **kw)
-        tokenizer = _optional_tokenizer(path)
-    else:
-        args, state, _ = read_meta(path, **kw)
-        tokenizer = _optional_tokenizer(path)
-    if n_layers is not None:
-        if not 1 <= n_layers <= args.n_layers:
-            raise ConfigError(f"n_layers = {n_layers} is outside 1..{args.n_layers}, the layers {path} holds.")
-        args = args.replace(n_layers=n_layers)
-    _check_finite(state, path)
+    n_layers keeps only the first layers (as tt-metal's tests do to bring up a model piecewise). cache: the params
+    cache (model.checkpoint.cache; None: on when the process has JAX's persistent compilation cache on)."""
+    src = open_checkpoint(path, max_seq_len=max_seq_len, max_batch_size=max_batch_size, n_layers=n_layers)
     # The params' dtype is also the precision config the Generator converts them to.
-    args = args.replace(optimizations=ModelOptimizations.named(jnp.dtype(dtype).name))
-    return Checkpoint(args, params_from_state_dict(state, args, dtype), tokenizer, path, fmt)
+    args = src.args.replace(optimizations=ModelOptimizations.named(jnp.dtype(dtype).name))
+    root = params_cache.cache_dir(cache)
+    key = {"files": params_cache.fingerprint(src.path), "format": src.format, "dtype": jnp.dtype(dtype).name, "n_layers": args.n_layers}
+    params = params_cache.load(root, key, args)
+    if params is None:
+        read = weight_reader(src.state, args, src.path)
+        specs, tree = jax.tree.flatten(param_specs(args))
+        bar = tqdm(specs, desc=f"loading {os.path.basename(os.path.abspath(src.path))}", unit="weight", disable=None if progress else True)
+        params = jax.tree.unflatten(tree, [jax.device_put(np.asarray(read(s), dtype=dtype)) for s in bar])
+        params_cache.store(root, key, params, args, src.path)
+    return Checkpoint(args, params, src.tokenizer, src.path, src.format)
+
+
+def load_params(model, args: ModelArgs, mesh_device: MeshDevice | None = None, *, seed: int = 0, progress: bool = False,
+                cache=None) -> TransformerParams:
+    """Params straight in args' precision and placement (args as the Generator runs them, model.serving.build's
+    generator_args), built one weight at a time (model.checkpoint.placed): the float32 model never exists whole.
+
+    model: a CheckpointSource (open_checkpoint), or None for dummy_weights' values of args' shapes (seed). On one
+    device a checkpoint's converted params go in the params cache (cache= as load_checkpoint's)."""
+    if model is None:
+        return dummy_params(args, mesh_device, seed=seed, progress=progress)
+    root = params_cache.cache_dir(cache) if mesh_device is None else None
+    key = {"files": params_cache.fingerprint(model.path), "format": model.format, "n_layers": args.n_layers,
+           "conversion": params_cache.conversion(args)}
+    params = params_cache.load(root, key, args)
+    if params is None:
+        read = weight_reader(model.state, args, model.path)
+        params = build_params(read, args, mesh_device, progress=progress, desc=f"loading {os.path.basename(os.path.abspath(model.path))}")
+        params_cache.store(root, key, params, args, model.path)
+    return params
 
 
 def load_args(path: str | None = None, *, max_seq_len: int | None = None, max_batch_size: int = 1) -> ModelArgs:
     """A checkpoint's ModelArgs from its config alone, without reading weights."""
-    from model.checkpoint.gguf import args_from_metadata, metadata, open_gguf
+    from model.checkpoint.gguf import gguf_args, open_gguf
     from model.checkpoint.hf import args_from_hf_config
     from model.checkpoint.meta import args_from_params
 
@@ -127,8 +186,7 @@ def load_args(path: str | None = None, *, max_seq_len: int | None = None, max_ba
     fmt = detect_format(path)
     kw = dict(max_seq_len=max_seq_len, max_batch_size=max_batch_size)
     if fmt == "gguf":
-        reader = open_gguf(path)
-        return args_from_metadata(metadata(reader), path, tensor_names={t.name for t in reader.tensors}, **kw)
+        return gguf_args(open_gguf(path), **kw)
     name = "config.json" if fmt == "hf" else "params.json"
     config = read_json_config(os.path.join(path, name))
     if fmt == "hf":
@@ -144,11 +202,15 @@ def _optional_tokenizer(folder: str) -> Tokenizer | None:
 
 __all__ = [
     "Checkpoint",
+    "CheckpointSource",
     "default_model_path",
     "detect_format",
+    "dummy_params",
     "dummy_weights",
     "load_args",
     "load_checkpoint",
+    "load_params",
+    "open_checkpoint",
     "read_gguf",
     "read_hf",
     "read_meta",

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import glob
 import os
+from functools import partial
 
 from tqdm.auto import tqdm
 
 from model.checkpoint.rotary_layout import hf_to_meta
+from model.checkpoint.state_dict import LazyTensor, materialize
 from model.config import ModelArgs, RopeScaling, read_json_config, require
 from model.errors import CheckpointError, ConfigError
 
@@ -84,8 +86,8 @@ def _meta_name(hf_name: str) -> str | None:
     return f"{HF_GLOBAL_NAMES[base]}.{suffix}" if base in HF_GLOBAL_NAMES else None
 
 
-def read_hf(folder: str, *, max_seq_len=None, max_batch_size=1, progress=True):
-    """(ModelArgs, Meta-named state dict) from a Hugging Face folder."""
+def lazy_hf(folder: str, *, max_seq_len=None, max_batch_size=1):
+    """(ModelArgs, state dict of LazyTensors, config.json): the safetensors headers read, no weights."""
     from safetensors import safe_open
 
     config_path = os.path.join(folder, "config.json")
@@ -94,25 +96,37 @@ def read_hf(folder: str, *, max_seq_len=None, max_batch_size=1, progress=True):
     files = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
     if not files:
         raise CheckpointError(f"{folder} has a config.json but no *.safetensors weights.")
+    heads = {"attention.wq": args.n_heads, "attention.wk": args.n_kv_heads}
+
+    def load(path, hf_name, name):
+        try:
+            with safe_open(path, framework="numpy") as f:
+                a = f.get_tensor(hf_name)
+        except Exception as e:
+            raise CheckpointError(f"safetensors file {path} is truncated or corrupt: {e}.") from e
+        kind = ".".join(name.split(".")[2:-1])  # layers.{i}.attention.wq.weight -> attention.wq
+        return hf_to_meta(a, heads[kind]) if name.startswith("layers.") and kind in heads else a
+
     state = {}
-    with tqdm(desc=f"loading {os.path.basename(os.path.abspath(folder))}", unit="tensor", disable=None if progress else True) as bar:
-        for path in files:
-            try:
-                with safe_open(path, framework="numpy") as f:
-                    for hf_name in f.keys():
-                        name = _meta_name(hf_name)
-                        if name is not None:
-                            state[name] = f.get_tensor(hf_name)
-                        bar.update()
-            except CheckpointError:
-                raise
-            except Exception as e:
-                raise CheckpointError(f"safetensors file {path} is truncated or corrupt: {e}.") from e
-    for i in range(args.n_layers):
-        for proj, heads in (("wq", args.n_heads), ("wk", args.n_kv_heads)):
-            key = f"layers.{i}.attention.{proj}.weight"
-            if key in state:
-                state[key] = hf_to_meta(state[key], heads)
+    for path in files:
+        try:
+            with safe_open(path, framework="numpy") as f:
+                for hf_name in f.keys():
+                    name = _meta_name(hf_name)
+                    if name is not None:
+                        state[name] = LazyTensor(f.get_slice(hf_name).get_shape(), partial(load, path, hf_name, name))
+        except CheckpointError:
+            raise
+        except Exception as e:
+            raise CheckpointError(f"safetensors file {path} is truncated or corrupt: {e}.") from e
     if args.model_name == "llama":
         args = args.replace(model_name=os.path.basename(os.path.abspath(folder)))
     return args, state, config
+
+
+def read_hf(folder: str, *, max_seq_len=None, max_batch_size=1, progress=True):
+    """(ModelArgs, Meta-named state dict) from a Hugging Face folder."""
+    args, state, config = lazy_hf(folder, max_seq_len=max_seq_len, max_batch_size=max_batch_size)
+    names = tqdm(list(state), desc=f"loading {os.path.basename(os.path.abspath(folder))}", unit="tensor",
+                 disable=None if progress else True)
+    return args, materialize({k: state[k] for k in names}), config

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import glob
 import os
+from functools import partial
 
 import ml_dtypes
 import numpy as np
 from tqdm.auto import tqdm
 
+from model.checkpoint.state_dict import LazyTensor, materialize
 from model.config import ModelArgs, RopeScaling, read_json_config, require
 from model.errors import CheckpointError
 
@@ -88,8 +90,8 @@ def _load_shard(path: str) -> dict:
         raise CheckpointError(f"{path} is truncated, corrupt or not a weights-only torch checkpoint: {e}.") from e
 
 
-def read_meta(folder: str, *, max_seq_len=None, max_batch_size=1, progress=True, rope_scaling_factor=None):
-    """(ModelArgs, state dict, params.json) from a Meta consolidated folder."""
+def lazy_meta(folder: str, *, max_seq_len=None, max_batch_size=1, rope_scaling_factor=None):
+    """(ModelArgs, state dict of LazyTensors, params.json): the shards opened (memory-mapped), no weights read."""
     params_path = os.path.join(folder, "params.json")
     params = read_json_config(params_path)
     args = args_from_params(
@@ -99,17 +101,25 @@ def read_meta(folder: str, *, max_seq_len=None, max_batch_size=1, progress=True,
     if not files:
         raise CheckpointError(f"{folder} has a params.json but no consolidated.*.pth weights.")
     shards = [_load_shard(p) for p in files]
-    state = {}
-    for name in tqdm(list(shards[0]), desc=f"loading {os.path.basename(os.path.abspath(folder))}", disable=None if progress else True):
-        missing = [os.path.basename(p) for p, s in zip(files, shards) if name not in s]
-        if missing:
-            raise CheckpointError(f"tensor {name!r} is in {os.path.basename(files[0])} but missing from {', '.join(missing)}.")
+
+    def load(name):
         parts = [_to_numpy(s[name]) for s in shards]
         kind = name.split(".")[-2]
         if len(parts) > 1 and kind in _SHARD_DIM:
-            state[name] = np.concatenate(parts, axis=_shard_dim(kind, parts[0], args.dim))
-        else:
-            state[name] = parts[0]
+            return np.concatenate(parts, axis=_shard_dim(kind, parts[0], args.dim))
+        return parts[0]
+
+    state = {}
+    for name in shards[0]:
+        missing = [os.path.basename(p) for p, s in zip(files, shards) if name not in s]
+        if missing:
+            raise CheckpointError(f"tensor {name!r} is in {os.path.basename(files[0])} but missing from {', '.join(missing)}.")
+        shape = list(shards[0][name].shape)
+        kind = name.split(".")[-2]
+        if len(shards) > 1 and kind in _SHARD_DIM:
+            axis = _shard_dim(kind, shards[0][name], args.dim)
+            shape[axis] = sum(int(s[name].shape[axis]) for s in shards)
+        state[name] = LazyTensor(tuple(shape), partial(load, name))
     if "layers.0.feed_forward.w1.weight" in state:
         # The weights are the truth for the MLP width; params.json only implies it.
         args = args.replace(hidden_dim=int(state["layers.0.feed_forward.w1.weight"].shape[0]))
@@ -117,3 +127,11 @@ def read_meta(folder: str, *, max_seq_len=None, max_batch_size=1, progress=True,
         args = args.replace(tie_word_embeddings=True)
     args = args.replace(model_name=os.path.basename(os.path.abspath(folder)))
     return args, state, params
+
+
+def read_meta(folder: str, *, max_seq_len=None, max_batch_size=1, progress=True, rope_scaling_factor=None):
+    """(ModelArgs, state dict, params.json) from a Meta consolidated folder."""
+    args, state, params = lazy_meta(folder, max_seq_len=max_seq_len, max_batch_size=max_batch_size,
+                                    rope_scaling_factor=rope_scaling_factor)
+    names = tqdm(list(state), desc=f"loading {os.path.basename(os.path.abspath(folder))}", disable=None if progress else True)
+    return args, materialize({k: state[k] for k in names}), params

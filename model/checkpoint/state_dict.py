@@ -5,9 +5,14 @@ Every checkpoint loader produces a state dict with Meta's names and layout
 WeightSpec names the tensors it is made from and their shapes: matmul weights are transposed to
 [in, out] (TT's [K, N]), wq/wk/wv stack into `wqkv` = [q | k | v] along N, and a tied LM head is
 the embedding's transpose.
+
+A loader's values may be LazyTensors (shape known, values read from the file when asked for), so that
+`weight_reader` reads one weight at a time: the whole model never exists in float32 at once.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import jax.numpy as jnp
 import numpy as np
@@ -17,21 +22,60 @@ from model.errors import CheckpointError
 from model.params import TransformerParams, WeightSpec, map_specs
 
 
-def _expect(state_dict, name: str, shape: tuple[int, ...]) -> np.ndarray:
+class LazyTensor:
+    """A checkpoint tensor whose values are read when asked for (np.asarray), each time afresh: nothing is kept."""
+
+    def __init__(self, shape: tuple[int, ...], load: Callable[[], np.ndarray]):
+        self.shape = tuple(int(n) for n in shape)
+        self.load = load
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.asarray(self.load())
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+    def __repr__(self):
+        return f"LazyTensor(shape={self.shape})"
+
+
+def materialize(state: dict) -> dict:
+    """A state dict with every LazyTensor read (as the eager loaders return it)."""
+    return {k: np.asarray(v) for k, v in state.items()}
+
+
+def _expect(state_dict, name: str, shape: tuple[int, ...]):
     if name not in state_dict:
         raise CheckpointError(f"checkpoint has no tensor {name!r}.")
     t = state_dict[name]
     if tuple(t.shape) != shape:
         raise CheckpointError(f"tensor {name!r} has shape {tuple(t.shape)}; the config implies {shape}.")
-    return np.asarray(t)
+    return t
+
+
+def check_shapes(state_dict, args: ModelArgs):
+    """Every tensor the spec needs is there with the shape the config implies (no values read)."""
+    map_specs(lambda spec: [_expect(state_dict, name, shape) for name, shape in spec.source] and None, args)
+
+
+def weight_reader(state_dict, args: ModelArgs, path: str = "the checkpoint") -> Callable[[WeightSpec], np.ndarray]:
+    """read(spec) -> the weight's float32 values in its logical layout ([K, N] for matmuls), read from the state
+    dict one weight at a time; a weight holding NaN or inf is a CheckpointError naming its tensor."""
+
+    def read(spec: WeightSpec) -> np.ndarray:
+        parts = []
+        for name, shape in spec.source:
+            a = np.asarray(_expect(state_dict, name, shape), dtype=np.float32)
+            if not np.isfinite(a).all():
+                raise CheckpointError(f"tensor {name!r} of {path} holds NaN or inf values, so the checkpoint is corrupt.")
+            parts.append(a)
+        a = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        return a.T if spec.transpose else a
+
+    return read
 
 
 def params_from_state_dict(state_dict, args: ModelArgs, dtype=jnp.float32) -> TransformerParams:
-    """Build params from a Meta-named state dict (values: numpy arrays, [out, in] matmul weights)."""
-
-    def read(spec: WeightSpec, _=None):
-        parts = [_expect(state_dict, name, shape) for name, shape in spec.source]
-        a = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-        return jnp.asarray(a.T if spec.transpose else a, dtype=dtype)
-
-    return map_specs(read, args)
+    """Build params from a Meta-named state dict (values: numpy arrays or LazyTensors, [out, in] matmul weights),
+    one weight at a time."""
+    check_shapes(state_dict, args)
+    read = weight_reader(state_dict, args)
+    return map_specs(lambda spec: jnp.asarray(read(spec), dtype=dtype), args)

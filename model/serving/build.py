@@ -9,9 +9,9 @@ precision overrides against its layers, the model against the mesh.
 from __future__ import annotations
 
 from mesh import MeshDevice, ensure_host_devices, parse_mesh_shape
-from model.checkpoint import Checkpoint, load_args, load_checkpoint
+from model.checkpoint import Checkpoint, CheckpointSource, load_params, open_checkpoint
 from model.config import ModelArgs, PagedAttentionConfig
-from model.errors import SequenceLengthError
+from model.errors import ConfigError, SequenceLengthError, TokenizerError
 from model.precision import ModelOptimizations
 from model.serving.generator import Generator
 from model.sharding import mesh_args
@@ -71,19 +71,41 @@ def generator_args(
 
 
 def build_generator(model=None, mesh=None, precision=None, paged=False, max_batch_size: int = 1, max_seq_len: int | None = None,
-                    *, n_layers: int | None = None, needs_tokenizer: bool = False, progress: bool = False, **options) -> Generator:
-    """A Generator for model (a checkpoint path, a loaded Checkpoint, or None for the shipped SmolLM2) on mesh (None,
-    "1x8" or a MeshDevice); the other options as generator_args. max_seq_len None keeps the checkpoint's (its
-    context, for a path). needs_tokenizer: a checkpoint without one is an error (for commands that take text)."""
+                    *, n_layers: int | None = None, needs_tokenizer: bool = False, progress: bool = False, seed: int = 0,
+                    **options) -> Generator:
+    """A Generator for model on mesh (None, "1x8" or a MeshDevice); the other options as generator_args. max_seq_len
+    None keeps the checkpoint's (its context, for a path). needs_tokenizer: a checkpoint without one is an error (for
+    commands that take text).
+
+    model: a checkpoint path (None: the shipped SmolLM2) or an opened one (model.checkpoint.open_checkpoint), whose
+    weights are then read one at a time straight into the precision and placement (model.checkpoint.load_params: a
+    bfloat8_b model never exists in float32; on one device they go in the params cache when it is on); a
+    ModelArgs, e.g. model.config.named_config("Llama-3.1-8B"), for dummy weights of its shapes (seed), made the same
+    way; or a loaded Checkpoint, whose params the Generator converts."""
     mesh_device = mesh_device_for(mesh)
     ck = model if isinstance(model, Checkpoint) else None
-    config = ck.args if ck is not None else load_args(model)
+    src = model if isinstance(model, CheckpointSource) else None
+    if ck is not None:
+        config = ck.args
+    elif isinstance(model, ModelArgs):
+        config = model
+    else:
+        if src is None:
+            src = open_checkpoint(model, n_layers=n_layers)  # the config, tokenizer and tensor table; no weight read
+        config = src.args
     if n_layers is not None:
+        if not 1 <= n_layers <= config.n_layers:
+            raise ConfigError(f"n_layers = {n_layers} is outside 1..{config.n_layers}, the layers of {config.model_name}.")
         config = config.replace(n_layers=n_layers)
     args = generator_args(config, mesh_device=mesh_device, precision=precision, paged=paged, max_batch_size=max_batch_size,
                           max_seq_len=max_seq_len, **options)
-    if ck is None:
-        ck = load_checkpoint(model, n_layers=n_layers, progress=progress)
-    if needs_tokenizer:
-        ck.require_tokenizer()
-    return Generator(ck.params, args, ck.tokenizer, mesh_device=mesh_device)
+    if ck is not None:
+        if needs_tokenizer:
+            ck.require_tokenizer()
+        return Generator(ck.params, args, ck.tokenizer, mesh_device=mesh_device)
+    if src is not None and needs_tokenizer:
+        src.require_tokenizer()
+    if src is None and needs_tokenizer:
+        raise TokenizerError(f"dummy weights of {config.model_name} come with no tokenizer, so text cannot be encoded.")
+    params = load_params(src, args, mesh_device, seed=seed, progress=progress)
+    return Generator(params, args, None if src is None else src.tokenizer, mesh_device=mesh_device)

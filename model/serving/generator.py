@@ -111,6 +111,8 @@ class Generator:
         if sampled:
             sampling = SamplingBatch(spec((batch,), jnp.float32), vec, spec((batch,), jnp.float32), spec((batch,), jnp.uint32))
         key = ("decode", batch, None if table is None else table.shape[-2:], sampled)
+        if key in self.programs:  # every decode step asks: the cache's abstract shapes (an eval_shape) only to compile
+            return self.programs[key]
         cache = self.placement.kv_cache_spec(batch)
         return self.compile_program(key, programs.decode, self.params, vec, vec, self.rot, cache, table, sampling)
 

@@ -4,6 +4,7 @@
     ttjax comm-report --mesh 2x4 --mode decode [--json] [--model PATH | --model-name Llama-3.1-70B]
     ttjax accuracy [--json] [--configs float32,bfloat16,accuracy,performance] [--debug-pcc] [--fidelity off]
     ttjax precision --model-name Llama-3.1-70B --mode accuracy [--galaxy] [--json]
+    ttjax bench [--json] [--model PATH] [--precision float32,accuracy] [--batch 1,32] [--mesh 1x2] [--profile DIR]
 
 generate --json prints one object: {"text", "tokens", "prefill_s", "decode_tokens_per_s", ...}.
 """
@@ -168,6 +169,12 @@ def run_precision(opts) -> int:
     return 0
 
 
+def run_bench(opts) -> int:
+    from model.tools.bench import run
+
+    return run(opts)
+
+
 def _add_mesh_options(p, required=False):
     p.add_argument("--mesh", required=required, default=None, help="device mesh ROWSxCOLS, e.g. 1x2 (N300), 1x8 (T3K), 8x4 (Galaxy)")
     p.add_argument("--ccl", choices=("reduce_scatter", "all_reduce"), default=None, help="reduction after row-parallel matmuls")
@@ -228,6 +235,24 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--galaxy", action="store_true", help="the formats a Galaxy (TG, 8x4) writes")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=run_precision)
+
+    b = sub.add_parser("bench", help="decode, prefill, TTFT, compile and memory against transformers and llama.cpp, with the roofline")
+    b.add_argument("--json", action="store_true", help="print one JSON object (keys: model/tools/bench.py)")
+    b.add_argument("--model", default=None, help="a .gguf file or Hugging Face folder (default: shipped SmolLM2-135M)")
+    b.add_argument("--precision", default="float32", help="comma list of float32, bfloat16, accuracy, performance, bfloat8_b, bfloat4_b")
+    b.add_argument("--batch", default="1,32", help="comma list of decode batch sizes (default 1,32)")
+    _add_mesh_options(b)
+    b.add_argument("--profile", default=None, metavar="DIR", help="write a jax.profiler trace (Perfetto) and DIR/ops.txt")
+    b.add_argument("--prefill-lengths", default="128,8000", help="comma list of prompt lengths to time prefill at, or none")
+    b.add_argument("--runs", type=positive_int, default=3, help="timed runs of each figure; the median is reported (default 3)")
+    b.add_argument("--new-tokens", type=positive_int, default=64, help="tokens each user decodes (default 64)")
+    b.add_argument("--max-seq-len", type=positive_int, default=256, help="ttjax's KV cache length for decode (default 256)")
+    b.add_argument("--allow-past-context", action="store_true", help="allow --max-seq-len past the model's trained context")
+    b.add_argument("--prompt", default="The capital of France is", help="the decode prompt, copied to every user")
+    b.add_argument("--peers", default="transformers,llama.cpp", help="comma list of peers (llama.cpp when installed)")
+    b.add_argument("--no-peers", action="store_true", help="ttjax alone")
+    b.add_argument("--bandwidth-mib", type=positive_int, default=1024, help="size of the matrix the read bandwidth is measured on")
+    b.set_defaults(func=run_bench)
     for p in sub.choices.values():  # every subcommand: JAX's persistent compilation cache (model.tools.compile_cache)
         p.add_argument("--compile-cache", default=None, metavar="DIR",
                        help="folder of compiled programs (default: $TTJAX_CACHE_DIR or ~/.cache/ttjax/xla)")

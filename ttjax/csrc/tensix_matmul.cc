@@ -230,10 +230,12 @@ ffi::Error Run(ffi::ThreadPool& pool, Problem& p, int64_t isa) {
   work->problem = &p;
   work->strip = strip;
   work->scratch_floats = strip == StripAvx512 ? ScratchFloats(p) : PortableScratchFloats(p);
-  work->width = StripWidth(p, strip == StripAvx512, pool.num_threads() + 1);
+  work->width = StripWidth(p, strip == StripAvx512, std::max<int64_t>(pool.num_threads(), 1));
   work->strips = (p.cols + work->width - 1) / work->width;
   const int64_t total = work->strips;
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), total - 1);
+  // XLA sizes its pool to the cores; the calling thread is one worker, so one helper fewer than the pool has
+  // keeps a worker per core (more would only take turns).
+  const int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, total - 1);
   for (int64_t i = 0; i < helpers; ++i) pool.Schedule([work] { work->Run(); });
   work->Run();
   std::unique_lock<std::mutex> lock(work->mu);

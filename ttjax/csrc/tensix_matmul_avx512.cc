@@ -113,9 +113,13 @@ struct BlockLoader {
       const __m128i nibbles = _mm_or_si128(_mm_and_si128(packed, _mm_set1_epi16(0x0F)), _mm_slli_epi16(_mm_srli_epi16(packed, 4), 8));
       codes = _mm_shuffle_epi8(_mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 0, -1, -2, -3, -4, -5, -6, -7), nibbles);
     }
+    // The code as a float, then 2^(shared - 127 - (W - 1)) applied by adding to its exponent field: integer
+    // ops, which leave the float pipes to the products (exact: the plain range keeps the exponent normal).
     const int32_t shared = exps0[i * exp_stride + c];
-    const __m512 scale = _mm512_castsi512_ps(_mm512_set1_epi32((shared - (kW - 1)) << 23));
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(codes)), scale);
+    const __m512i q = _mm512_cvtepi8_epi32(codes);
+    const __m512i f = _mm512_castps_si512(_mm512_cvtepi32_ps(q));
+    const __m512i shift = _mm512_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(shared - 127 - (kW - 1)) << 23));
+    return _mm512_castsi512_ps(_mm512_mask_add_epi32(f, _mm512_test_epi32_mask(q, q), f, shift));
   }
 };
 

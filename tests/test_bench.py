@@ -1,0 +1,130 @@
+"""`ttjax bench`: one small run on the shipped model against transformers (and llama.cpp when installed) gives the
+documented JSON, whose medians are the medians of its runs and whose ratios are the quotients of the medians; bad
+input is one sentence; the op table reads self times out of a Perfetto trace. No timing is asserted."""
+
+import contextlib
+import gzip
+import io
+import json
+import re
+import statistics
+
+import pytest
+
+from model.tools import bench, peers, profiling
+from model.tools.cli import main
+
+SMALL = ["bench", "--batch", "1", "--prefill-lengths", "40", "--runs", "2", "--new-tokens", "3", "--max-seq-len", "64",
+         "--bandwidth-mib", "16"]
+ROW_KEYS = {"engine", "version", "precision", "batch", "decode_tokens_per_s", "decode_tokens_per_s_runs", "prefill_tokens_per_s",
+            "prefill_tokens_per_s_runs", "ttft_s", "ttft_s_runs", "compile_s", "prefill_compile_s", "peak_rss_mb",
+            "weight_bytes_per_token", "roofline_tokens_per_s", "roofline_fraction", "first_tokens"}
+
+
+@pytest.fixture(scope="module")
+def report():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main([*SMALL, "--json", "--peers", "transformers,llama.cpp", "--no-compile-cache"]) == 0
+    return json.loads(out.getvalue())
+
+
+def test_the_json_has_the_documented_shape(report):
+    assert set(report) == {"date", "wall_s", "command", "machine", "model", "settings", "runs", "ratios", "notes", "profile"}
+    assert set(report["machine"]) == {"cpu", "cores", "memory_gb", "read_gb_s", "read_gb_s_runs", "read_method"}
+    assert report["machine"]["read_gb_s"] > 0 and "GEMV" in report["machine"]["read_method"]
+    assert report["command"].startswith("ttjax bench ") and "--batch 1 " in report["command"]
+    assert report["settings"]["prompt_tokens"] == 5 and report["profile"] is None
+    engines = [r["engine"] for r in report["runs"]]
+    llama = peers.installed("llama.cpp")
+    assert engines == ["ttjax", "transformers"] + (["llama.cpp"] if llama else [])
+    assert llama or report["notes"] == ["llama.cpp: not installed (pip install -e '.[peers]')"]
+    for row in report["runs"]:
+        assert set(row) == ROW_KEYS
+        assert row["batch"] == 1 and list(row["prefill_tokens_per_s"]) == ["40"]
+        for key in ("decode_tokens_per_s", "ttft_s", "peak_rss_mb", "weight_bytes_per_token", "roofline_tokens_per_s", "roofline_fraction"):
+            assert row[key] > 0, (row["engine"], key)
+        assert len(row["decode_tokens_per_s_runs"]) == len(row["ttft_s_runs"]) == 2
+        assert row["decode_tokens_per_s"] == statistics.median(row["decode_tokens_per_s_runs"])
+        assert row["ttft_s"] == statistics.median(row["ttft_s_runs"])
+        assert row["prefill_tokens_per_s"]["40"] == statistics.median(row["prefill_tokens_per_s_runs"]["40"]) > 0
+        assert len(row["first_tokens"]) == 3
+    ours, torch_row = report["runs"][:2]
+    assert ours["compile_s"] > 0 and torch_row["compile_s"] is None
+    # float32 weights, the tied LM head read once: both read the same 538 MB a token; both decode the same tokens
+    assert ours["weight_bytes_per_token"] == torch_row["weight_bytes_per_token"] == 538_060_032
+    assert ours["first_tokens"] == torch_row["first_tokens"]
+
+
+def test_ratios_are_the_quotients_of_the_medians(report):
+    ours = report["runs"][0]
+    by_engine = {r["engine"]: r for r in report["runs"]}
+    assert [q["peer"] for q in report["ratios"]] == [e for e in by_engine if e != "ttjax"]
+    for q in report["ratios"]:
+        peer = by_engine[q["peer"]]
+        assert (q["precision"], q["batch"]) == ("float32", 1)
+        for key in ("decode_tokens_per_s", "ttft_s", "peak_rss_mb"):
+            assert q[key] == pytest.approx(ours[key] / peer[key], rel=1e-12)
+        assert q["prefill_tokens_per_s"]["40"] == pytest.approx(ours["prefill_tokens_per_s"]["40"] / peer["prefill_tokens_per_s"]["40"], rel=1e-12)
+
+
+def test_the_tables_print_the_command_the_date_and_every_row(report):
+    text = bench.format_report(report)
+    lines = text.splitlines()
+    assert re.fullmatch(r"## ttjax bench, \d{4}-\d\d-\d\d \d\d:\d\d UTC", lines[0])
+    assert f"`{report['command']}`" in lines[2]
+    rows = [line for line in lines if line.startswith("| ttjax |") or line.startswith("| transformers |")]
+    assert len(rows) == 2 and all(row.count("|") == 12 for row in rows)  # 11 columns: one prefill length
+    assert "| float32 | transformers | 1 |" in text
+
+
+BAD = [
+    (["--batch", "0"], r"--batch '0' holds '0'; each must be an integer of at least 1\."),
+    (["--batch", "1,x"], r"--batch '1,x' holds 'x'"),
+    (["--prefill-lengths", "abc"], r"--prefill-lengths 'abc' holds 'abc'; each must be an integer of at least 1 \(or --prefill-lengths none"),
+    (["--prefill-lengths", "9000"], r"--prefill-lengths 9000 is past the model's context of 8192 tokens\."),
+    (["--precision", "float64"], r"precision config 'float64' is not one of float32, bfloat16, accuracy, performance"),
+    (["--precision", "float32,,bfloat16"], r"--precision 'float32,,bfloat16' must name each precision config once"),
+    (["--peers", "vllm"], r"--peers names 'vllm', not one of transformers, llama\.cpp\."),
+    (["--new-tokens", "1"], r"--new-tokens 1 leaves no decode step to time; ask for at least 2\."),
+    (["--max-seq-len", "100000"], r"--max-seq-len 100000 is past the model's trained context of 8192 tokens"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_sentence(argv, message, capsys):
+    assert main(["bench", "--no-peers", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ttjax: error: "), err
+    assert re.search(message, err[0]), err[0]
+
+
+def test_a_worker_refusing_its_input_is_the_same_sentence(capsys):
+    """The prompt's length is known only where the tokenizer is loaded: the ttjax process refuses, the bench says so."""
+    argv = [*SMALL, "--no-peers", "--prefill-lengths", "none", "--max-seq-len", "8", "--prompt", "one two three four five six seven"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.fullmatch(r"ttjax: error: .*the prompt \(7 tokens\) plus max_new_tokens \(3\) is 10 tokens, more than max_seq_len = 8\.", err), err
+
+
+def test_the_op_table_counts_self_time_and_groups_by_weight(tmp_path):
+    def op(name, ts, dur, tid=1):
+        return {"ph": "X", "pid": 1, "tid": tid, "ts": ts, "dur": dur, "name": name,
+                "args": {"hlo_module": "jit_decode", "hlo_op": name}}
+
+    events = [op("while.3", 0, 100), op("dot.1", 10, 30), op("dot.2", 50, 40), op("dot.1", 200, 30), op("fusion.7", 0, 20, tid=2),
+              {"ph": "X", "pid": 1, "tid": 1, "ts": 0, "dur": 500, "name": "PjitFunction(decode)"}]
+    path = tmp_path / "perfetto_trace.json.gz"
+    with gzip.open(path, "wt") as f:
+        json.dump({"traceEvents": events}, f)
+    names = {("jit_decode", "dot.1"): "jit(decode)/layer_0/dot_general [layers_0.feed_forward_w1]",
+             ("jit_decode", "dot.2"): "[layers_1.feed_forward_w1]"}
+    rows = profiling.op_rows(path, names)
+    assert [(r["op"], r["calls"], r["total_ms"]) for r in rows] == [("dot.1", 2, 0.06), ("dot.2", 1, 0.04), ("while.3", 1, 0.03),
+                                                                     ("fusion.7", 1, 0.02)]
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+    groups = profiling.op_groups(rows)
+    assert [(g["group"], g["ops"], g["calls"]) for g in groups] == [("feed_forward_w1", 2, 3), ("while", 1, 1), ("fusion", 1, 1)]
+    assert groups[0]["total_ms"] == pytest.approx(0.1)
+    table = profiling.format_ops(rows, "title")
+    assert table.splitlines()[2].startswith("jit_decode    dot.1") and "[layers_0.feed_forward_w1]" in table
