@@ -105,21 +105,24 @@ struct BlockLoader {
         stride(F == kBFP8 ? p.w_cols : p.w_cols / 2),
         exp_stride(p.w_cols / kFace) {}
   TTJAX_INLINE __m512 operator()(int64_t i, int c) const {
-    __m128i codes;
+    __m512 f;
     if constexpr (F == kBFP8) {
-      codes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes0 + i * stride + 16 * c));
-    } else {  // 8 bytes, two nibbles each (the first in the low nibble) -> 16 signed bytes by a table lookup
-      const __m128i packed = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes0 + i * stride + 8 * c)));
-      const __m128i nibbles = _mm_or_si128(_mm_and_si128(packed, _mm_set1_epi16(0x0F)), _mm_slli_epi16(_mm_srli_epi16(packed, 4), 8));
-      codes = _mm_shuffle_epi8(_mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 0, -1, -2, -3, -4, -5, -6, -7), nibbles);
+      const __m128i codes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes0 + i * stride + 16 * c));
+      f = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(codes));
+    } else {
+      // 8 bytes, two nibbles each (the first in the low nibble): each byte into two lanes, the odd lane shifted
+      // down 4, and the lane's low 4 bits index a 16-entry table of the nibbles' values (vpermps reads only those).
+      const __m128i packed = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes0 + i * stride + 8 * c));
+      const __m512i both = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(packed, packed));
+      const __m512i idx = _mm512_srlv_epi32(both, _mm512_set_epi32(4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0));
+      f = _mm512_permutexvar_ps(idx, _mm512_loadu_ps(kNibble));
     }
-    // The code as a float, then 2^(shared - 127 - (W - 1)) applied by adding to its exponent field: integer
-    // ops, which leave the float pipes to the products (exact: the plain range keeps the exponent normal).
+    // 2^(shared - 127 - (W - 1)) applied by adding to the exponent field of the nonzero codes: integer ops, which
+    // leave the float pipes to the products (exact: the plain range keeps the exponent normal).
     const int32_t shared = exps0[i * exp_stride + c];
-    const __m512i q = _mm512_cvtepi8_epi32(codes);
-    const __m512i f = _mm512_castps_si512(_mm512_cvtepi32_ps(q));
+    const __m512i u = _mm512_castps_si512(f);
     const __m512i shift = _mm512_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(shared - 127 - (kW - 1)) << 23));
-    return _mm512_castsi512_ps(_mm512_mask_add_epi32(f, _mm512_test_epi32_mask(q, q), f, shift));
+    return _mm512_castsi512_ps(_mm512_mask_add_epi32(u, _mm512_test_epi32_mask(u, _mm512_set1_epi32(0x7FFFFFFF)), u, shift));
   }
 };
 
@@ -263,6 +266,38 @@ TTJAX_AVX512 void GemvTile(const Problem& p, const float* hi, const float* lo, i
   GemvEmulatedTile<PH, NV>(load, hi, lo, p.fp32_dest, dst);
 }
 
+// Ask for the weight bytes of tile rows [k0, k0 + 32), columns [c0, c0 + nc) (and their block exponents) ahead of
+// use. A strip's tile is 32 short runs a row stride apart, more streams than the hardware prefetchers follow, so
+// without this a GEMV waits on memory at a fraction of the read bandwidth.
+template <WeightFormat F>
+TTJAX_INLINE void PrefetchTile(const Problem& p, int64_t k0, int64_t c0, int64_t nc) {
+  constexpr int64_t kBitsPer = F == kF32 ? 32 : F == kBF16 ? 16 : F == kBFP8 ? 8 : 4;
+  const char* base = static_cast<const char*>(p.w);
+  const int64_t rows = std::min<int64_t>(kTile, p.w_rows - k0);
+  const int64_t first = c0 * kBitsPer / 8, last = (c0 + nc) * kBitsPer / 8;
+  for (int64_t i = 0; i < rows; ++i) {
+    const char* row = base + (k0 + i) * p.w_cols * kBitsPer / 8;
+    for (int64_t b = first & ~int64_t{63}; b < last; b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
+    if constexpr (F == kBFP8 || F == kBFP4) _mm_prefetch(reinterpret_cast<const char*>(p.exps + (k0 + i) * (p.w_cols / kFace) + c0 / kFace), _MM_HINT_T0);
+  }
+}
+
+// One tile of one row over nc columns from c0: NV vectors at a time, then the rest with half as many, so a strip
+// whose width is not a multiple of 16 * NV still reads storage in registers (only a last partial vector, at a
+// matrix's edge, goes through the scalar decode).
+template <WeightFormat F, int PH, int NV>
+TTJAX_AVX512 void GemvSweep(const Problem& p, const float* hi, const float* lo, int64_t k0, int64_t c0, int64_t nc,
+                            float* dst, float* buf) {
+  int64_t j = 0;
+  for (; nc - j >= 16 * NV || (NV == 1 && j < nc); j += 16 * NV) {
+    if (k0 + kTile < p.w_rows) PrefetchTile<F>(p, k0 + kTile, c0 + j, std::min<int64_t>(16 * NV, nc - j));
+    GemvTile<F, PH, NV>(p, hi, lo, k0, c0 + j, nc - j, dst + j, buf);
+  }
+  if constexpr (NV > 1) {
+    if (j < nc) GemvSweep<F, PH, NV / 2>(p, hi, lo, k0, c0 + j, nc - j, dst + j, buf);
+  }
+}
+
 // One row, a strip of up to kWideCols columns: tile by tile, sweeping the strip in register-sized pieces, so
 // that each tile reads 32 runs of contiguous weight bytes (long runs keep the prefetchers streaming; a narrow
 // strip would read a few cache lines per row, a page apart in a wide matrix).
@@ -275,7 +310,7 @@ TTJAX_AVX512 void Gemv(const Problem& p, int64_t c0, int64_t nc, float* scratch)
   for (int64_t k0 = 0; k0 < p.depth; k0 += kTile) {
     if (p.exact && k0 >= p.w_rows) break;
     if (!p.exact) SrcBTile(p.x + k0, hi, lo);
-    for (int64_t j = 0; j < nc; j += 16 * NV) GemvTile<F, PH, NV>(p, hi, lo, k0, c0 + j, nc - j, dst + j, buf);
+    GemvSweep<F, PH, NV>(p, hi, lo, k0, c0, nc, dst, buf);
   }
   for (int64_t j = 0; j < nc; j += 16) {
     const __mmask16 mask = static_cast<__mmask16>((1u << std::min<int64_t>(16, nc - j)) - 1u);
