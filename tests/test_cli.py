@@ -62,8 +62,9 @@ def test_empty_prompt_and_zero_tokens(generator):
 
 
 def test_a_second_run_compiles_nothing(tmp_path):
-    """JAX's persistent compilation cache: the first `ttjax generate` stores every program it compiles, a second one
-    with the same model and shapes loads them all (no new entry appears); --no-compile-cache keeps nothing."""
+    """JAX's persistent compilation cache and the executables beside it: the first `ttjax generate` stores every
+    program it compiles, a second one with the same model and shapes loads them all (no new entry appears, none is
+    rewritten); --no-compile-cache keeps nothing."""
     import os
 
     cache, off = tmp_path / "xla", tmp_path / "off"
@@ -73,10 +74,11 @@ def test_a_second_run_compiles_nothing(tmp_path):
     def run(*extra):
         done = subprocess.run([*cmd, *extra], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
-        return sorted((p.name, p.stat().st_mtime_ns) for p in cache.iterdir()) if cache.exists() else []
+        return sorted((str(p.relative_to(cache)), p.stat().st_mtime_ns) for p in cache.rglob("*") if p.is_file()) if cache.exists() else []
 
     first = run("--compile-cache", str(cache))
     assert first, "the first run stored no compiled program"
+    assert any(name.startswith("executables/") for name, _ in first), "no executable was kept (model.serving.executables)"
     assert run("--compile-cache", str(cache)) == first  # every program came from the cache: none new, none rewritten
     run("--no-compile-cache")
     assert not off.exists() or not any(off.iterdir())  # TTJAX_CACHE_DIR, the default folder, stayed empty

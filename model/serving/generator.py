@@ -25,7 +25,7 @@ from model.config import ModelArgs, PagedAttentionConfig
 from model.errors import KVCacheError
 from model.params import TransformerParams
 from model.rope import precompute_rot_mats
-from model.serving import programs
+from model.serving import executables, programs
 from model.serving.checks import check_decode_table, check_fits, check_prefill_rows, check_tokens, checked_positions
 from model.serving.page_table import BlockAllocator, PageTable, PlacedPageTable, checked_page_table
 from model.serving.placement import Placement
@@ -78,7 +78,8 @@ class Generator:
         example may hold arrays or jax.ShapeDtypeStructs: compiling needs only shapes."""
         if key not in self.programs:
             t = time.perf_counter()
-            self.programs[key] = programs.build_program(fn, self.args, self.placement).lower(*example).compile()
+            build = lambda: programs.build_program(fn, self.args, self.placement).lower(*example).compile()  # noqa: E731
+            self.programs[key] = executables.load_or_compile(key, self.args, example, build)
             self.compile_s += time.perf_counter() - t
         return self.programs[key]
 

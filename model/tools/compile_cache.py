@@ -4,7 +4,8 @@ Compiled programs are kept in the user's cache folder, so a second run with the 
 and shapes loads them instead of compiling: $TTJAX_CACHE_DIR if set, else $XDG_CACHE_HOME/ttjax/xla, else
 ~/.cache/ttjax/xla; `--compile-cache DIR` overrides it, `--no-compile-cache` (or TTJAX_COMPILE_CACHE=0) turns
 it off. JAX keys each entry by the program's HLO, the compile options and the jax / jaxlib versions, so an
-upgrade or a changed flag compiles afresh instead of loading a stale program.
+upgrade or a changed flag compiles afresh instead of loading a stale program. Beside it, in `executables`,
+model.serving.executables keeps the compiled programs themselves, so a second run does not even trace them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ def default_dir() -> Path:
 
 def enable(folder: str | os.PathLike | None = None) -> Path | None:
     """Turn the cache on in this process (None when TTJAX_COMPILE_CACHE=0); returns the folder used."""
+    from model.serving import executables
+
     if folder is None and os.environ.get("TTJAX_COMPILE_CACHE", "1") == "0":
+        executables.enable(None)
         return None
     import jax
 
@@ -31,4 +35,5 @@ def enable(folder: str | os.PathLike | None = None) -> Path | None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # every program: startup is many small ones
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    executables.enable(path / "executables")  # whole executables, which skip tracing too (model.serving.executables)
     return path
