@@ -102,13 +102,13 @@ def attention(
         # Every user's K / V is at hand (after the all-reduce, as on TG); only this column's group is written and read.
         write_pos, q, current_pos = group.positions(current_pos), group.rows(q), group.rows(current_pos)
         if page_table is None:
-            k_cache, v_cache = _written(ttjax.update_cache(k_cache, k, write_pos), ttjax.update_cache(v_cache, v, write_pos))
+            k_cache, v_cache = ttjax.update_cache(k_cache, k, write_pos), ttjax.update_cache(v_cache, v, write_pos)
             own_k, own_v = group.rows(k_cache), group.rows(v_cache)
             cfg = sdpa_decode_program_config(k_cache.shape[2])
             out = ttjax.scaled_dot_product_attention_decode(q, own_k, own_v, current_pos, program_config=cfg)
         else:
-            k_cache, v_cache = _written(ttjax.paged_update_cache(k_cache, k, write_pos, page_table),
-                                        ttjax.paged_update_cache(v_cache, v, write_pos, page_table))
+            k_cache = ttjax.paged_update_cache(k_cache, k, write_pos, page_table)
+            v_cache = ttjax.paged_update_cache(v_cache, v, write_pos, page_table)
             page_table = group.rows(page_table)
             sdpa = compute_kernel_config(args, OpGroup.SDPA_DECODE)  # the paged op's chunk cap depends on the Dst size
             cfg = sdpa_decode_program_config(page_table.shape[1] * k_cache.shape[2], paged=True,
@@ -122,13 +122,6 @@ def attention(
     if args.layout.wo_gathered:  # T3K: all_gather_matmul, wo column-parallel; its output is the fractured residual
         return ttjax.linear(gather_heads(out, args), p.wo, **wo), (k_cache, v_cache)
     return reduce_row_parallel(ttjax.linear(out, p.wo, **wo), args, "wo", mode), (k_cache, v_cache)
-
-
-def _written(k_cache, v_cache):
-    """The caches once written, as a barrier: otherwise XLA:CPU folds flash decode's float32 reads into the
-    writes, converting every whole bfloat16 cache to float32 and back each step (a tenth of a batch-1 decode
-    step at max_seq_len 256, measured) where the write should touch one row in place."""
-    return jax.lax.optimization_barrier((k_cache, v_cache))
 
 
 class _UserGroup:

@@ -20,6 +20,7 @@ from model.config import PagedAttentionConfig
 from model.serving.page_table import BlockAllocator, PageTable
 from ttjax import SDPAProgramConfig, TTJaxError
 from ttjax.metrics import pcc
+from ttjax.flash_decode import read_rows
 
 PCC = 0.99999
 
@@ -278,7 +279,7 @@ def test_flash_decode_equals_softmax_reference(k_chunk, case):
     q, k, v = _rand(rng, len(pos), h, d), _rand(rng, len(pos), kv, s, d), _rand(rng, len(pos), kv, s, d)
     cfg = SDPAProgramConfig(32, k_chunk)
     ours = jax.jit(lambda *a: ttjax.scaled_dot_product_attention_decode(*a, program_config=cfg))(q, k, v, pos)
-    assert_close(ours, _softmax_decode(q, k, v, pos, _rows_read(pos, k_chunk, s)))
+    assert_close(ours, _softmax_decode(q, k, v, pos, _rows_read(pos, read_rows(k_chunk), s)))
 
 
 @pytest.mark.parametrize("case", ["last", "early", "empty"])
@@ -295,7 +296,7 @@ def test_paged_flash_decode_equals_softmax_reference(block, k_chunk, case):
     cfg = SDPAProgramConfig(32, k_chunk)
     attend = jax.jit(lambda *a: ttjax.paged_scaled_dot_product_attention_decode(*a, program_config=cfg))
     ours = attend(q, _paged_copy(k, table, block), _paged_copy(v, table, block), pos, table)
-    assert_close(ours, _softmax_decode(q, k, v, pos, _rows_read(pos, k_chunk, s)))
+    assert_close(ours, _softmax_decode(q, k, v, pos, _rows_read(pos, read_rows(k_chunk), s)))
 
 
 @pytest.mark.parametrize("paged", [False, True])

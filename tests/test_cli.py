@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -71,14 +72,22 @@ def test_a_second_run_compiles_nothing(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TTJAX_COMPILE_CACHE"} | {"TTJAX_CACHE_DIR": str(off)}
     cmd = [sys.executable, "-m", "model.tools.cli", "generate", "--prompt", "The capital of France is", "--max-new-tokens", "4", "--json"]
 
+    tokens = []
+
     def run(*extra):
         done = subprocess.run([*cmd, *extra], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
+        tokens.append(json.loads(done.stdout.strip().splitlines()[-1])["tokens"])
         return sorted((str(p.relative_to(cache)), p.stat().st_mtime_ns) for p in cache.rglob("*") if p.is_file()) if cache.exists() else []
 
     first = run("--compile-cache", str(cache))
     assert first, "the first run stored no compiled program"
     assert any(name.startswith("executables/") for name, _ in first), "no executable was kept (model.serving.executables)"
     assert run("--compile-cache", str(cache)) == first  # every program came from the cache: none new, none rewritten
+    # Executables lost while JAX's cache holds the rest: the next run compiles them afresh, and they load and run.
+    shutil.rmtree(cache / "executables")
+    run("--compile-cache", str(cache))
+    run("--compile-cache", str(cache))
     run("--no-compile-cache")
+    assert all(t == tokens[0] for t in tokens), tokens
     assert not off.exists() or not any(off.iterdir())  # TTJAX_CACHE_DIR, the default folder, stayed empty

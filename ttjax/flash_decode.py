@@ -72,11 +72,25 @@ def _flash_decode(q, load_kv, cur_pos, n_kv: int, n_chunks: int, k_chunk: int, s
     return (o / l[..., None]).reshape(b, h, d)
 
 
+# Positions read per loop step: a chunk of the program config longer than this is read in pieces of this size.
+# TT splits the sequence across cores, so a long chunk costs it little; here the steps run one after another and
+# the last one is read whole, so a 512-row chunk would read up to 511 rows past a user's position (at max_seq_len
+# 2048 and up, where tt's chunk is 512, a step at position 100 cost a quarter more than at max_seq_len 256, and
+# 3x at batch 32). The pieces fold into the running log-sum-exp like chunks: the same result up to float rounding.
+READ_ROWS = 128
+
+
 def decode_k_chunk(seq: int, program_config: SDPAProgramConfig | None) -> int:
+    """The program config's k_chunk_size for a cache of seq positions (at most seq; it must divide seq)."""
     size = min((program_config or SDPAProgramConfig()).k_chunk_size, seq)
     if seq % size:
         raise TTJaxError(f"the cache length {seq} is not a multiple of k_chunk_size = {size}.")
     return size
+
+
+def read_rows(k_chunk: int) -> int:
+    """The rows one loop step reads: the chunk, in pieces of READ_ROWS where it divides into them."""
+    return READ_ROWS if k_chunk > READ_ROWS and k_chunk % READ_ROWS == 0 else k_chunk
 
 
 def scaled_dot_product_attention_decode(q, k_cache, v_cache, cur_pos, *, scale=None, program_config=None):
@@ -84,7 +98,7 @@ def scaled_dot_product_attention_decode(q, k_cache, v_cache, cur_pos, *, scale=N
     b, n_kv, s, d = k_cache.shape
     if q.shape[0] != b:
         raise TTJaxError(f"q has {q.shape[0]} users but the cache has {b} slots.")
-    k_chunk = decode_k_chunk(s, program_config)
+    k_chunk = read_rows(decode_k_chunk(s, program_config))
     scale = d**-0.5 if scale is None else scale
     k, v = (c.reshape(b * n_kv, s, d) for c in (k_cache, v_cache))
 
@@ -101,7 +115,7 @@ def paged_scaled_dot_product_attention_decode(q, k_cache, v_cache, cur_pos, page
     k_cache, v_cache = jnp.asarray(k_cache), jnp.asarray(v_cache)
     _, n_kv, block, d = k_cache.shape
     s = blocks_per_user * block
-    k_chunk = decode_k_chunk(s, program_config)
+    k_chunk = read_rows(decode_k_chunk(s, program_config))
     scale = d**-0.5 if scale is None else scale
     # The blocks one chunk can touch: k_chunk // block when blocks tile chunks, one when chunks tile blocks,
     # else one more for a chunk that starts inside a block. The table is padded so that slicing it never clamps.

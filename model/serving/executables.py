@@ -78,14 +78,7 @@ def load_or_compile(name, args, example, compile_fn):
                                                              execution_devices=[by_id[i] for i in device_ids])
         except Exception:  # a file from an interrupted write or another build: compile afresh and replace it
             pass
-    # Compiled afresh, not loaded from JAX's cache: an executable JAX loaded from its cache serializes without its
-    # kernels ("Function wrapped_iota not found" when the copy runs; jaxlib 0.10.2).
-    enabled = jax.config.jax_enable_compilation_cache
-    jax.config.update("jax_enable_compilation_cache", False)
-    try:
-        compiled = compile_fn()
-    finally:
-        jax.config.update("jax_enable_compilation_cache", enabled)
+    compiled = _compile_afresh(compile_fn)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         pickle.dump((*serialize_executable.serialize(compiled), [d.id for d in execution_devices(compiled)]), f)
@@ -99,3 +92,19 @@ def execution_devices(compiled) -> list:
     sharding = jax.tree.leaves(compiled.input_shardings)[0]
     mesh = getattr(sharding, "mesh", None)
     return list(mesh.devices.flat) if mesh is not None else sorted(sharding.device_set, key=lambda d: d.id)
+
+
+def _compile_afresh(compile_fn):
+    """compile_fn() with JAX's persistent cache off: an executable JAX loaded from that cache serializes without
+    its kernels ("Function wrapped_iota not found" when the copy runs; jaxlib 0.10.2). JAX decides once per
+    process whether its cache is used, so the flag is changed between resets of that decision."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    enabled = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()
+    try:
+        return compile_fn()
+    finally:
+        jax.config.update("jax_enable_compilation_cache", enabled)
+        compilation_cache.reset_cache()
