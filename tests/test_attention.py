@@ -441,3 +441,39 @@ def test_indices_out_of_range_are_refused_or_dropped():
         ttjax.paged_fill_cache(pool, jnp.ones((1, 1, 64, 16)), table, start_pos=32)
     dropped = jax.jit(ttjax.paged_update_cache)(pool, jnp.ones((2, 1, 16)), jnp.array([64, 100], jnp.int32), jnp.asarray(table))
     np.testing.assert_array_equal(np.asarray(dropped), np.asarray(pool))  # not clamped onto position 63
+
+
+@pytest.mark.parametrize("paged", [False, True])
+def test_native_kv_rows_equal_the_xla_path(paged, monkeypatch):
+    """bfloat16 caches are written and read by the native row kernels (ttjax/csrc/kv_rows.cc): the caches after a
+    decode step's writes and the attention output are bit-identical to XLA's path, with ragged users, an empty
+    slot, a user at the last position and (paged) a missing block whose write is dropped."""
+    if not ttjax.native.available():
+        pytest.fail("the native kernels are not built: run `make setup` (ttjax.native.build() prints the compiler's error)")
+    rng = np.random.default_rng(11 + paged)
+    b, h, kv, s, d, block = 5, 9, 3, 384, 64, 32
+    pos = jnp.array([0, -1, 131, s - 1, 200], jnp.int32)
+    q, x = jnp.asarray(_rand(rng, b, h, d)), jnp.asarray(_rand(rng, b, kv, d))
+    cfg = SDPAProgramConfig(32, 128)
+    if paged:
+        table = _shuffled_table(b, s // block, block, seed=3)
+        table[4, 200 // block] = -1  # user 4's write has no block
+        k, v = (jnp.asarray(_paged_copy(_rand(rng, b, kv, s, d), table, block), jnp.bfloat16) for _ in range(2))
+
+        def step(k, v):
+            k, v = (ttjax.paged_update_cache(c, x * (i + 1), pos, jnp.asarray(table)) for i, c in enumerate((k, v)))
+            return k, v, ttjax.paged_scaled_dot_product_attention_decode(q, k, v, pos, jnp.asarray(table), program_config=cfg)
+    else:
+        k, v = (jnp.asarray(_rand(rng, b, kv, s, d), jnp.bfloat16) for _ in range(2))
+
+        def step(k, v):
+            k, v = (ttjax.update_cache(c, x * (i + 1), pos) for i, c in enumerate((k, v)))
+            return k, v, ttjax.scaled_dot_product_attention_decode(q, k, v, pos, program_config=cfg)
+
+    native = [np.asarray(a, np.float32) for a in jax.jit(step)(k, v)]
+    program = jax.jit(step).lower(k, v).as_text()
+    assert "ttjax_gather_rows" in program and "ttjax_scatter_rows" in program  # the kernels did run
+    monkeypatch.setattr(ttjax.native, "rows_kernels_for", lambda cache: False)
+    xla = [np.asarray(a, np.float32) for a in jax.jit(step)(k, v)]
+    for ours, ref in zip(native, xla):
+        np.testing.assert_array_equal(ours, ref)

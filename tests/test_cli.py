@@ -22,6 +22,20 @@ def test_generate_json(capsys):
     assert out["prefill_s"] > 0 and out["decode_tokens_per_s"] > 0
 
 
+def test_generate_from_token_ids_and_dummy_weights(capsys):
+    """--prompt-ids gives the text prompt's tokens the same answer; --model-name (a named model's shapes on dummy
+    weights, which have no tokenizer) needs ids; ids outside the vocabulary are refused."""
+    args = ["--max-new-tokens", "4", "--json", "--max-seq-len", "128"]
+    assert main(["generate", "--prompt", "The capital of France is", *args]) == 0
+    text = json.loads(capsys.readouterr().out)
+    assert main(["generate", "--prompt-ids", "504,3575,282,4649,314", *args]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] == text["tokens"]
+    assert main(["generate", "--model-name", "Llama-3.2-1B", "--prompt", "hi"]) == 2
+    assert capsys.readouterr().err == "ttjax: error: --model-name Llama-3.2-1B gives dummy weights with no tokenizer; pass the prompt as --prompt-ids.\n"
+    assert main(["generate", "--prompt-ids", "1,x"]) == 2
+    assert capsys.readouterr().err == "ttjax: error: --prompt-ids '1,x' holds 'x'; each must be a token id in 0..49151.\n"
+
+
 def test_generate_with_a_precision_config(capsys):
     """--precision picks a tt_transformers config; compact block-float weights still give the float32 answer."""
     args = ["generate", "--prompt", "The capital of France is", "--max-new-tokens", "2", "--json", "--max-seq-len", "128"]

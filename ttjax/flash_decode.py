@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from mesh.errors import TTJaxError
+import ttjax.native as native
 from ttjax.flash_attention import MASK_VALUE, SDPAProgramConfig
 
 
@@ -103,6 +104,9 @@ def scaled_dot_product_attention_decode(q, k_cache, v_cache, cur_pos, *, scale=N
     k, v = (c.reshape(b * n_kv, s, d) for c in (k_cache, v_cache))
 
     def load_kv(j):  # rows j * k_chunk .. (j + 1) * k_chunk - 1; j < n_chunks, so the start is never clamped
+        if native.rows_kernels_for(k_cache):  # read where they lie (XLA would convert the whole bfloat16 cache)
+            rows = jnp.arange(b * n_kv)[:, None] * s + j * k_chunk + jnp.arange(k_chunk)
+            return native.gather_rows(k_cache, rows), native.gather_rows(v_cache, rows)
         return tuple(jax.lax.dynamic_slice_in_dim(c, j * k_chunk, k_chunk, axis=1) for c in (k, v))
 
     return _flash_decode(q, load_kv, jnp.asarray(cur_pos), n_kv, s // k_chunk, k_chunk, scale).astype(q.dtype)
@@ -124,6 +128,12 @@ def paged_scaled_dot_product_attention_decode(q, k_cache, v_cache, cur_pos, page
 
     def load_kv(j):
         start = j * k_chunk
+        if native.rows_kernels_for(k_cache):  # read where they lie (XLA would convert the whole bfloat16 cache)
+            pos = start + jnp.arange(k_chunk)
+            blocks = jnp.take(idx, pos // block, axis=1)  # [B, k_chunk]
+            rows = (blocks[:, None, :] * n_kv + jnp.arange(n_kv)[:, None]) * block + pos % block
+            rows = rows.reshape(b * n_kv, k_chunk)
+            return native.gather_rows(k_cache, rows), native.gather_rows(v_cache, rows)
         ids = jax.lax.dynamic_slice_in_dim(idx, start // block, per_chunk, axis=1)  # [B, per_chunk]
 
         def read(cache):  # [B, per_chunk, KV, block, d] -> [B * KV, k_chunk, d]

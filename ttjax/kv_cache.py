@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mesh.errors import TTJaxError
-from ttjax.paged_cache import concrete, write_bits
+import ttjax.native as native
+from ttjax.paged_cache import concrete
 
 
 def fill_cache(cache: jax.Array, x: jax.Array, batch_idx, start_pos=0) -> jax.Array:
@@ -44,15 +45,17 @@ def update_cache(cache: jax.Array, x: jax.Array, update_idxs: jax.Array) -> jax.
     batch, n_kv, seq, head_dim = cache.shape
     if concrete(update_idxs) and (np.asarray(update_idxs) >= seq).any():
         raise TTJaxError(f"position {int(np.max(update_idxs))} is past max_seq_len = {seq} (positions 0..{seq - 1}).")
+    if native.rows_kernels_for(cache):  # the rows in place (XLA would convert the whole bfloat16 cache)
+        pos = update_idxs.astype(jnp.int32)[:, None]
+        rows = (jnp.arange(batch)[:, None] * n_kv + jnp.arange(n_kv)) * seq + pos
+        return native.scatter_rows(cache, jnp.where((pos >= 0) & (pos < seq), rows, -1), x)
+    flat = cache.reshape(batch * n_kv, seq, head_dim)
     idx = jnp.repeat(update_idxs.astype(jnp.int32), n_kv)
+    rows = x.reshape(batch * n_kv, 1, head_dim).astype(cache.dtype)
 
     def write(row_cache, row, pos):
         safe = jnp.clip(pos, 0, seq - 1)  # in range by construction; the where keeps the old row unless pos is
         old = jax.lax.dynamic_slice(row_cache, (safe, 0), (1, head_dim))
         return jax.lax.dynamic_update_slice(row_cache, jnp.where((pos >= 0) & (pos < seq), row, old), (safe, 0))
 
-    def write_all(c, v):
-        flat = jax.vmap(write)(c.reshape(batch * n_kv, seq, head_dim), v.reshape(batch * n_kv, 1, head_dim), idx)
-        return flat.reshape(cache.shape)
-
-    return write_bits(write_all, cache, x)
+    return jax.vmap(write)(flat, rows, idx).reshape(cache.shape)

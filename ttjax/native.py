@@ -25,6 +25,8 @@ SOURCES = sorted((Path(__file__).parent / "csrc").glob("*.cc"))
 LIBRARY = Path(__file__).with_name("_native.so")
 TENSIX_MATMUL = "ttjax_tensix_matmul"
 TENSIX_MATMUL_BFP = "ttjax_tensix_matmul_block_float"
+GATHER_ROWS = "ttjax_gather_rows"
+SCATTER_ROWS = "ttjax_scatter_rows"
 ISA_LEVELS = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3}
 
 
@@ -54,6 +56,8 @@ def _load():
         lib = ctypes.cdll.LoadLibrary(str(LIBRARY))
         jax.ffi.register_ffi_target(TENSIX_MATMUL, jax.ffi.pycapsule(lib.TtjaxTensixMatmul), platform="cpu")
         jax.ffi.register_ffi_target(TENSIX_MATMUL_BFP, jax.ffi.pycapsule(lib.TtjaxTensixMatmulBlockFloat), platform="cpu")
+        jax.ffi.register_ffi_target(GATHER_ROWS, jax.ffi.pycapsule(lib.TtjaxGatherRows), platform="cpu")
+        jax.ffi.register_ffi_target(SCATTER_ROWS, jax.ffi.pycapsule(lib.TtjaxScatterRows), platform="cpu")
         lib.TtjaxIsaLevels.restype = ctypes.c_int64
     except (OSError, AttributeError) as e:
         print(f"ttjax: {LIBRARY.name} did not load ({e}); the pure-JAX path will be used", file=sys.stderr)
@@ -96,3 +100,22 @@ def tensix_matmul(x: jax.Array, w, phases: int, fp32_dest: bool, tf32: bool = Fa
         w = w.astype(jnp.float32)
     out = jax.ShapeDtypeStruct((x.shape[0], w.shape[1]), jnp.float32)
     return jax.ffi.ffi_call(TENSIX_MATMUL, out)(x.astype(jnp.float32), w, tf32=bool(tf32), **modes)
+
+
+def rows_kernels_for(cache) -> bool:
+    """gather_rows / scatter_rows serve this cache: a bfloat16 one (XLA:CPU moves bfloat16 data through float32,
+    a whole cache at a time; float32 caches it reads and writes in place itself), with the kernels built."""
+    return cache.dtype == jnp.bfloat16 and available()
+
+
+def gather_rows(cache: jax.Array, idx: jax.Array) -> jax.Array:
+    """float32 rows of cache viewed as [rows, d]: out[..., :] = cache row idx[...] (zeros for an index outside)."""
+    out = jax.ShapeDtypeStruct((*idx.shape, cache.shape[-1]), jnp.float32)
+    return jax.ffi.ffi_call(GATHER_ROWS, out)(cache, idx.astype(jnp.int32))
+
+
+def scatter_rows(cache: jax.Array, idx: jax.Array, values: jax.Array) -> jax.Array:
+    """cache with row idx[m] set to values[m] (in the cache's dtype), in place; an index outside writes nothing."""
+    out = jax.ShapeDtypeStruct(cache.shape, cache.dtype)
+    return jax.ffi.ffi_call(SCATTER_ROWS, out, input_output_aliases={0: 0})(
+        cache, idx.reshape(-1).astype(jnp.int32), values.reshape(-1, cache.shape[-1]).astype(cache.dtype))

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mesh.errors import TTJaxError
+import ttjax.native as native
 
 
 def check_page_table(page_table, max_num_blocks: int, block_size: int | None = None, max_seq_len: int | None = None):
@@ -40,17 +41,6 @@ def check_page_table(page_table, max_num_blocks: int, block_size: int | None = N
             f"page_table rows of {table.shape[1]} blocks x block_size {block_size} cover {table.shape[1] * block_size} "
             f"positions, fewer than max_seq_len = {max_seq_len}."
         )
-
-
-def write_bits(write, cache: jax.Array, values: jax.Array) -> jax.Array:
-    """write(cache, values), values cast to the cache's dtype, done on the bits of a 16-bit float cache: XLA:CPU
-    computes a bfloat16 scatter in float32, converting the whole cache to float32 and back around each write (a
-    tenth of a batch-1 decode step at max_seq_len 256, measured), where an integer scatter writes rows in place."""
-    values = values.astype(cache.dtype)
-    if cache.dtype.itemsize != 2:
-        return write(cache, values)
-    bits = jax.lax.bitcast_convert_type
-    return bits(write(bits(cache, jnp.uint16), bits(values, jnp.uint16)), cache.dtype)
 
 
 def concrete(x) -> bool:
@@ -101,4 +91,7 @@ def paged_update_cache(cache: jax.Array, x: jax.Array, update_idxs: jax.Array, p
     safe = jnp.clip(pos, 0, limit - 1)  # only to read the table; the write goes where pos says or nowhere
     blocks = jnp.take_along_axis(page_table, (safe // block)[:, None], axis=1)[:, 0]
     blocks = jnp.where((pos < 0) | (pos >= limit) | (blocks < 0), n_blocks, blocks)  # out of range on purpose: dropped
-    return write_bits(lambda c, v: c.at[blocks, :, safe % block].set(v, mode="drop"), cache, x)
+    if native.rows_kernels_for(cache):  # the rows in place (XLA would convert the whole bfloat16 cache)
+        rows = (blocks[:, None] * n_kv + jnp.arange(n_kv)) * block + (safe % block)[:, None]
+        return native.scatter_rows(cache, jnp.where(blocks[:, None] < n_blocks, rows, -1), x)
+    return cache.at[blocks, :, safe % block].set(x.astype(cache.dtype), mode="drop")

@@ -40,11 +40,23 @@ def _mesh_options(opts) -> dict:
     return {k: v for k, v in (("ccl", opts.ccl), ("norm", opts.norm)) if v is not None}
 
 
+def _token_ids(text: str, vocab_size: int) -> list[int]:
+    """--prompt-ids '1,2,3' -> [1, 2, 3], each a token of the vocabulary."""
+    ids = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isdigit() or int(item) >= vocab_size:
+            raise ConfigError(f"--prompt-ids {text!r} holds {item!r}; each must be a token id in 0..{vocab_size - 1}.")
+        ids.append(int(item))
+    return ids
+
+
 def run_generate(opts) -> int:
     if opts.max_new_tokens < 1:
         raise SequenceLengthError(f"--max-new-tokens {opts.max_new_tokens} must be at least 1.")
     from model.buckets import get_padded_prefill_len
-    from model.checkpoint import load_args, load_checkpoint
+    from model.checkpoint import open_checkpoint
+    from model.config import named_config
     from model.precision import parse_overrides
     from model.serving.build import build_generator, generator_args, mesh_device_for
     from model.serving.engine import generate
@@ -54,11 +66,21 @@ def run_generate(opts) -> int:
     precision = (opts.precision or opts.dtype) + ("+fidelity=off" if opts.fidelity == "off" else "")
     options = dict(precision=precision, overrides=parse_overrides(opts.override or []),
                    allow_past_context=opts.allow_past_context, **_mesh_options(opts))
-    config = load_args(opts.model)
+    if opts.model_name and opts.model:
+        raise ConfigError(f"--model-name {opts.model_name} (dummy weights) and --model {opts.model} name two models; give one.")
+    if opts.model_name and opts.prompt_ids is None:
+        raise ConfigError(f"--model-name {opts.model_name} gives dummy weights with no tokenizer; pass the prompt as --prompt-ids.")
+    # A checkpoint is opened, not read: its weights go one at a time straight into the precision (a bfloat8_b model
+    # never exists in float32), from the params cache when it holds them.
+    source = named_config(opts.model_name) if opts.model_name else open_checkpoint(opts.model)
+    config = source if opts.model_name else source.args
     generator_args(config, mesh_device=mesh_device, max_seq_len=opts.max_seq_len, **options)  # bad flags fail before the load
-    ck = load_checkpoint(opts.model, progress=not opts.json)
-    tok = ck.require_tokenizer()
-    ids = tok.encode_chat([{"role": "user", "content": opts.prompt}]) if opts.chat else tok.encode(opts.prompt)
+    tok = None if opts.model_name else source.tokenizer
+    if opts.prompt_ids is not None:
+        ids = _token_ids(opts.prompt_ids, config.vocab_size)
+    else:
+        tok = source.require_tokenizer()
+        ids = tok.encode_chat([{"role": "user", "content": opts.prompt}]) if opts.chat else tok.encode(opts.prompt)
     max_seq_len = opts.max_seq_len
     if max_seq_len is None:
         # Size the cache to the request (in 256-token steps, so similar requests share a compile), within the
@@ -72,8 +94,8 @@ def run_generate(opts) -> int:
         max_seq_len = min(config.max_context_len, _round_up(need, 256))
     # A long prompt is prefilled in chunks, which read the earlier chunks through a paged cache.
     paged = opts.paged or get_padded_prefill_len(len(ids)) > config.max_prefill_chunk_size
-    gen = build_generator(ck, mesh_device, paged=paged, max_seq_len=max_seq_len, **options)
-    result = generate(gen, ids, opts.max_new_tokens, on_token=None if opts.json else TextStreamer(tok))
+    gen = build_generator(source, mesh_device, paged=paged, max_seq_len=max_seq_len, progress=not opts.json, **options)
+    result = generate(gen, ids, opts.max_new_tokens, on_token=None if opts.json or tok is None else TextStreamer(tok))
     args = gen.args
     if opts.json:
         print(
@@ -95,7 +117,7 @@ def run_generate(opts) -> int:
             )
         )
     else:
-        print()
+        print(" ".join(map(str, result.tokens)) if tok is None else "")
         print(
             f"[{result.prompt_tokens} prompt tokens, prefill {result.prefill_s * 1e3:.0f} ms, "
             f"{len(result.tokens)} new tokens at {result.decode_tokens_per_s:.1f} tokens/s, compile {result.compile_s:.1f} s]",
@@ -185,10 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ttjax", description="Llama inference the TT-NN way, in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="greedy generation from a prompt")
-    g.add_argument("--prompt", required=True, help="the prompt text")
+    prompt = g.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt", help="the prompt text")
+    prompt.add_argument("--prompt-ids", default=None, help="the prompt as comma-separated token ids (no tokenizer needed)")
     g.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
     g.add_argument("--model", default=None, help="a .gguf file, Hugging Face folder or Meta folder (default: shipped SmolLM2-135M)")
+    g.add_argument("--model-name", default=None,
+                   help="dummy weights of a named model's shapes instead (e.g. Llama-3.1-8B; needs --prompt-ids)")
     g.add_argument("--max-seq-len", type=int, default=None,
                    help="KV cache length (default: fits the request); at most the model's trained context unless --allow-past-context")
     g.add_argument("--allow-past-context", action="store_true",
