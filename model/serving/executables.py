@@ -19,11 +19,13 @@ import hashlib
 import importlib.metadata
 import os
 import pickle
+import threading
 from pathlib import Path
 
 import jax
 
 _folder: Path | None = None
+_compiling = threading.Lock()
 
 
 def enable(folder: str | os.PathLike | None) -> None:
@@ -78,7 +80,8 @@ def load_or_compile(name, args, example, compile_fn):
                                                              execution_devices=[by_id[i] for i in device_ids])
         except Exception:  # a file from an interrupted write or another build: compile afresh and replace it
             pass
-    compiled = _compile_afresh(compile_fn)
+    with _compiling:  # JAX's cache switch is process-wide: one fresh compile at a time (loads run side by side)
+        compiled = _compile_afresh(compile_fn)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         pickle.dump((*serialize_executable.serialize(compiled), [d.id for d in execution_devices(compiled)]), f)

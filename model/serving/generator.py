@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import jax
@@ -123,12 +124,19 @@ class Generator:
         batch = batch or self.args.max_batch_size
         padded = get_padded_prefill_len(prompt_len)
         if self.paged is None:
-            self.prefill_program(padded)
-            self.decode_program(batch, None, sampled)
-            return
-        chunk = get_max_prefill_chunk_size(padded, self.args.max_prefill_chunk_size)
-        self.prefill_program(chunk, None, (table_shape[0], self.prefill_table_width(padded, chunk < padded)), chunk < padded)
-        self.decode_program(batch, table_shape, sampled)
+            prefill = partial(self.prefill_program, padded)
+            decode = partial(self.decode_program, batch, None, sampled)
+        else:
+            chunk = get_max_prefill_chunk_size(padded, self.args.max_prefill_chunk_size)
+            width = self.prefill_table_width(padded, chunk < padded)
+            prefill = partial(self.prefill_program, chunk, None, (table_shape[0], width), chunk < padded)
+            decode = partial(self.decode_program, batch, table_shape, sampled)
+        # Side by side: loading a stored executable runs mostly outside the GIL (two load in 0.47 s, not 0.65 s).
+        before, start = self.compile_s, time.perf_counter()
+        with ThreadPoolExecutor(2) as pool:
+            for done in [pool.submit(prefill), pool.submit(decode)]:
+                done.result()
+        self.compile_s = before + time.perf_counter() - start  # wall time, not the two threads' sum
 
     def prefill_table_width(self, padded: int, chunked: bool) -> int:
         """Page-table blocks a prefill program reads: the padded prompt's, or for chunked prefill those of the longest
