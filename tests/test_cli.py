@@ -32,6 +32,8 @@ def test_generate_from_token_ids_and_dummy_weights(capsys):
     assert json.loads(capsys.readouterr().out)["tokens"] == text["tokens"]
     assert main(["generate", "--model-name", "Llama-3.2-1B", "--prompt", "hi"]) == 2
     assert capsys.readouterr().err == "ttjax: error: --model-name Llama-3.2-1B gives dummy weights with no tokenizer; pass the prompt as --prompt-ids.\n"
+    assert main(["generate", "--prompt-ids", "1,2", "--chat"]) == 2
+    assert capsys.readouterr().err.startswith("ttjax: error: --chat wraps a text prompt in the chat template; --prompt-ids are tokens")
     assert main(["generate", "--prompt-ids", "1,x"]) == 2
     assert capsys.readouterr().err == "ttjax: error: --prompt-ids '1,x' holds 'x'; each must be a token id in 0..49151.\n"
 

@@ -27,7 +27,9 @@ Each user has its own position, so ragged batches need no padding.
 
 Batch and KV heads are folded into one leading dim, which XLA:CPU runs as one batched matmul. It
 copies each chunk it slices out of the cache (its matmul reads whole buffers), never the cache
-itself, which stays updated in place; a cache of one chunk is read where it lies.
+itself, which stays updated in place; a cache of one chunk is read where it lies. A bfloat16 cache is read
+by the native row kernel (ttjax.native.gather_rows) instead: XLA:CPU moves bfloat16 data through float32 and
+would convert the whole cache before the loop.
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ def paged_scaled_dot_product_attention_decode(q, k_cache, v_cache, cur_pos, page
         start = j * k_chunk
         if native.rows_kernels_for(k_cache):  # read where they lie (XLA would convert the whole bfloat16 cache)
             pos = start + jnp.arange(k_chunk)
-            blocks = jnp.take(idx, pos // block, axis=1)  # [B, k_chunk]
+            blocks = jnp.take(idx, pos // block, axis=1)  # [B, k_chunk]; pos < s, so every column is in the table
             rows = (blocks[:, None, :] * n_kv + jnp.arange(n_kv)[:, None]) * block + pos % block
             rows = rows.reshape(b * n_kv, k_chunk)
             return native.gather_rows(k_cache, rows), native.gather_rows(v_cache, rows)

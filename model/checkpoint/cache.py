@@ -17,6 +17,7 @@ True: on in the default folder ($XDG_CACHE_HOME/ttjax/params or ~/.cache/ttjax/p
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import mmap
@@ -100,10 +101,20 @@ def _mapped(path: Path) -> np.ndarray:
     reads the weights takes one for every 4 KB (35 ms of a 0.36 s first prefill for SmolLM2's 538 MB, measured).
     Where madvise or the flag is missing (not Linux, a kernel before 5.14) the call fails and faults it is."""
     a = np.load(path, mmap_mode="r")
-    if a.nbytes and hasattr(ctypes.CDLL(None), "madvise"):
+    madvise = _madvise()
+    if a.nbytes and madvise is not None:
         start = a.ctypes.data & ~(mmap.PAGESIZE - 1)
-        ctypes.CDLL(None).madvise(ctypes.c_void_p(start), ctypes.c_size_t(a.ctypes.data + a.nbytes - start), MADV_POPULATE_READ)
+        madvise(ctypes.c_void_p(start), ctypes.c_size_t(a.ctypes.data + a.nbytes - start), MADV_POPULATE_READ)
     return a
+
+
+@functools.cache
+def _madvise():
+    """The C library's madvise, or None where there is none to call."""
+    try:
+        return getattr(ctypes.CDLL(None), "madvise", None)
+    except (OSError, TypeError):  # no C library by that name (Windows takes no None)
+        return None
 
 
 def _load(folder: Path, name: str, entry: dict):

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import jax
 
+import ttjax.native as native
+
 _folder: Path | None = None
 _compiling = threading.Lock()
 
@@ -60,7 +62,10 @@ def program_key(name, args, example) -> str:
     """The file name of a program: a digest of what it is made from (the module docstring)."""
     leaves, tree = jax.tree.flatten(example)
     devices = [(d.platform, d.id, d.device_kind) for d in jax.devices()]
-    parts = [source_digest(), jax.__version__, importlib.metadata.version("jaxlib"), repr(devices), os.environ.get("XLA_FLAGS", ""), repr(name), repr(args), str(tree), *map(_signature, leaves)]
+    # What changes the traced program besides the source: whether the native kernels are in it (TTJAX_NATIVE=0 or
+    # a failed build traces the pure-JAX path) and JAX's numerics switches.
+    switches = (native.available(), native.isa_levels(), jax.config.jax_enable_x64, jax.config.jax_default_matmul_precision)
+    parts = [source_digest(), jax.__version__, importlib.metadata.version("jaxlib"), repr(devices), repr(switches), os.environ.get("XLA_FLAGS", ""), repr(name), repr(args), str(tree), *map(_signature, leaves)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -70,7 +75,8 @@ def load_or_compile(name, args, example, compile_fn):
         return compile_fn()
     from jax.experimental import serialize_executable
 
-    path = _folder / f"{program_key(name, args, example)}.xla"
+    path = _folder / f"{program_key(name, args, example)}.xla"  # (the key loads and registers the native kernels,
+    # which a stored program calls without being traced)
     if path.exists():
         try:
             with open(path, "rb") as f:

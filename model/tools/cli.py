@@ -69,6 +69,8 @@ def run_generate(opts) -> int:
                    allow_past_context=opts.allow_past_context, **_mesh_options(opts))
     if opts.model_name and opts.model:
         raise ConfigError(f"--model-name {opts.model_name} (dummy weights) and --model {opts.model} name two models; give one.")
+    if opts.chat and opts.prompt_ids is not None:
+        raise ConfigError("--chat wraps a text prompt in the chat template; --prompt-ids are tokens already, give --prompt.")
     if opts.model_name and opts.prompt_ids is None:
         raise ConfigError(f"--model-name {opts.model_name} gives dummy weights with no tokenizer; pass the prompt as --prompt-ids.")
     # A checkpoint is opened, not read: its weights go one at a time straight into the precision (a bfloat8_b model

@@ -30,23 +30,23 @@ ffi::Error GatherRows(ffi::AnyBuffer cache, ffi::Buffer<ffi::S32> idx, ffi::Resu
   const int64_t n = static_cast<int64_t>(idx.element_count());
   if (static_cast<int64_t>(out->element_count()) != n * d)
     return ffi::Error::InvalidArgument("gather_rows: out must hold one row of the cache per index");
+  const auto type = cache.element_type();
+  if (type != ffi::DataType::F32 && type != ffi::DataType::BF16)
+    return ffi::Error::InvalidArgument("gather_rows: the cache must be bfloat16 or float32");
   const int32_t* at = idx.typed_data();
   float* o = out->typed_data();
-  const auto type = cache.element_type();
   for (int64_t i = 0; i < n; ++i, o += d) {
     const int64_t r = at[i];
     if (r < 0 || r >= rows) {
       std::memset(o, 0, sizeof(float) * d);
     } else if (type == ffi::DataType::F32) {
       std::memcpy(o, static_cast<const float*>(cache.untyped_data()) + r * d, sizeof(float) * d);
-    } else if (type == ffi::DataType::BF16) {
+    } else {  // bfloat16: its bits are a float32's top half
       const uint16_t* src = static_cast<const uint16_t*>(cache.untyped_data()) + r * d;
       for (int64_t j = 0; j < d; ++j) {
         const uint32_t bits = static_cast<uint32_t>(src[j]) << 16;
         std::memcpy(o + j, &bits, sizeof(float));
       }
-    } else {
-      return ffi::Error::InvalidArgument("gather_rows: the cache must be bfloat16 or float32");
     }
   }
   return ffi::Error::Success();
