@@ -256,3 +256,8 @@ def convert_weight(spec: WeightSpec, values, args: ModelArgs):
 def weight_nbytes(params) -> int:
     """Bytes the params occupy (summed over every device of a mesh)."""
     return sum(leaf.nbytes for leaf in jax.tree.leaves(params))
+
+
+def held_nbytes(params) -> int:
+    """Bytes of the params this process holds: its own devices' shards (all of them in a process alone)."""
+    return sum(shard.data.nbytes for leaf in jax.tree.leaves(params) for shard in leaf.addressable_shards)

@@ -163,7 +163,7 @@ def shard_params(params: TransformerParams, args: ModelArgs, mesh_device: MeshDe
 def _place(mesh_device: MeshDevice, blocks, dtype):
     if block_format(dtype) is not None:
         return place_blocks(mesh_device, blocks, block_format(dtype))
-    return mesh_device.place([[np.asarray(b).astype(jnp.dtype(dtype)) for b in row] for row in blocks])
+    return mesh_device.place(mesh_device.local_blocks(blocks, lambda b: np.asarray(b).astype(jnp.dtype(dtype))))
 
 
 def allocate_mesh_kv_cache(args: ModelArgs, mesh_device: MeshDevice, batch: int | None = None):
@@ -177,8 +177,13 @@ def allocate_mesh_kv_cache(args: ModelArgs, mesh_device: MeshDevice, batch: int 
 def replicate(x, mesh_device: MeshDevice) -> jax.Array:
     """An input (tokens, positions, rot mats, scalars) on every device."""
     rows, cols = mesh_device.shape
-    x = jnp.asarray(x)
-    return jax.device_put(jnp.broadcast_to(x, (rows, cols, *x.shape)), mesh_device.sharding)
+    if jax.process_count() == 1:
+        x = jnp.asarray(x)
+        return jax.device_put(jnp.broadcast_to(x, (rows, cols, *x.shape)), mesh_device.sharding)
+    # Across processes each one places the copies on its own devices (every process holds the same input).
+    host = np.asarray(x)
+    whole = np.broadcast_to(host, (rows, cols, *host.shape))
+    return jax.make_array_from_callback(whole.shape, mesh_device.sharding, lambda index: whole[index])
 
 
 def abstract_params(args: ModelArgs, mesh_device: MeshDevice) -> TransformerParams:

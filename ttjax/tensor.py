@@ -37,11 +37,11 @@ def place_blocks(mesh_device: MeshDevice, blocks, fmt=None):
     exponents are mesh tensors."""
     if fmt is None:
         return mesh_device.place(blocks)
-    encoded = [[to_block_float(np.asarray(b, np.float32), fmt) for b in row] for row in blocks]
-    first = encoded[0][0]
+    encoded = mesh_device.local_blocks(blocks, lambda b: to_block_float(np.asarray(b, np.float32), fmt))
+    first = next(e for row in encoded for e in row if e is not None)
     return BlockFloatTensor(
-        codes=mesh_device.place([[e.codes for e in row] for row in encoded]),
-        exps=mesh_device.place([[e.exps for e in row] for row in encoded]),
+        codes=mesh_device.place([[e and e.codes for e in row] for row in encoded]),
+        exps=mesh_device.place([[e and e.exps for e in row] for row in encoded]),
         shape=first.shape,
         fmt=fmt,
     )

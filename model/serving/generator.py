@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mesh import MeshDevice
+from mesh import MeshDevice, processes
 from model.buckets import get_last_token, get_max_prefill_chunk_size, get_padded_prefill_len, prefill_extent
 from model.config import ModelArgs, PagedAttentionConfig
 from model.errors import KVCacheError
@@ -68,7 +68,8 @@ class Generator:
 
     def read(self, x) -> np.ndarray:
         """A program output (tokens, logits) on the host, as one device holds it."""
-        return np.asarray(self.placement.local(x))
+        with processes.waiting("a program's output"):  # on a multi-process mesh, watched against a lost peer
+            return np.asarray(self.placement.local(x))
 
     def allocate_kv_cache(self, batch: int | None = None):
         return self.placement.kv_cache(batch)

@@ -42,8 +42,9 @@ class Placement:
         return jnp.asarray(x) if self.mesh_device is None else replicate(x, self.mesh_device)
 
     def local(self, x) -> jax.Array:
-        """A program output as one device holds it (outputs are replicated across the mesh)."""
-        return x if self.mesh_device is None else x[0, 0]
+        """A program output as one device holds it (outputs are replicated across the mesh): this process's first
+        device's copy, so no process reads another's (on a multi-process mesh it could not)."""
+        return x if self.mesh_device is None else x.addressable_shards[0].data[0, 0]
 
     def is_placed(self, x) -> bool:
         """Whether x is already an input in this placement (a device array with the mesh's leading dims)."""

@@ -14,8 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
+import traceback
 
+from mesh import processes
 from model.errors import ConfigError, SequenceLengthError, TTJaxError
 
 DTYPES = ("float32", "bfloat16")
@@ -58,6 +61,7 @@ def run_generate(opts) -> int:
     from model.buckets import get_padded_prefill_len
     from model.checkpoint import open_checkpoint
     from model.config import named_config
+    from model.params import held_nbytes, weight_nbytes
     from model.precision import parse_overrides
     from model.serving.build import build_generator, generator_args, mesh_device_for
     from model.serving.engine import generate
@@ -100,6 +104,8 @@ def run_generate(opts) -> int:
     gen = build_generator(source, mesh_device, paged=paged, max_seq_len=max_seq_len, progress=not opts.json, **options)
     result = generate(gen, ids, opts.max_new_tokens, on_token=None if opts.json or tok is None else TextStreamer(tok))
     args = gen.args
+    # What each process holds (one entry in a process alone): on a multi-process mesh, each its share.
+    held = processes.gather([held_nbytes(gen.params), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024])
     if opts.json:
         print(
             json.dumps(
@@ -116,6 +122,8 @@ def run_generate(opts) -> int:
                     "mesh": opts.mesh or "none",
                     "kv_cache": "paged" if args.paged_attention_config else "contiguous",
                     "precision": args.optimizations.name,
+                    "weight_bytes": weight_nbytes(gen.params),
+                    "processes": [{"process": i, "weight_bytes": w, "peak_rss_bytes": rss} for i, (w, rss) in enumerate(held)],
                 }
             )
         )
@@ -282,7 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-peers", action="store_true", help="ttjax alone")
     b.add_argument("--bandwidth-mib", type=positive_int, default=1024, help="size of the matrix the read bandwidth is measured on")
     b.set_defaults(func=run_bench)
-    for p in sub.choices.values():  # every subcommand: JAX's persistent compilation cache (model.tools.compile_cache)
+    from model.tools.launch import add_parser as add_launch
+
+    subcommands = list(sub.choices)
+    add_launch(sub, subcommands)
+    for p in (sub.choices[name] for name in subcommands):  # every subcommand but launch: JAX's persistent compilation cache (model.tools.compile_cache)
         p.add_argument("--compile-cache", default=None, metavar="DIR",
                        help="folder of compiled programs (default: $TTJAX_CACHE_DIR or ~/.cache/ttjax/xla)")
         p.add_argument("--no-compile-cache", action="store_true", help="compile everything afresh, keep nothing")
@@ -291,21 +303,58 @@ def build_parser() -> argparse.ArgumentParser:
 
 def report_errors(prog: str, command, *args, **kwargs) -> int:
     """Run a command; bad input (a TTJaxError) ends it with one line on stderr and exit status 2, as argparse ends
-    a bad flag, instead of a traceback."""
+    a bad flag, instead of a traceback.
+
+    In a process of a multi-process mesh (the environment of mesh.processes, set by `ttjax launch`) the command
+    runs after joining the mesh, only process 0 prints, and an error is told to the other processes (they stop
+    naming it) and printed with this process's number."""
     try:
-        return command(*args, **kwargs)
+        group = processes.join_from_env()
     except TTJaxError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+    if group is None:
+        try:
+            return command(*args, **kwargs)
+        except TTJaxError as e:
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            return 2
+    processes.quiet_unless_lead()
+    who = f"{prog} (process {group.process_id} of {group.num_processes})"
+    try:
+        code = command(*args, **kwargs)
+    except TTJaxError as e:
+        print(f"{who}: error: {e}", file=sys.__stderr__, flush=True)
+        processes.fail(str(e))
+        return 2
+    except BaseException as e:
+        traceback.print_exc(file=sys.__stderr__)
+        processes.fail(f"{type(e).__name__}: {e}")
+        raise
+    processes.leave()
+    return code
 
 
 def main(argv=None) -> int:
     opts = build_parser().parse_args(argv)
-    if not opts.no_compile_cache:
+    if opts.command == "launch":  # starts (or becomes) the processes; it joins no mesh itself
+        return report_launch_errors(opts)
+    # A multi-process run compiles afresh in every process: the stores below are one process's.
+    if not opts.no_compile_cache and processes.from_env() is None:
         from model.tools.compile_cache import enable
 
         enable(opts.compile_cache)
     return report_errors("ttjax", opts.func, opts)
+
+
+def report_launch_errors(opts) -> int:
+    from model.tools.launch import run
+
+    try:
+        return run(opts, opts.subcommands)
+    except TTJaxError as e:
+        print(f"ttjax launch: error: {e}", file=sys.stderr)
+        return 2
 
 
 def entry() -> None:
