@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mesh import processes
+
 
 def main(argv=None, stdin=None):
     from model.tools.cli import report_errors
@@ -44,7 +46,7 @@ def run(argv=None, stdin=None):
     turn = 0
     while True:
         print("you> ", end="", flush=True)
-        line = stdin.readline()
+        line = processes.read_input(stdin.readline)  # on a multi-process mesh, process 0 reads for all
         if not line.strip():
             return 0
         messages.append({"role": "user", "content": line.strip()})

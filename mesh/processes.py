@@ -198,6 +198,31 @@ def gather(values) -> list[list[int]]:
     return np.asarray(rows).reshape(_state.group.num_processes, -1).tolist()
 
 
+class _Inputs:
+    count = 0
+
+
+def read_input(read):
+    """A line of input, read by process 0 (read()) and handed to every other process through the coordinator's
+    key-value store, so all of them run the same turn. Without a group, just read()."""
+    g = _state.group
+    if g is None or g.num_processes == 1:
+        return read()
+    key = f"ttjax/input/{_Inputs.count}"
+    _Inputs.count += 1
+    client = _client()
+    if g.process_id == 0:
+        text = read()
+        client.key_value_set(key, text)
+        return text
+    while True:  # a person may take any time to type: wait in pieces, so the watchdog and heartbeats go on
+        try:
+            return client.blocking_key_value_get(key, 60_000)
+        except Exception as e:  # noqa: BLE001 - a timeout: keep waiting; anything else ends the wait
+            if "DEADLINE_EXCEEDED" not in str(e):
+                raise
+
+
 def leave() -> None:
     """Leave the mesh at the end of a run: stop the watchdog (peers leaving is no fault now), then JAX's shutdown
     barrier, so no process tears down the coordinator while another still needs it."""

@@ -187,3 +187,17 @@ def test_jax_reports_of_a_lost_process_in_one_phrase():
     gone = ("F1203 20:38:11.333196 30488 client.h:80] Terminating process ... Failed to send RPC to coordination service. "
             "Either the leader task was preempted...\n")
     assert lost_process(gone, group) == "it lost process 0, whose coordinator at 10.0.0.1:5701 stopped answering"
+
+
+def test_comm_report_on_a_mesh_across_processes_is_the_one_process_report(capsys):
+    argv = ["comm-report", "--mesh", "2x4", "--mode", "decode", "--n-layers", "2", "--json"]
+    run = ttjax("launch", "--num-processes", "2", "--", *argv)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout) == in_process(capsys, *argv)
+
+
+def test_chat_input_is_read_by_process_0_and_shared():
+    run = ttjax("launch", "--num-processes", "2", "--", "python", "demos/chat.py", "--mesh", "1x2", "--max-new-tokens", "4",
+                input="What is the capital of France?\n\n", cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("bot>") == 1 and run.stdout.count("you>") == 2  # one turn, then the empty line ends it

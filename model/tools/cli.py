@@ -5,6 +5,7 @@
     ttjax accuracy [--json] [--configs float32,bfloat16,accuracy,performance] [--debug-pcc] [--fidelity off]
     ttjax precision --model-name Llama-3.1-70B --mode accuracy [--galaxy] [--json]
     ttjax bench [--json] [--model PATH] [--precision float32,accuracy] [--batch 1,32] [--mesh 1x2] [--profile DIR]
+    ttjax launch --num-processes 2 [--coordinator HOST:PORT --process-id I] -- generate --mesh 2x4 ...
 
 generate --json prints one object: {"text", "tokens", "prefill_s", "decode_tokens_per_s", ...}.
 """

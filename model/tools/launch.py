@@ -145,7 +145,9 @@ class Member:
     def __init__(self, argv, env, index: int, group: processes.ProcessGroup):
         self.index, self.group = index, group
         self.held: list[str] = []
-        self.proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True, errors="replace",
+        # Only process 0 reads input (it hands each line to the others: mesh.processes.read_input).
+        stdin = None if index == 0 else subprocess.DEVNULL
+        self.proc = subprocess.Popen(argv, env=env, stdin=stdin, stderr=subprocess.PIPE, text=True, errors="replace",
                                      preexec_fn=_die_with_parent)
         self.reader = threading.Thread(target=self._forward, daemon=True)
         self.reader.start()
