@@ -23,7 +23,8 @@ line which process was lost. Two things JAX cannot see are watched here, by a th
 in the coordinator's key-value store every half second: a process that failed on an error (it says so in its stamp
 and the others stop at once, naming it and the error), and a process alive but stuck (heartbeats going, no
 progress): each stamp carries how many results the process has read, so one that waits for a result past
-TTJAX_COLLECTIVE_TIMEOUT names the peers that never reached that step.
+TTJAX_COLLECTIVE_TIMEOUT names the peers that never reached that step (time while a peer loads weights or compiles,
+marked with working(), does not count).
 """
 
 from __future__ import annotations
@@ -165,10 +166,12 @@ def _client():
 
 
 def join_from_env() -> ProcessGroup | None:
-    """initialize(from_env()) when the environment names a group; returns it (None for a process alone)."""
+    """initialize(from_env()) when the environment names a group, and from then on only process 0 prints
+    (quiet_unless_lead); returns the group (None for a process alone)."""
     group = from_env()
-    if group is not None:
+    if group is not None and _state.group is None:
         initialize(group)
+        quiet_unless_lead()
     return group
 
 
@@ -262,6 +265,23 @@ def fail(message: str) -> None:
             dog.client.key_value_set(dog.key(dog.group.process_id), "x " + message.replace("\n", " "), allow_overwrite=True)
 
 
+@contextlib.contextmanager
+def working(what: str):
+    """Mark long work that is not a wait on the mesh (loading weights, compiling a program): while any process is
+    in it, the others' collective-timeout clocks do not run (one host may load or compile slower than another)."""
+    dog = _state.watchdog
+    if dog is None:
+        yield
+        return
+    with dog.lock:  # the Generator compiles two programs side by side
+        dog.working += 1
+    try:
+        yield
+    finally:
+        with dog.lock:
+            dog.working -= 1
+
+
 def stop_process(message: str) -> None:
     """End this process now with one line on stderr (fd 2, which stays open when Python's streams are quieted)."""
     group = _state.group
@@ -279,6 +299,8 @@ class Watchdog(threading.Thread):
         self.group, self.client = group, client
         self.steps = 0
         self.waiting_since: float | None = None
+        self.working = 0  # working() sections open, in any thread
+        self.lock = threading.Lock()
         self.waiting_for = ""
         self._stop_event = threading.Event()
 
@@ -292,11 +314,11 @@ class Watchdog(threading.Thread):
     def run(self):
         g = self.group
         peers = [p for p in range(g.num_processes) if p != g.process_id]
-        beat = 0
+        beat, peers_working_at = 0, 0.0
         while not self._stop_event.wait(STAMP_EVERY_S):
             beat += 1
             try:
-                state = "w" if self.waiting_since is not None else "b"
+                state = "c" if self.working else "w" if self.waiting_since is not None else "b"
                 self.client.key_value_set(self.key(g.process_id), f"{beat} {self.steps} {state}", allow_overwrite=True)
                 present = dict(self.client.key_value_dir_get("ttjax/alive/"))
             except Exception:  # noqa: BLE001 - the coordinator is gone: JAX's heartbeat ends this process (the launcher names it)
@@ -307,9 +329,12 @@ class Watchdog(threading.Thread):
             for p, stamp in stamps.items():
                 if stamp is not None and stamp.startswith("x "):
                     stop_process(f"process {p} of {g.num_processes} failed: {stamp[2:]}; stopping.")
+            now = time.monotonic()
+            if any(stamp is not None and stamp.endswith(" c") for stamp in stamps.values()):
+                peers_working_at = now  # a peer loads or compiles: waiting for it is no sign of a fault
             since = self.waiting_since
-            if since is not None and time.monotonic() - since > g.collective_timeout:
-                stop_process(self._stuck(stamps, time.monotonic() - since))
+            if since is not None and now - max(since, peers_working_at) > g.collective_timeout:
+                stop_process(self._stuck(stamps, now - since))
 
     def _stuck(self, stamps: dict, waited: float) -> str:
         """Who holds up the step this process waits for: peers that have not reached it, or nobody."""

@@ -201,3 +201,23 @@ def test_chat_input_is_read_by_process_0_and_shared():
                 input="What is the capital of France?\n\n", cwd=os.path.dirname(os.path.dirname(__file__)))
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("bot>") == 1 and run.stdout.count("you>") == 2  # one turn, then the empty line ends it
+
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "multiprocess_script.py")
+
+
+def test_a_process_stuck_with_its_heartbeats_going_is_named_after_the_collective_timeout():
+    start = time.monotonic()
+    run = ttjax("launch", "--num-processes", "2", "--local-devices", "2", "--collective-timeout", "4", "--", "python", SCRIPT, "hang",
+                timeout=120)
+    took = time.monotonic() - start
+    assert run.returncode != 0
+    assert "ttjax (process 0 of 2): waited 4 s at step 5" in run.stderr and "process 1 is at step 5, not waiting on the mesh" in run.stderr, run.stderr
+    assert took < 60, took
+
+
+def test_work_a_process_marks_as_working_is_no_fault():
+    run = ttjax("launch", "--num-processes", "2", "--local-devices", "2", "--collective-timeout", "3", "--", "python", SCRIPT, "slow",
+                timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout == "done\n"  # process 0's; process 1 prints nothing

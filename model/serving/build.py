@@ -8,7 +8,7 @@ precision overrides against its layers, the model against the mesh.
 
 from __future__ import annotations
 
-from mesh import MeshDevice, ensure_host_devices, parse_mesh_shape
+from mesh import MeshDevice, ensure_host_devices, parse_mesh_shape, processes
 from model.checkpoint import Checkpoint, CheckpointSource, load_params, open_checkpoint
 from model.config import ModelArgs, PagedAttentionConfig
 from model.errors import ConfigError, SequenceLengthError, TokenizerError
@@ -107,5 +107,6 @@ def build_generator(model=None, mesh=None, precision=None, paged=False, max_batc
         src.require_tokenizer()
     if src is None and needs_tokenizer:
         raise TokenizerError(f"dummy weights of {config.model_name} come with no tokenizer, so text cannot be encoded.")
-    params = load_params(src, args, mesh_device, seed=seed, progress=progress)
+    with processes.working("loading"):  # hosts may load at different speeds (mesh.processes)
+        params = load_params(src, args, mesh_device, seed=seed, progress=progress)
     return Generator(params, args, None if src is None else src.tokenizer, mesh_device=mesh_device)

@@ -81,7 +81,8 @@ class Generator:
         if key not in self.programs:
             t = time.perf_counter()
             build = lambda: programs.build_program(fn, self.args, self.placement).lower(*example).compile()  # noqa: E731
-            self.programs[key] = executables.load_or_compile(key, self.args, example, build)
+            with processes.working("compiling"):  # a peer waiting meanwhile is no fault (mesh.processes)
+                self.programs[key] = executables.load_or_compile(key, self.args, example, build)
             self.compile_s += time.perf_counter() - t
         return self.programs[key]
 

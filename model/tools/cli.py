@@ -320,7 +320,6 @@ def report_errors(prog: str, command, *args, **kwargs) -> int:
         except TTJaxError as e:
             print(f"{prog}: error: {e}", file=sys.stderr)
             return 2
-    processes.quiet_unless_lead()
     who = f"{prog} (process {group.process_id} of {group.num_processes})"
     try:
         code = command(*args, **kwargs)
