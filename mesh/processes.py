@@ -145,12 +145,20 @@ def initialize(group: ProcessGroup) -> None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     except RuntimeError as e:
         raise TTJaxError(f"JAX's backend started before this process joined the mesh ({e}); join first.") from None
-    jax.distributed.initialize(
-        group.coordinator, group.num_processes, group.process_id,
-        initialization_timeout=max(60, 4 * group.heartbeat_timeout),  # every process must join within this
-        heartbeat_timeout_seconds=group.heartbeat_timeout,
-        shutdown_timeout_seconds=max(30, 2 * group.heartbeat_timeout),
-    )
+    join_s = max(60, 4 * group.heartbeat_timeout)  # every process must join within this
+    try:
+        jax.distributed.initialize(
+            group.coordinator, group.num_processes, group.process_id,
+            initialization_timeout=join_s,
+            heartbeat_timeout_seconds=group.heartbeat_timeout,
+            shutdown_timeout_seconds=max(30, 2 * group.heartbeat_timeout),
+        )
+    except Exception as e:  # noqa: BLE001 - jaxlib's errors for an unreachable coordinator or missing peers
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TTJaxError(
+            f"process {group.process_id} of {group.num_processes} could not join the mesh at {group.coordinator} within "
+            f"{join_s} s (every process must start, with the same --num-processes, and reach process 0's address): {first}"
+        ) from None
     _state.group = group
     if group.num_processes > 1:
         _state.watchdog = Watchdog(group, _client())

@@ -187,6 +187,9 @@ def test_jax_reports_of_a_lost_process_in_one_phrase():
     gone = ("F1203 20:38:11.333196 30488 client.h:80] Terminating process ... Failed to send RPC to coordination service. "
             "Either the leader task was preempted...\n")
     assert lost_process(gone, group) == "it lost process 0, whose coordinator at 10.0.0.1:5701 stopped answering"
+    never = ("F1203 22:11:02.314204    7676 client.h:80] Terminating process because the JAX distributed service detected fatal "
+             "errors.\n\nRPC: /xla.coordination.CoordinationService/RegisterTask\n*** Check failure stack trace: ***\n")
+    assert lost_process(never, group).startswith("it could not join the mesh: the coordinator at 10.0.0.1:5701")
 
 
 def test_comm_report_on_a_mesh_across_processes_is_the_one_process_report(capsys):

@@ -132,6 +132,9 @@ def lost_process(report: str, group: processes.ProcessGroup) -> str:
         ids = ", ".join(found.group(1).split())
         return (f"it lost process {ids}: no heartbeat for {group.heartbeat_timeout} s (--heartbeat-timeout); "
                 "that process died, froze or lost its network")
+    if "RegisterTask" in report:
+        return (f"it could not join the mesh: the coordinator at {group.coordinator} did not take it in time (process 0 "
+                "must run there, and every process must start with the same --num-processes)")
     if "coordination service" in report or "Socket closed" in report or "leader task" in report:
         return f"it lost process 0, whose coordinator at {group.coordinator} stopped answering"
     first = next((line for line in report.splitlines() if line[:1] in "EF"), report.strip().splitlines()[0] if report.strip() else "")
