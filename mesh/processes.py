@@ -290,6 +290,14 @@ def working(what: str):
             dog.working -= 1
 
 
+def linger() -> None:
+    """After an unexpected error in a process of a mesh, wait one heartbeat timeout before ending: a peer's death
+    often reaches this process first as a failed collective (gloo: connection closed), and within that time JAX's
+    coordinator reports which peer was lost (ending this process with the report the launcher puts in words)."""
+    if _state.group is not None:
+        time.sleep(_state.group.heartbeat_timeout + 2 * STAMP_EVERY_S)
+
+
 def stop_process(message: str) -> None:
     """End this process now with one line on stderr (fd 2, which stays open when Python's streams are quieted)."""
     group = _state.group

@@ -137,6 +137,9 @@ def test_a_mesh_that_leaves_out_a_process_is_refused():
     run = ttjax("launch", "--num-processes", "2", "--local-devices", "4", "--", *generate_args("1x4"))
     assert run.returncode != 0
     assert "a 1x4 mesh uses 4 devices, but the 2 processes hold 8 (4 each)" in run.stderr
+    no_mesh = ttjax("launch", "--num-processes", "2", "--local-devices", "2", "--", "generate", "--prompt-ids", "1,2", "--json")
+    assert no_mesh.returncode != 0 and no_mesh.stdout == ""
+    assert "this process is one of 2 (ttjax launch), which run one mesh together; give --mesh spanning all their devices (4" in no_mesh.stderr
 
 
 @pytest.mark.parametrize(

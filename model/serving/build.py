@@ -19,6 +19,10 @@ from model.sharding import mesh_args
 
 def mesh_device_for(mesh) -> MeshDevice | None:
     """None, a MeshDevice, or ROWSxCOLS text ("1x8"), asking for enough host devices first."""
+    group = processes.group()
+    if mesh is None and group is not None and group.num_processes > 1:
+        raise ConfigError(f"this process is one of {group.num_processes} (ttjax launch), which run one mesh together; give "
+                          f"--mesh spanning all their devices ({group.num_processes * group.local_devices} host devices).")
     if mesh is None or isinstance(mesh, MeshDevice):
         return mesh
     shape = parse_mesh_shape(mesh)

@@ -311,28 +311,24 @@ def report_errors(prog: str, command, *args, **kwargs) -> int:
     naming it) and printed with this process's number."""
     try:
         group = processes.join_from_env()
-    except TTJaxError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    if group is None:
-        try:
+        if group is None:
             return command(*args, **kwargs)
-        except TTJaxError as e:
-            print(f"{prog}: error: {e}", file=sys.stderr)
-            return 2
-    who = f"{prog} (process {group.process_id} of {group.num_processes})"
-    try:
+        prog = f"{prog} (process {group.process_id} of {group.num_processes})"
         code = command(*args, **kwargs)
+        processes.leave()
+        return code
     except TTJaxError as e:
-        print(f"{who}: error: {e}", file=sys.__stderr__, flush=True)
+        # sys.__stderr__ in a process of a mesh: the others' sys.stderr is quieted, and their errors must show.
+        print(f"{prog}: error: {e}", file=sys.__stderr__ if processes.group() else sys.stderr, flush=True)
         processes.fail(str(e))
         return 2
-    except BaseException as e:
+    except Exception as e:
+        if processes.group() is None:
+            raise
         traceback.print_exc(file=sys.__stderr__)
         processes.fail(f"{type(e).__name__}: {e}")
-        raise
-    processes.leave()
-    return code
+        processes.linger()
+        return 1
 
 
 def main(argv=None) -> int:
