@@ -6,6 +6,7 @@ from mesh.errors import TTJaxError
 
 __all__ = [
     "TTJaxError", "CheckpointError", "ConfigError", "TokenizerError", "SequenceLengthError", "KVCacheError", "TokenIdError", "InputFileError",
+    "RequestError",
 ]
 
 
@@ -35,3 +36,22 @@ class TokenIdError(TTJaxError):
 
 class InputFileError(TTJaxError):
     """A file the user passed (a prompt file, say) that is missing or not in the expected format."""
+
+
+class RequestError(TTJaxError):
+    """A request the server refuses, as OpenAI's API refuses it: the HTTP status (400 bad input, 401 wrong key, 404
+    unknown model, 413 too big, 429 queue full, 503 shutting down), the parameter at fault, and OpenAI's error type
+    and code."""
+
+    TYPES = {401: "authentication_error", 404: "invalid_request_error", 429: "rate_limit_exceeded", 503: "service_unavailable"}
+
+    def __init__(self, message: str, status: int = 400, *, param: str | None = None, code: str | None = None,
+                 retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.param, self.code, self.retry_after = status, param, code, retry_after
+
+    @property
+    def body(self) -> dict:
+        """OpenAI's error shape."""
+        kind = self.TYPES.get(self.status, "invalid_request_error" if self.status < 500 else "server_error")
+        return {"error": {"message": str(self), "type": kind, "param": self.param, "code": self.code}}

@@ -69,7 +69,7 @@ class RequestOutput:
     request: Request
     tokens: list[int] = field(default_factory=list)
     text: str = ""
-    finish_reason: str | None = None  # "eos" | "stop" | "length"
+    finish_reason: str | None = None  # "eos" | "stop" | "length" | "abort"
     slot: int | None = None
     arrival_s: float = 0.0
     first_token_s: float = 0.0
@@ -139,12 +139,17 @@ class Engine:
         return out
 
     def check_request(self, request: Request) -> None:
-        """Its token ids against the vocabulary, its length against max_seq_len and, paged, against the whole block
-        pool (a request bigger than the pool would wait for blocks forever); its id not already being served."""
-        if not isinstance(request, Request):
-            raise ConfigError(f"the engine serves Request objects, got {type(request).__name__}.")
+        """check_limits, and its id not already being served."""
+        self.check_limits(request)
         if any(o is not None and o.request_id == request.request_id for o in (*self.waiting, *self.slots)):
             raise ConfigError(f"request {request.request_id} is already being served; give each request its own id.")
+
+    def check_limits(self, request: Request) -> None:
+        """Its token ids against the vocabulary, its length against max_seq_len and, paged, against the whole block
+        pool (a request bigger than the pool would wait for blocks forever). It reads no state that serving changes,
+        so another thread may call it while the engine steps (the server checks a request before queueing it)."""
+        if not isinstance(request, Request):
+            raise ConfigError(f"the engine serves Request objects, got {type(request).__name__}.")
         n = len(request.prompt)
         check_fits(n, request.max_new_tokens, self.gen.args.max_seq_len)
         check_tokens(request.prompt, self.gen.args.vocab_size, f"request {request.request_id}'s prompt")
@@ -155,6 +160,30 @@ class Engine:
                     f"request {request.request_id} needs {need} blocks ({n} prompt + {request.max_new_tokens} new tokens), "
                     f"more than the whole pool of {self.pages.allocator.max_num_blocks}."
                 )
+
+    def abort(self, request_id: int) -> RequestOutput | None:
+        """Stop serving a request at once (its client went away): out of the queue, or out of its slot with its blocks
+        returned, finish_reason "abort". A token of it still in flight is dropped when it arrives. None if the
+        request is not being served (it finished already)."""
+        for out in self.waiting:
+            if out.request_id == request_id:
+                self.waiting.remove(out)
+                break
+        else:
+            out = next((o for o in self.slots if o is not None and o.request_id == request_id), None)
+            if out is None:
+                return None
+        self._finish(out, "abort")
+        return out
+
+    def pop_finished(self) -> list[RequestOutput]:
+        """The requests finished since the last call (a long-running server would otherwise keep every one)."""
+        done, self.finished = self.finished, []
+        return done
+
+    @property
+    def active_slots(self) -> int:
+        return sum(r is not None for r in self.slots)
 
     def has_unfinished(self) -> bool:
         return bool(self.waiting) or any(r is not None for r in self.slots) or self._pending is not None
@@ -215,6 +244,12 @@ class Engine:
             reason = "length"
         if reason is None:
             return False
+        self._finish(out, reason)
+        return True
+
+    def _finish(self, out: RequestOutput, reason: str) -> None:
+        """End a request: its text, and its slot and blocks free for the next admission."""
+        req = out.request
         out.finish_reason, out.finish_s = reason, time.perf_counter()
         self._detok.pop(id(out), None)
         if self.gen.tokenizer is not None:  # the whole text once, exact (the incremental one may hold bytes back)
@@ -227,7 +262,6 @@ class Engine:
         if self.pages is not None and out.slot is not None:
             self.pages.release(out.slot)
         self.finished.append(out)
-        return True
 
     def warm_up(self, prompts, sampled: bool | None = None) -> None:
         """Compile every program these prompts will use, before the clock starts (sampled: the sampling step
