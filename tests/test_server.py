@@ -340,3 +340,23 @@ def test_serve_command_streams_and_sigterm_ends_it_gracefully_with_status_0():
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_an_engine_that_fails_answers_500_then_503_and_the_server_stays_up(gen, server):
+    """A fault of the engine (not of a request) reaches every client in OpenAI's error shape; /health says so."""
+    broken = start_server(gen)
+    try:
+        def fail():
+            raise RuntimeError("device lost")
+
+        broken.loop.engine.step = fail  # the next step fails, as a lost device would
+        client = openai.OpenAI(base_url=broken.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
+        with pytest.raises(openai.InternalServerError, match="device lost"):
+            client.completions.create(model="smollm2", prompt="Hi", max_tokens=4, temperature=0)
+        with pytest.raises(openai.APIStatusError, match="engine failed") as refused:
+            client.completions.create(model="smollm2", prompt="Hi", max_tokens=4, temperature=0)
+        assert refused.value.status_code == 503
+        health = httpx.get(broken.url + "/health")
+        assert health.status_code == 503 and "device lost" in health.json()["status"]
+    finally:
+        broken.stop()

@@ -220,7 +220,7 @@ def parse(body, served: ServedModel, *, chat: bool) -> Completion:
     options = body.get("stream_options")
     if options is not None and not stream:
         raise RequestError("stream_options is only allowed when stream is true.", param="stream_options")
-    if options is not None and (not isinstance(options, dict) or set(options) - {"include_usage", "continuous_usage_stats"}):
+    if options is not None and (not isinstance(options, dict) or set(options) - {"include_usage"}):
         raise RequestError(f"stream_options = {options!r} may hold only include_usage.", param="stream_options")
     include_usage = _flag(options or {}, "include_usage")
     temperature = _number(body, "temperature", 1.0, 0.0, 2.0)  # OpenAI's default and range
