@@ -259,6 +259,17 @@ def test_the_openai_client_raises_its_own_errors(server, client):
     assert r.status_code == 401 and "Authorization: Bearer" in r.json()["error"]["message"]
     assert httpx.get(server.url + "/metrics").status_code == 401
     assert httpx.get(server.url + "/v2/nothing").status_code == 404
+    assert client.completions.create(model="smollm2", prompt="Hello", max_tokens=2, temperature=0).usage.completion_tokens == 2
+
+
+def test_the_load_test_demo_runs_and_reports(capsys):
+    from demos import load_test
+
+    assert load_test.main(["--concurrency", "6", "--requests", "12", "--max-tokens", "5", "--max-batch-size", "4",
+                           "--max-seq-len", "256", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["completed"] == out["requests"] == 12 and out["output_tokens_per_s"] > 0
+    assert out["ttft_s"]["p50"] <= out["ttft_s"]["p99"] and out["ratio_server_to_engine_alone"] > 0
 
 
 def test_past_the_bounded_queue_requests_get_429_with_retry_after(gen, server):
@@ -310,8 +321,10 @@ def test_serve_refuses_a_busy_port():
 
 
 def test_serve_command_streams_and_sigterm_ends_it_gracefully_with_status_0():
+    """SIGTERM mid-stream: a short stream runs to its end, a long one is ended at --shutdown-timeout with a last chunk
+    (finish_reason "abort") and [DONE], and the command exits 0."""
     proc = subprocess.Popen([sys.executable, "-m", "model.tools.cli", "serve", "--port", "0", "--max-batch-size", "2",
-                             "--max-seq-len", "256", "--shutdown-timeout", "60"],
+                             "--max-seq-len", "512", "--shutdown-timeout", "8"],
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "TTJAX_API_KEY": KEY})
     try:
         line = proc.stderr.readline()
@@ -319,22 +332,27 @@ def test_serve_command_streams_and_sigterm_ends_it_gracefully_with_status_0():
         assert "API key required" in line
         client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=120)
         name = client.models.list().data[0].id
-        got = []
+        got = {10: [], 480: []}
 
-        def stream():
-            for chunk in client.completions.create(model=name, prompt="Once", max_tokens=40, temperature=0, stream=True,
+        def stream(n):
+            for chunk in client.completions.create(model=name, prompt="Once", max_tokens=n, temperature=0, stream=True,
                                                    stream_options={"include_usage": True}, extra_body={"ignore_eos": True}):
-                got.append(chunk)
+                got[n].append(chunk)
 
-        reader = threading.Thread(target=stream)
-        reader.start()
-        while not any(c.choices and c.choices[0].text for c in got):
+        readers = [threading.Thread(target=stream, args=(n,)) for n in got]
+        for r in readers:
+            r.start()
+        while not all(any(c.choices and c.choices[0].text for c in chunks) for chunks in got.values()):
             time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)  # mid-stream: it finishes, then the server exits 0
-        reader.join(60)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-        assert got[-1].usage.completion_tokens == 40
-        assert [c.choices[0].finish_reason for c in got if c.choices][-1] == "length"
+        assert time.monotonic() - signalled < 8 + 10
+        for r in readers:
+            r.join(30)
+        short, long = ([c for c in got[n] if c.choices] for n in got)
+        assert short[-1].choices[0].finish_reason == "length" and got[10][-1].usage.completion_tokens == 10
+        assert long[-1].choices[0].finish_reason == "abort" and got[480][-1].usage.completion_tokens < 480
         with pytest.raises(openai.APIConnectionError):
             client.models.list()
     finally:

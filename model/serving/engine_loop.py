@@ -7,8 +7,8 @@ Engine: submissions and aborts go through an inbox under a lock, and the thread 
 steps. An abort (a client that went away) frees the request's slot and blocks before the next step.
 
 Admission is bounded: at most max_batch_size running plus max_queue waiting; past that a request is
-refused with 429 and a Retry-After at once instead of queueing without end. While stopping, new
-requests get 503.
+refused with 429 and a Retry-After at once instead of queueing without end. While draining (after
+SIGTERM) or stopping, new requests get 503.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class EngineLoop:
         self._aborts: list[int] = []
         self._streams: dict[int, _Stream] = {}  # accepted and not finished, by request id
         self._stopping = False
+        self._deadline: float | None = None  # set by drain(): when whatever still runs is aborted
         self._step_s = 0.0  # a moving average of one engine step, for Retry-After
         engine.on_token = self._on_token
         gen = engine.gen
@@ -86,7 +87,7 @@ class EngineLoop:
         with self._cond:
             if self.error is not None:
                 raise RequestError(f"the engine failed ({self.error}); restart the server.", 503, code="engine_failed")
-            if self._stopping:
+            if self._stopping or self._deadline is not None:
                 raise RequestError("the server is shutting down and takes no new requests.", 503, code="shutting_down")
             if len(self._streams) >= self.capacity:
                 # A slot frees about every (a request's steps / slots) steps; a second is the floor HTTP allows.
@@ -108,6 +109,13 @@ class EngineLoop:
             if request_id in self._streams:
                 self._aborts.append(request_id)
                 self._cond.notify()
+
+    def drain(self, timeout: float) -> None:
+        """Take no new requests; those in flight run on for up to timeout seconds, then end with finish_reason
+        "abort" (their streams close cleanly, with a last chunk saying so)."""
+        with self._cond:
+            self._deadline = time.monotonic() + timeout
+            self._cond.notify()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Abort whatever still runs and end the thread."""
@@ -149,6 +157,9 @@ class EngineLoop:
                 with self._cond:
                     while not (self._inbox or self._aborts or engine.has_unfinished() or self._stopping):
                         self._cond.wait()
+                    if self._deadline is not None and time.monotonic() >= self._deadline:
+                        self._aborts.extend(self._streams)  # the drain's time is up
+                        self._deadline = math.inf
                     inbox, self._inbox = self._inbox, []
                     aborts, self._aborts = self._aborts, []
                     if self._stopping and not inbox and not aborts and not engine.has_unfinished():

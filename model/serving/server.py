@@ -11,9 +11,9 @@ request with a sink that hands tokens to the handler's asyncio queue. A stream t
 client went away, or shutdown cancelled it) aborts its request, freeing its slot and blocks. With
 an API key, /v1 and /metrics want "Authorization: Bearer KEY"; /health stays open for probes.
 
-SIGTERM (or Ctrl-C): uvicorn stops accepting, requests on open connections get 503, streams in flight
-run to their end for up to shutdown_timeout seconds and are then cancelled, the engine thread stops,
-and run() returns 0.
+SIGTERM (or Ctrl-C): uvicorn stops accepting, requests on open connections get 503, requests in
+flight run to their end for up to shutdown_timeout seconds and then end with finish_reason "abort"
+(a stream gets its last chunk and [DONE]), the engine thread stops, and run() returns 0.
 """
 
 from __future__ import annotations
@@ -219,6 +219,20 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Uvicorn(uvicorn.Server):
+    """uvicorn, telling the engine loop when shutdown begins: the loop ends the streams still running at the
+    drain's deadline itself (a last chunk with finish_reason "abort", then [DONE]), before uvicorn's own
+    timeout would cut their connections."""
+
+    def __init__(self, config, on_shutdown):
+        super().__init__(config)
+        self.on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets=None):
+        self.on_shutdown()
+        await super().shutdown(sockets)
+
+
 class Server:
     """The app on uvicorn, on a socket bound at construction (so .port is known, even for port 0)."""
 
@@ -229,8 +243,9 @@ class Server:
         self.socket = listening_socket(host, port)
         self.host, self.port = host, self.socket.getsockname()[1]
         app = create_app(loop, served, api_key=api_key, max_body_bytes=max_body_bytes, draining=lambda: self.uvicorn.should_exit)
-        config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=shutdown_timeout, lifespan="on")
-        self.uvicorn = uvicorn.Server(config)
+        # uvicorn's own timeout is the backstop, for a response that is not a stream of the engine's.
+        config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=shutdown_timeout + 5, lifespan="on")
+        self.uvicorn = _Uvicorn(config, lambda: loop.drain(shutdown_timeout))
         self._thread: threading.Thread | None = None
 
     @property
