@@ -222,6 +222,7 @@ BAD = [  # (endpoint, body, status, words in the message)
     ("completions", {"model": "smollm2", "prompt": "hi", "stop": 3}, 400, "string or a list of strings"),
     ("completions", {"model": "smollm2", "prompt": "hi", "n": 2}, 400, "n = 1"),
     ("completions", {"model": "smollm2", "prompt": "hi", "logprobs": 5}, 400, "logprobs = 5 is not supported"),
+    ("completions", {"model": "smollm2", "prompt": "hi", "logprobs": 0}, 400, "logprobs = 0 is not supported"),
     ("completions", {"model": "smollm2", "prompt": "hi", "frequency_penalty": 0.5}, 400, "frequency_penalty"),
     ("completions", {"model": "smollm2", "prompt": "hi", "temprature": 0}, 400, "unknown parameter 'temprature'"),
     ("completions", {"model": "smollm2", "prompt": "hi", "stream_options": {"include_usage": True}}, 400, "only allowed when stream"),

@@ -32,8 +32,8 @@ FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "abort": "a
 
 # Fields every client library may send, with the values that ask for nothing the engine does not do.
 _NEUTRAL = {
-    "frequency_penalty": (None, 0, 0.0),
-    "presence_penalty": (None, 0, 0.0),
+    "frequency_penalty": (None, 0.0),
+    "presence_penalty": (None, 0.0),
     "logit_bias": (None, {}),
     "logprobs": (None, False),
     "top_logprobs": (None, 0),
@@ -133,13 +133,19 @@ def _stop(body: dict) -> tuple[str, ...]:
     return tuple(stops)
 
 
+def _neutral(value, allowed) -> bool:
+    """value is one of allowed, type and all (logprobs = 0 asks for something; False does not)."""
+    return any(value is a or (type(value) is type(a) and value == a) or (isinstance(a, float) and type(value) is int and value == a)
+               for a in allowed)
+
+
 def _check_fields(body, allowed: set[str], endpoint: str):
     if not isinstance(body, dict):
         raise RequestError(f"the request body must be a JSON object, got {type(body).__name__}.")
     for name in body:
         if name not in allowed:
             raise RequestError(f"unknown parameter {name!r} for {endpoint}.", param=name, code="unknown_parameter")
-        if name in _NEUTRAL and body[name] not in _NEUTRAL[name]:
+        if name in _NEUTRAL and not _neutral(body[name], _NEUTRAL[name]):
             raise RequestError(f"{name} = {body[name]!r} is not supported by this server (ttjax samples with temperature, top_p, "
                        f"top_k and seed only); leave it out.", param=name, code="unsupported_parameter")
 

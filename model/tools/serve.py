@@ -94,6 +94,7 @@ def run(opts) -> int:
     server = Server(EngineLoop(engine, max_queue=opts.max_queue), served, host=opts.host, port=opts.port, api_key=api_key,
                     max_body_bytes=opts.max_body_bytes, shutdown_timeout=opts.shutdown_timeout, log_level=opts.log_level)
     cache = f"paged, {gen.paged.max_num_blocks} blocks" if gen.paged else "contiguous"
-    print(f"ttjax serve: {served.name} on {server.url}/v1 ({opts.max_batch_size} slots, max_seq_len {gen.args.max_seq_len}, "
+    mesh = f", mesh {opts.mesh}" if opts.mesh else ""
+    print(f"ttjax serve: {served.name} on {server.url}/v1 ({opts.max_batch_size} slots{mesh}, max_seq_len {gen.args.max_seq_len}, "
           f"{gen.args.optimizations.name}, {cache} KV cache{', API key required' if api_key else ''})", file=sys.stderr, flush=True)
     return server.run()
