@@ -135,6 +135,12 @@ def test_a_stop_string_ends_the_text_before_it_streamed_or_not(client, expected)
     assert (whole.text, whole.finish_reason) == (want[: want.index(stop)], "stop")
     streamed = list(client.completions.create(stream=True, **kw))
     assert "".join(c.choices[0].text for c in streamed) == whole.text
+    # One stop string of one character: nothing held back, and still nothing past it is sent.
+    for stop in (want[want.index(".")], want.split()[1][:2]):
+        kw["stop"] = stop
+        whole = client.completions.create(**kw).choices[0]
+        assert whole.text == want[: want.index(stop)]
+        assert "".join(c.choices[0].text for c in client.completions.create(stream=True, **kw)) == whole.text
 
 
 def test_64_concurrent_streams_all_complete_with_their_token_counts(server):
@@ -226,6 +232,10 @@ BAD = [  # (endpoint, body, status, words in the message)
     ("completions", {"model": "smollm2", "prompt": "hi", "frequency_penalty": 0.5}, 400, "frequency_penalty"),
     ("completions", {"model": "smollm2", "prompt": "hi", "temprature": 0}, 400, "unknown parameter 'temprature'"),
     ("completions", {"model": "smollm2", "prompt": "hi", "stream_options": {"include_usage": True}}, 400, "only allowed when stream"),
+    ("completions", b'{"model": "smollm2", "prompt": "a\\ud800b"}', 400, "lone surrogate"),
+    ("completions", b"[" * 100000, 400, "deeper"),
+    ("completions", b'{"model": "smollm2", "prompt": "hi", "temperature": 1' + b"0" * 400 + b"}", 400, "not a finite number"),
+    ("chat/completions", {"model": "smollm2", "messages": [{"role": "user", "content": "hi", "name": "bob"}]}, 400, "'name'"),
     ("chat/completions", {"model": "smollm2"}, 400, "messages is missing"),
     ("chat/completions", {"model": "smollm2", "messages": []}, 400, "non-empty list"),
     ("chat/completions", {"model": "smollm2", "messages": [{"role": "robot", "content": "hi"}]}, 400, "role = 'robot'"),
@@ -379,3 +389,15 @@ def test_an_engine_that_fails_answers_500_then_503_and_the_server_stays_up(gen, 
         assert health.status_code == 503 and "device lost" in health.json()["status"]
     finally:
         broken.stop()
+
+
+def test_a_prompt_that_needs_chunked_prefill_is_refused_by_a_contiguous_engine_before_it_runs(ckpt):
+    """Found in review: it used to fail the engine's prefill mid-step, taking every stream down with it."""
+    from model.errors import KVCacheError
+    from model.serving.build import build_generator
+    from model.serving.engine import Engine, Request
+
+    engine = Engine(build_generator(ckpt, max_seq_len=256, max_prefill_chunk_size=128))
+    with pytest.raises(KVCacheError, match="pads to 256, past max_prefill_chunk_size = 128: chunked prefill needs a paged"):
+        engine.check_limits(Request(tuple([5] * 200), 4))
+    engine.check_limits(Request(tuple([5] * 100), 4))

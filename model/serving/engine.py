@@ -28,6 +28,7 @@ from typing import Callable
 import jax
 import numpy as np
 
+from model.buckets import get_padded_prefill_len
 from model.errors import ConfigError, KVCacheError, SequenceLengthError
 from model.serving.checks import check_fits, check_tokens
 from model.serving.generator import Generator
@@ -151,8 +152,14 @@ class Engine:
         if not isinstance(request, Request):
             raise ConfigError(f"the engine serves Request objects, got {type(request).__name__}.")
         n = len(request.prompt)
-        check_fits(n, request.max_new_tokens, self.gen.args.max_seq_len)
-        check_tokens(request.prompt, self.gen.args.vocab_size, f"request {request.request_id}'s prompt")
+        args = self.gen.args
+        check_fits(n, request.max_new_tokens, args.max_seq_len)
+        check_tokens(request.prompt, args.vocab_size, f"request {request.request_id}'s prompt")
+        if self.pages is None and get_padded_prefill_len(n) > args.max_prefill_chunk_size:  # prefill would refuse it mid-step
+            raise KVCacheError(
+                f"request {request.request_id}'s prompt of {n} tokens pads to {get_padded_prefill_len(n)}, past "
+                f"max_prefill_chunk_size = {args.max_prefill_chunk_size}: chunked prefill needs a paged KV cache."
+            )
         if self.pages is not None:
             need = self.gen.paged.blocks_for(n + request.max_new_tokens)
             if need > self.pages.allocator.max_num_blocks:  # it would wait for blocks forever

@@ -88,7 +88,7 @@ class EngineLoop:
             if self.error is not None:
                 raise RequestError(f"the engine failed ({self.error}); restart the server.", 503, code="engine_failed")
             if self._stopping or self._deadline is not None:
-                raise RequestError("the server is shutting down and takes no new requests.", 503, code="shutting_down")
+                raise RequestError("the server is shutting down and takes no new requests.", 503, code="shutting_down", retry_after=1)
             if len(self._streams) >= self.capacity:
                 # A slot frees about every (a request's steps / slots) steps; a second is the floor HTTP allows.
                 wait = max(1, math.ceil(self._step_s * request.max_new_tokens / max(1, self.engine.batch)))

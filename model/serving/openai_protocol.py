@@ -92,8 +92,12 @@ def _number(body: dict, name: str, default: float, low: float, high: float, low_
     value = body.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RequestError(f"{name} = {value!r} is not a number.", param=name)
+    if isinstance(value, int) and abs(value) > 1e300:  # JSON integers are unbounded; float() of this one would overflow
+        value = math.inf if value > 0 else -math.inf
+    if not math.isfinite(value):
+        raise RequestError(f"{name} = {value} is not a finite number.", param=name)
     if value > high or value < low or (low_open and value == low):
         raise RequestError(f"{name} = {value} is outside {'(' if low_open else '['}{low:g}, {high:g}].", param=name)
     return float(value)
@@ -130,6 +134,8 @@ def _stop(body: dict) -> tuple[str, ...]:
         raise RequestError(f"stop has {len(stops)} strings; at most {MAX_STOP} are allowed.", param="stop")
     if "" in stops:
         raise RequestError("stop holds an empty string, which would end every completion at once.", param="stop")
+    for s in stops:
+        _unicode(s, "stop")
     return tuple(stops)
 
 
@@ -137,6 +143,16 @@ def _neutral(value, allowed) -> bool:
     """value is one of allowed, type and all (logprobs = 0 asks for something; False does not)."""
     return any(value is a or (type(value) is type(a) and value == a) or (isinstance(a, float) and type(value) is int and value == a)
                for a in allowed)
+
+
+def _unicode(text: str, what: str) -> str:
+    """JSON may carry a lone surrogate ("\\ud800"), which is no Unicode text: the tokenizer would fail on it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RequestError(f"{what} holds {text[e.start]!a} at character {e.start}, a lone surrogate that is not Unicode text.",
+                           param=what.split("[")[0].split(".")[0]) from None
+    return text
 
 
 def _check_fields(body, allowed: set[str], endpoint: str):
@@ -167,7 +183,7 @@ def _prompt_ids(body: dict, served: ServedModel) -> list[int]:
     if isinstance(prompt, str):
         if not prompt:
             raise RequestError("prompt is empty: prefill needs at least one token.", param="prompt")
-        return served.tokenizer.encode(prompt)
+        return served.tokenizer.encode(_unicode(prompt, "prompt"))
     if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
         try:
             return check_tokens(prompt, served.vocab_size, "prompt").tolist()
@@ -182,14 +198,14 @@ def _prompt_ids(body: dict, served: ServedModel) -> list[int]:
 
 def _message_text(i: int, content) -> str:
     if isinstance(content, str):
-        return content
+        return _unicode(content, f"messages[{i}].content")
     if isinstance(content, list):
         parts = []
         for part in content:
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
                 raise RequestError(f"messages[{i}].content holds a part of type {kind!r}; this model reads text parts only.", param="messages")
-            parts.append(part["text"])
+            parts.append(_unicode(part["text"], f"messages[{i}].content"))
         return "".join(parts)
     raise RequestError(f"messages[{i}].content must be a string or a list of text parts.", param="messages")
 
@@ -204,6 +220,10 @@ def _chat_ids(body: dict, served: ServedModel) -> list[int]:
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or "role" not in m:
             raise RequestError(f"messages[{i}] must be an object with a role and a content.", param="messages")
+        extra = [k for k, v in m.items() if k not in ("role", "content") and v is not None]
+        if extra:  # the chat template shows only role and content: a name or a tool call would vanish without a word
+            raise RequestError(f"messages[{i}] has {extra[0]!r}; this server's chat template takes only role and content.",
+                               param="messages")
         if m["role"] not in ROLES:
             raise RequestError(f"messages[{i}].role = {m['role']!r} is not one of {', '.join(ROLES)}.", param="messages")
         turns.append({"role": "system" if m["role"] == "developer" else m["role"], "content": _message_text(i, m.get("content"))})
@@ -314,10 +334,14 @@ class ChunkWriter:
         self.pending += ids
         for t in ids:
             self.detok.push(t)
-        upto = len(self.detok.text) - self.hold
+        text = self.detok.text
+        upto = len(text) - self.hold
+        # The token that completes a stop string ends the request; the text from the stop on is never sent.
+        found = [i for i in (text.find(s, max(0, self.sent - len(s) + 1)) for s in self.c.request.stop) if i >= 0]
+        upto = min([upto, *found])
         if upto <= self.sent:
             return ""
-        text, self.sent = self.detok.text[self.sent : upto], upto
+        text, self.sent = text[self.sent : upto], upto
         ids, self.pending = self.pending, []
         return self.event(_envelope(self.c, [_choice(self.c, text, None, ids, delta=True)]))
 

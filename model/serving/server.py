@@ -23,8 +23,10 @@ import hmac
 import json
 import signal
 import socket
+import sys
 import threading
 import time
+import traceback
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -70,6 +72,8 @@ async def _read_json(request: HTTPRequest, limit: int):
         return json.loads(body)
     except ValueError as e:  # UnicodeDecodeError too
         raise RequestError(f"the request body is not valid JSON: {e}.", 400) from None
+    except RecursionError:
+        raise RequestError("the request body nests JSON deeper than this server parses.", 400) from None
 
 
 async def _disconnected(request: HTTPRequest) -> None:
@@ -98,6 +102,11 @@ def create_app(loop: EngineLoop, served: protocol.ServedModel, *, api_key: str |
     async def bad_input(_request, e: TTJaxError):
         return refuse(e if isinstance(e, RequestError) else RequestError(str(e), 400))
 
+    @app.exception_handler(Exception)
+    async def fault(_request, e: Exception):  # a bug of the server's, not the client's: OpenAI's shape, and the traceback logged
+        traceback.print_exception(e, file=sys.stderr)
+        return refuse(RequestError(f"the server failed: {type(e).__name__}: {e}", 500, code="server_error"))
+
     @app.exception_handler(HTTPException)
     async def no_route(request, e: HTTPException):
         message = f"{request.method} {request.url.path}: {e.detail}" + (" (see /v1/models, /v1/completions, /v1/chat/completions)" if e.status_code == 404 else "")
@@ -115,7 +124,7 @@ def create_app(loop: EngineLoop, served: protocol.ServedModel, *, api_key: str |
 
     async def accepting():
         if draining():
-            raise RequestError("the server is shutting down and takes no new requests.", 503, code="shutting_down")
+            raise RequestError("the server is shutting down and takes no new requests.", 503, code="shutting_down", retry_after=1)
 
     @app.get("/health")
     async def health():
@@ -141,7 +150,9 @@ def create_app(loop: EngineLoop, served: protocol.ServedModel, *, api_key: str |
         return served.card()
 
     async def answer(request: HTTPRequest, chat: bool):
-        c = protocol.parse(await _read_json(request, max_body_bytes), served, chat=chat)
+        body = await _read_json(request, max_body_bytes)
+        # Tokenizing a long prompt takes a while: off the event loop, so the streams in flight keep flowing.
+        c = await asyncio.to_thread(protocol.parse, body, served, chat=chat)
         events: asyncio.Queue = asyncio.Queue()
         aio = asyncio.get_running_loop()
 
@@ -244,7 +255,7 @@ class Server:
         self.host, self.port = host, self.socket.getsockname()[1]
         app = create_app(loop, served, api_key=api_key, max_body_bytes=max_body_bytes, draining=lambda: self.uvicorn.should_exit)
         # uvicorn's own timeout is the backstop, for a response that is not a stream of the engine's.
-        config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=shutdown_timeout + 5, lifespan="on")
+        config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=shutdown_timeout + 15, lifespan="on")
         self.uvicorn = _Uvicorn(config, lambda: loop.drain(shutdown_timeout))
         self._thread: threading.Thread | None = None
 

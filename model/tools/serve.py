@@ -48,6 +48,7 @@ def run(opts) -> int:
         import uvicorn  # noqa: F401
     except ImportError as e:
         raise ConfigError(f"ttjax serve needs the serve extra ({e.name} is missing): pip install 'ttjax[serve]'.") from None
+    from model.buckets import prefill_extent
     from model.checkpoint import open_checkpoint
     from model.config import PagedAttentionConfig
     from model.serving.build import build_generator, generator_args, mesh_device_for
@@ -73,8 +74,11 @@ def run(opts) -> int:
     source = open_checkpoint(opts.model)
     config = source.args
     max_seq_len = opts.max_seq_len or min(config.max_context_len, DEFAULT_MAX_SEQ_LEN)
+    # A prompt whose bucket passes the prefill chunk is prefilled in chunks, which read the earlier ones through a
+    # paged cache: such a context pages by itself, as `ttjax generate` does.
+    paged_by_itself = not opts.paged and prefill_extent(max_seq_len) > config.max_prefill_chunk_size
     paged = False
-    if opts.paged:
+    if opts.paged or paged_by_itself:
         per_user = PagedAttentionConfig().blocks_for(max_seq_len)
         blocks = opts.kv_blocks or per_user * opts.max_batch_size
         if blocks < per_user:
@@ -93,7 +97,7 @@ def run(opts) -> int:
     served = ServedModel(name, gen.tokenizer, gen.args.max_seq_len, gen.args.vocab_size)
     server = Server(EngineLoop(engine, max_queue=opts.max_queue), served, host=opts.host, port=opts.port, api_key=api_key,
                     max_body_bytes=opts.max_body_bytes, shutdown_timeout=opts.shutdown_timeout, log_level=opts.log_level)
-    cache = f"paged, {gen.paged.max_num_blocks} blocks" if gen.paged else "contiguous"
+    cache = f"paged{' (chunked prefill needs it)' if paged_by_itself else ''}, {gen.paged.max_num_blocks} blocks" if gen.paged else "contiguous"
     mesh = f", mesh {opts.mesh}" if opts.mesh else ""
     print(f"ttjax serve: {served.name} on {server.url}/v1 ({opts.max_batch_size} slots{mesh}, max_seq_len {gen.args.max_seq_len}, "
           f"{gen.args.optimizations.name}, {cache} KV cache{', API key required' if api_key else ''})", file=sys.stderr, flush=True)
