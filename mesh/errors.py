@@ -6,3 +6,8 @@ mesh/ and ttjax/ raise TTJaxError itself; model.errors holds the kinds the model
 
 class TTJaxError(ValueError):
     """Bad input: the message names the offending value and the limit it broke."""
+
+
+class OpConfigError(TTJaxError):
+    """An op config the chip would refuse: a program config whose blocks do not fit the shapes, a shard spec that
+    disagrees with its memory config or the grid, a grid larger than the device, circular buffers past L1."""

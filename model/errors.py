@@ -2,11 +2,11 @@
 value and the limit. All are ttjax.TTJaxError (a ValueError), the project's one exception family, which
 model code imports from here with its kinds."""
 
-from mesh.errors import TTJaxError
+from mesh.errors import OpConfigError, TTJaxError
 
 __all__ = [
     "TTJaxError", "CheckpointError", "ConfigError", "TokenizerError", "SequenceLengthError", "KVCacheError", "TokenIdError", "InputFileError",
-    "RequestError",
+    "RequestError", "OpConfigError",
 ]
 
 

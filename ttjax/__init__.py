@@ -17,6 +17,28 @@ from ttjax.embedding import embedding
 from mesh.errors import TTJaxError
 from ttjax.kv_cache import fill_cache, update_cache
 from ttjax.linear import linear, matmul
+from ttjax.memory_config import (
+    DRAM_MEMORY_CONFIG,
+    L1_HEIGHT_SHARDED_MEMORY_CONFIG,
+    L1_MEMORY_CONFIG,
+    L1_WIDTH_SHARDED_MEMORY_CONFIG,
+    BufferType,
+    CoreCoord,
+    CoreGrid,
+    CoreRange,
+    CoreRangeSet,
+    MemoryConfig,
+    ShardOrientation,
+    ShardSpec,
+    TensorMemoryLayout,
+    create_sharded_memory_config,
+)
+from ttjax.program_config import (
+    MatmulMultiCoreReuseMultiCast1DProgramConfig,
+    MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig,
+    MatmulMultiCoreReuseMultiCastProgramConfig,
+)
+from mesh.errors import OpConfigError
 from ttjax.matrix_engine import MathFidelity, WormholeComputeKernelConfig
 from ttjax.norm import rms_norm, rms_norm_post_all_gather, rms_norm_pre_all_gather
 from ttjax.tensor import as_tensor, from_numpy, to_numpy
@@ -37,6 +59,24 @@ __all__ = [
     "reduce_scatter",
     "to_numpy",
     "TTJaxError",
+    "OpConfigError",
+    "DRAM_MEMORY_CONFIG",
+    "L1_HEIGHT_SHARDED_MEMORY_CONFIG",
+    "L1_MEMORY_CONFIG",
+    "L1_WIDTH_SHARDED_MEMORY_CONFIG",
+    "BufferType",
+    "CoreCoord",
+    "CoreGrid",
+    "CoreRange",
+    "CoreRangeSet",
+    "MemoryConfig",
+    "ShardOrientation",
+    "ShardSpec",
+    "TensorMemoryLayout",
+    "create_sharded_memory_config",
+    "MatmulMultiCoreReuseMultiCast1DProgramConfig",
+    "MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig",
+    "MatmulMultiCoreReuseMultiCastProgramConfig",
     "embedding",
     "fill_cache",
     "linear",

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 
 from ttjax.blockfloat import BlockFloatTensor, block_format
 from ttjax.matrix_engine import TILE, WormholeComputeKernelConfig, check_depth, pack, stored_matrix, tensix_matmul_stored
+from ttjax.memory_config import DRAM_MEMORY_CONFIG, MemoryConfig, TensorSpec
 from ttjax.native import available as native_available, tensix_matmul as native_tensix_matmul
+from ttjax.op_validation import validate_matmul
 
 
 def matmul(x: jax.Array, weight, *, compute_kernel_config: WormholeComputeKernelConfig | None = None, dtype=None) -> jax.Array:
@@ -51,6 +53,29 @@ def exact_matmul(x: jax.Array, weight, *, native: bool = True, isa: str = "auto"
     return jnp.matmul(x, w, preferred_element_type=jnp.float32)
 
 
-def linear(x: jax.Array, weight, *, compute_kernel_config: WormholeComputeKernelConfig | None = None, dtype=None) -> jax.Array:
-    """ttnn.linear without a bias: ttjax.matmul against a weight."""
+def linear(x: jax.Array, weight, *, compute_kernel_config: WormholeComputeKernelConfig | None = None, dtype=None,
+           program_config=None, memory_config: MemoryConfig | None = None, input_memory_config: MemoryConfig | None = None,
+           weight_memory_config: MemoryConfig | None = None) -> jax.Array:
+    """ttnn.linear without a bias: ttjax.matmul against a weight.
+
+    program_config (a ttjax.program_config matmul config) and memory_config (the output's) are checked as a Wormhole
+    checks them (ttjax.op_validation), at trace time: a config the chip would refuse raises OpConfigError here.
+    ttnn reads the operands' memory configs off the tensors; ttjax arrays carry none, so they are given as
+    input_memory_config and weight_memory_config (default DRAM interleaved). None of them changes the result, as on
+    the device."""
+    if program_config is not None:
+        validate_matmul("ttjax.linear", _spec(x, input_memory_config), _spec(weight, weight_memory_config), program_config,
+                        memory_config or DRAM_MEMORY_CONFIG, _format(dtype if dtype is not None else x.dtype),
+                        fp32_dest_acc_en=bool(compute_kernel_config and compute_kernel_config.fp32_dest_acc_en),
+                        packer_l1_acc=bool(compute_kernel_config and compute_kernel_config.packer_l1_acc))
     return matmul(x, weight, compute_kernel_config=compute_kernel_config, dtype=dtype)
+
+
+def _format(dtype) -> str:
+    """The tile format a dtype is stored in on the device (float32 activations are float32 tiles)."""
+    fmt = block_format(dtype)
+    return fmt.name if fmt is not None else jnp.dtype(dtype).name
+
+
+def _spec(t, memory_config) -> TensorSpec:
+    return TensorSpec(t.shape, _format(t.dtype), memory_config or DRAM_MEMORY_CONFIG)

@@ -1,0 +1,72 @@
+"""ttnn's matmul program configs: how a matmul is split over a Wormhole's cores.
+
+Fields and defaults are ttnn's (ttnn/cpp/ttnn/operations/matmul/device/config/matmul_program_config_types.hpp,
+the Python constructors of matmul_nanobind.cpp). Counts are in 32x32 tiles:
+
+- per_core_M x per_core_N: the output block one core computes (out_block_h/w default to them);
+- in0_block_w: the K tiles of one step (the circular buffers hold in0_block_w-wide slices of A and B);
+- out_subblock_h x out_subblock_w: the tiles one math step accumulates in the destination register.
+
+The 2D config (MatmulMultiCoreReuseMultiCastProgramConfig) splits M over grid rows and N over grid
+columns and multicasts A along rows and B along columns: prefill. The 1D config splits N (mcast_in0)
+or M over a line of cores: narrow, L1-sharded activations. The DRAM-sharded config has one worker
+per DRAM bank reading its own shard of the weight: decode, where reading the weight is the cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ttjax.memory_config import CoreCoord
+
+
+@dataclass(frozen=True)
+class MatmulMultiCoreReuseMultiCastProgramConfig:
+    compute_with_storage_grid_size: CoreCoord
+    in0_block_w: int
+    out_subblock_h: int
+    out_subblock_w: int
+    per_core_M: int
+    per_core_N: int
+    transpose_mcast: bool = False
+    out_block_h: int | None = None
+    out_block_w: int | None = None
+    fused_activation: str | None = None
+    fuse_batch: bool = True
+
+
+@dataclass(frozen=True)
+class MatmulMultiCoreReuseMultiCast1DProgramConfig:
+    compute_with_storage_grid_size: CoreCoord
+    in0_block_w: int
+    out_subblock_h: int
+    out_subblock_w: int
+    per_core_M: int
+    per_core_N: int
+    fuse_batch: bool
+    mcast_in0: bool
+    out_block_h: int | None = None
+    out_block_w: int | None = None
+    fused_activation: str | None = None
+    gather_in0: bool = False
+    untilize_out: bool = False
+
+
+@dataclass(frozen=True)
+class MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig:
+    """No grid: the workers are A's shard grid, and each reads the weight shard of one DRAM bank."""
+
+    in0_block_w: int
+    per_core_M: int
+    per_core_N: int
+    fused_activation: str | None = None
+
+
+MatmulProgramConfig = (MatmulMultiCoreReuseMultiCastProgramConfig | MatmulMultiCoreReuseMultiCast1DProgramConfig
+                       | MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig)
+
+
+def out_block(config) -> tuple[int, int]:
+    h = getattr(config, "out_block_h", None) or config.per_core_M
+    w = getattr(config, "out_block_w", None) or config.per_core_N
+    return h, w
