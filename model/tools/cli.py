@@ -6,6 +6,7 @@
     ttjax precision --model-name Llama-3.1-70B --mode accuracy [--galaxy] [--json]
     ttjax bench [--json] [--model PATH] [--precision float32,accuracy] [--batch 1,32] [--mesh 1x2] [--profile DIR]
     ttjax serve [--host 127.0.0.1] [--port 8000] [--model PATH] [--mesh 1x8] [--max-batch-size 32] [--paged] [--api-key KEY]
+    ttjax perf-model --model-name Llama-3.1-8B --device N150 --mode decode [--batch 1] [--json] [--compare]
     ttjax launch --num-processes 2 [--coordinator HOST:PORT --process-id I] -- generate --mesh 2x4 ...
 
 generate --json prints one object: {"text", "tokens", "prefill_s", "decode_tokens_per_s", ...}.
@@ -293,9 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--bandwidth-mib", type=positive_int, default=1024, help="size of the matrix the read bandwidth is measured on")
     b.set_defaults(func=run_bench)
     from model.tools.launch import add_parser as add_launch
+    from model.tools.perf_model import add_parser as add_perf_model
     from model.tools.serve import add_parser as add_serve
 
     add_serve(sub, positive_int, PRECISIONS, _add_mesh_options)
+    add_perf_model(sub, positive_int)
 
     subcommands = list(sub.choices)
     add_launch(sub, subcommands)

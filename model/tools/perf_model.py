@@ -1,0 +1,118 @@
+"""`ttjax perf-model`: what a Llama would cost on a Wormhole system, op by op, from published hardware figures.
+
+    ttjax perf-model --model-name Llama-3.1-8B --device N150 --mode decode [--batch 1] [--json]
+    ttjax perf-model --compare [--json]      # every Llama row of tt_transformers' PERF.md, predicted and published
+
+The per-op table gives each op's DRAM, NoC and ethernet bytes, FLOPs and fidelity, what bounds it
+(DRAM, compute, NoC, ethernet, or the kernel's set-up), and its time per step; decode ends in
+tokens/s/user, prefill in the time to first token (model.perf_model, ttjax.device_model).
+--json: {"model", "device", "mode", "batch", "tokens_per_s_per_user", "ops": [...], ...}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+
+from model.config import named_config
+from model.errors import ConfigError
+from model.perf_model import predict
+from ttjax.device_model import SYSTEMS
+
+PERF_TABLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "tt_transformers_perf.md")
+# PERF.md's vision models decode with a text decoder of the 8B / 70B shape plus cross-attention layers (Llama-3.2-11B-Vision:
+# 40 layers, 8 of them cross-attention; 90B: 100, 20 of them), priced here as decoder layers. Llama-3.3-70B is 3.1-70B's shape.
+SHAPES = {"Llama-3.2-1B": ("Llama-3.2-1B", None), "Llama-3.2-3B": ("Llama-3.2-3B", None), "Llama-3.1-8B": ("Llama-3.1-8B", None),
+          "Llama-3.2-11B": ("Llama-3.1-8B", 40), "Llama-3.1-70B": ("Llama-3.1-70B", None), "Llama-3.3-70B": ("Llama-3.1-70B", None),
+          "Llama-3.2-90B": ("Llama-3.1-70B", 100)}
+# Data-parallel rows: DP=n splits the system into n submeshes, each a whole model serving its users; a T3K's four 1x2
+# submeshes are N300s and its eight single chips N150s; a Galaxy's four 8-chip submeshes are priced as T3K's 1x8.
+DATA_PARALLEL = {("T3K", 4): "N300", ("T3K", 8): "N150", ("TG", 4): "T3K"}
+
+
+def published_rows(path: str = PERF_TABLE) -> list[dict]:
+    """PERF.md's Llama rows: model, device, data-parallel factor and decode tokens/s/user."""
+    rows = []
+    for line in open(path):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 5 or not cells[0].startswith("Llama"):
+            continue
+        m = re.match(r"(\w+)\s*(?:\(DP=(\d+)\))?$", cells[1])
+        rows.append({"model": cells[0], "device": m.group(1), "data_parallel": int(m.group(2) or 1), "published": float(cells[4])})
+    return rows
+
+
+def model_args(name: str, n_layers: int | None = None):
+    if name not in SHAPES:
+        raise ConfigError(f"--model-name {name!r} is not one of {', '.join(SHAPES)}.")
+    shape, layers = SHAPES[name]
+    args = named_config(shape, max_seq_len=4096)
+    return args.replace(model_name=name, n_layers=n_layers or layers or args.n_layers)
+
+
+def compare(context: int = 256, precision: str = "performance") -> dict:
+    out = []
+    for row in published_rows():
+        system = DATA_PARALLEL.get((row["device"], row["data_parallel"]), row["device"])
+        pred = predict(model_args(row["model"]), system, "decode", context=context, precision=precision)["tokens_per_s_per_user"]
+        label = row["device"] + (f" (DP={row['data_parallel']})" if row["data_parallel"] > 1 else "")
+        out.append({"model": row["model"], "device": label, "priced_as": system, "predicted": pred, "published": row["published"],
+                    "ratio": pred / row["published"]})
+    errors = [abs(r["ratio"] - 1) for r in out]
+    return {"rows": out, "median_abs_error": statistics.median(errors), "worst": max(out, key=lambda r: abs(r["ratio"] - 1))}
+
+
+def format_ops(rep: dict) -> str:
+    lines = [f"{rep['model']} on {rep['device']}, {rep['mode']}, batch {rep['batch']}, {rep['precision']} preset, {rep['n_layers']} layers"
+             + (f", cache position {rep['context']}" if rep["mode"] == "decode" else f", {rep['seq_len']} tokens"),
+             f"{'op':28}{'runs':>6}{'DRAM MB':>10}{'NoC MB':>9}{'eth KB':>9}{'GFLOP':>9}{'fid.':>7}{'bound':>10}{'us each':>10}{'ms/step':>10}"]
+    for o in rep["ops"]:
+        runs = o["count"] * (rep["n_layers"] if o["where"] == "layer" else 1)
+        lines.append(f"{o['op']:28}{runs:>6}{o['dram_bytes'] / 1e6:>10.2f}{o['noc_bytes'] / 1e6:>9.2f}{o['eth_bytes'] / 1e3:>9.1f}"
+                     f"{o['flops'] / 1e9:>9.2f}{o['fidelity'] or '':>7}{o['bound']:>10}{o['time_us'] / o['count']:>10.1f}{o['per_step_us'] / 1e3:>10.3f}")
+    lines.append(f"device {rep['device_time_s'] * 1e3:.2f} ms" + (f" + host {rep['host_step_s'] * 1e3:.2f} ms" if rep["host_step_s"] else "")
+                 + f" = {rep['step_s'] * 1e3:.2f} ms a step")
+    if rep["mode"] == "decode":
+        lines.append(f"{rep['tokens_per_s_per_user']:.1f} tokens/s/user")
+    else:
+        lines.append(f"time to first token {rep['time_to_first_token_s'] * 1e3:.1f} ms")
+    return "\n".join(lines)
+
+
+def format_compare(rep: dict) -> str:
+    lines = ["tt_transformers PERF.md (commit 040a27c1, performance mode, batch 1) against ttjax's device model",
+             f"{'model':16}{'device':14}{'predicted t/s/u':>17}{'published':>11}{'ratio':>8}"]
+    for r in rep["rows"]:
+        lines.append(f"{r['model']:16}{r['device']:14}{r['predicted']:>17.1f}{r['published']:>11.1f}{r['ratio']:>8.2f}")
+    w = rep["worst"]
+    lines.append(f"median absolute error {rep['median_abs_error'] * 100:.1f}% over {len(rep['rows'])} rows; worst {w['model']} on {w['device']} "
+                 f"({w['ratio']:.2f}x; README, 'The device model')")
+    return "\n".join(lines)
+
+
+def add_parser(sub, positive_int) -> None:
+    p = sub.add_parser("perf-model", help="what a Llama would cost on Wormhole (N150, N300, T3K, TG), op by op; --compare against PERF.md")
+    p.add_argument("--model-name", default="Llama-3.1-8B", help=f"one of {', '.join(SHAPES)} (default Llama-3.1-8B)")
+    p.add_argument("--device", choices=tuple(SYSTEMS), default="N150")
+    p.add_argument("--mode", choices=("decode", "prefill"), default="decode")
+    p.add_argument("--batch", type=positive_int, default=1, help="decode users (default 1)")
+    p.add_argument("--context", type=positive_int, default=256, help="decode's cache position (default 256)")
+    p.add_argument("--seq-len", type=positive_int, default=128, help="prefill length (default 128)")
+    p.add_argument("--precision", choices=("performance", "accuracy"), default="performance", help="tt_transformers' preset")
+    p.add_argument("--n-layers", type=positive_int, default=None, help="price this many decoder layers")
+    p.add_argument("--compare", action="store_true", help="every Llama row of tt_transformers' PERF.md, predicted and published")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(opts) -> int:
+    if opts.compare:
+        rep = compare(opts.context, opts.precision)
+        print(json.dumps(rep) if opts.json else format_compare(rep))
+        return 0
+    rep = predict(model_args(opts.model_name, opts.n_layers), opts.device, opts.mode, batch=opts.batch, context=opts.context,
+                  seq_len=opts.seq_len, precision=opts.precision)
+    print(json.dumps(rep) if opts.json else format_ops(rep))
+    return 0
