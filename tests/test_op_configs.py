@@ -169,3 +169,12 @@ def test_numerics_never_depend_on_the_configs():
     np.testing.assert_array_equal(np.asarray(plain, np.float32), np.asarray(configured, np.float32))
     with pytest.raises(OpConfigError, match="Input tensor A must be sharded"):
         ttjax.linear(x, w, compute_kernel_config=ckc, program_config=cfg, memory_config=out_mc)
+
+
+def test_the_sdpa_ops_check_their_program_config():
+    q = jnp.ones((1, 4, 256, 64), jnp.bfloat16)
+    too_wide = ttjax.SDPAProgramConfig(64, 64, CoreCoord(9, 8))
+    with pytest.raises(OpConfigError, match="ttjax.scaled_dot_product_attention: Provided grid must not contain more cores"):
+        ttjax.scaled_dot_product_attention(q, q[:, :2], q[:, :2], program_config=too_wide)
+    with pytest.raises(OpConfigError, match="beyond max L1 size"):
+        ttjax.scaled_dot_product_attention(q, q[:, :2], q[:, :2], program_config=ttjax.SDPAProgramConfig(2048, 2048))

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from mesh.errors import TTJaxError
+from ttjax.memory_config import CoreCoord
+from ttjax.op_validation import validate_sdpa
 
 MASK_VALUE = -1e9
 TILE = 32
@@ -32,17 +34,27 @@ TILE = 32
 
 @dataclass(frozen=True)
 class SDPAProgramConfig:
-    """ttnn.SDPAProgramConfig: the chunk sizes (multiples of 32). tt-metal also sets the core grid here;
-    on one JAX device the chunks run in sequence."""
+    """ttnn.SDPAProgramConfig: the chunk sizes (multiples of 32) and the core grid the chunks are spread over (on one
+    JAX device they run in sequence; the grid and the chunks' circular buffers are checked as a Wormhole checks them,
+    ttjax.op_validation.validate_sdpa)."""
 
     q_chunk_size: int = 64
     k_chunk_size: int = 64
+    compute_with_storage_grid_size: CoreCoord = CoreCoord(8, 8)
+    exp_approx_mode: bool = False
 
     def __post_init__(self):
         for name in ("q_chunk_size", "k_chunk_size"):
             size = getattr(self, name)
             if size < TILE or size % TILE:
                 raise TTJaxError(f"{name} = {size} must be a positive multiple of {TILE} (the tile size).")
+
+
+def check_on_device(op: str, cfg: SDPAProgramConfig, head_dim: int, dtype) -> None:
+    """The config as the chip would take it: its grid on the device, its chunks' buffers in L1. A float32 reference
+    run is checked in bfloat16, the widest format ttnn's SDPA takes."""
+    fmt = "bfloat16" if jnp.dtype(dtype) == jnp.float32 else jnp.dtype(dtype).name
+    validate_sdpa(op, cfg.q_chunk_size, cfg.k_chunk_size, head_dim, cfg.compute_with_storage_grid_size, fmt)
 
 
 def group_heads(q: jax.Array, n_kv: int) -> jax.Array:
@@ -108,6 +120,7 @@ def scaled_dot_product_attention(q, k, v, *, is_causal: bool = True, scale: floa
     padding masked (ttnn wants tile-padded inputs; here any length runs)."""
     cfg = program_config or SDPAProgramConfig()
     b, h, sq, d = q.shape
+    check_on_device("ttjax.scaled_dot_product_attention", cfg, d, q.dtype)
     sk = k.shape[2]
     if is_causal and sk != sq:
         raise TTJaxError(f"causal attention needs as many keys as queries, got {sk} keys for {sq} queries.")
@@ -132,6 +145,7 @@ def chunked_scaled_dot_product_attention(q, k_cache, v_cache, page_table, chunk_
     chunk_start_idx may be traced: one program serves every chunk of a prompt."""
     cfg = program_config or SDPAProgramConfig()
     _, h, s, d = q.shape
+    check_on_device("ttjax.chunked_scaled_dot_product_attention", cfg, d, q.dtype)
     n_kv, block = k_cache.shape[1], k_cache.shape[2]
     row = page_table.reshape(-1)
     k_chunk = min(cfg.k_chunk_size, row.shape[0] * block)
