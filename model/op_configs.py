@@ -21,12 +21,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from model.buckets import get_padded_prefill_len
 from model.config import ModelArgs
 from model.errors import ConfigError
 from model.model_config import lm_head_core_grid, lm_head_max_columns_per_device
 from model.precision import ModelOptimizations
 from ttjax.memory_config import (
     DRAM_MEMORY_CONFIG,
+    L1_WIDTH_SHARDED_MEMORY_CONFIG,
     BufferType,
     CoreCoord,
     CoreGrid,
@@ -36,6 +38,7 @@ from ttjax.memory_config import (
     ShardSpec,
     TensorMemoryLayout,
     TensorSpec,
+    num_cores_to_corerangeset,
 )
 from ttjax.op_validation import L1Use, validate_matmul, validate_sdpa
 from ttjax.program_config import (
@@ -126,6 +129,8 @@ def matmul_config(m: int, k: int, n: int, grid: tuple[int, int], in0_block_w: in
                   per_core_N: int | None = None, subblock_w_1: bool = False) -> MatmulMultiCoreReuseMultiCastProgramConfig:
     """The 2D config on grid (x, y): M over y, N over x."""
     gx, gy = grid
+    if in0_block_w is None and k % (TILE * gy):  # tt_transformers asserts it: in0_block_w comes from k / 32 / grid_y
+        raise ConfigError(f"matmul_config: k = {k} is not a multiple of 32 x grid_y = {TILE * gy}.")
     per_core_M = math.ceil(m / (TILE * gy))
     per_core_N = per_core_N or math.ceil(n / (TILE * gx))
     return MatmulMultiCoreReuseMultiCastProgramConfig(
@@ -152,33 +157,20 @@ def find_prefill_grid(row_tiles: int, col_tiles: int) -> tuple[int, int]:
     return find_largest_divisor(row_tiles), find_largest_divisor(col_tiles)
 
 
-def width_sharded(rows: int, width: int, grid: CoreGrid) -> MemoryConfig:
+def width_sharded(rows: int, width: int, grid: CoreGrid | CoreRangeSet) -> MemoryConfig:
     """An activation [rows, width] width-sharded in L1 over grid (row-major), each core [rows, width / cores]."""
-    return MemoryConfig(WIDTH, BufferType.L1, ShardSpec(grid.core_range_set(), (rows, width // grid.num_cores)))
+    cores = grid.core_range_set() if isinstance(grid, CoreGrid) else grid
+    return MemoryConfig(WIDTH, BufferType.L1, ShardSpec(cores, (rows, width // cores.num_cores())))
 
 
-def _line(cores: int) -> CoreGrid:
-    """cores in rows of 8 (num_to_coregrid for multiples of 8; fewer than 8: one row)."""
-    return CoreGrid(x=min(cores, 8), y=max(1, cores // 8))
-
-
-def _dram_sharded_op(name, k, n, grid: CoreGrid, act_dtype, w_dtype, out_dtype, fp32, count=1) -> OpConfig:
-    cfg = dram_matmul_config(TILE, k, n, grid.num_cores)
-    out_cores = math.ceil(n / TILE / cfg.per_core_N)
-    out = MemoryConfig(WIDTH, BufferType.L1, ShardSpec(_line(out_cores).core_range_set() if out_cores % 8 == 0 or out_cores < 8
-                                                       else CoreRangeSet(_row_major(out_cores)), (TILE, cfg.per_core_N * TILE)))
+def _dram_sharded_op(name, k, n, grid: CoreGrid | CoreRangeSet, act_dtype, w_dtype, out_dtype, fp32, count=1) -> OpConfig:
+    """A decode matmul as tt_transformers sets it up: the activation width-sharded over grid, the weight over the DRAM
+    banks, the output L1_WIDTH_SHARDED (its spec the op's to work out)."""
+    cores = grid.num_cores if isinstance(grid, CoreGrid) else grid.num_cores()
+    cfg = dram_matmul_config(TILE, k, n, cores)
     a = TensorSpec((1, 1, TILE, k), act_dtype, width_sharded(TILE, k, grid))
     b = TensorSpec((k, n), w_dtype, create_dram_sharded_mem_config(k, n))
-    return OpConfig(name, a, b, cfg, out, out_dtype, fp32, count=count)
-
-
-def _row_major(cores: int) -> tuple[CoreRange, ...]:
-    """cores taken row-major from (0, 0) on an 8-wide grid."""
-    full, rest = divmod(cores, 8)
-    ranges = [CoreRange(CoreCoord(0, 0), CoreCoord(7, full - 1))] if full else []
-    if rest:
-        ranges.append(CoreRange(CoreCoord(0, full), CoreCoord(rest - 1, full)))
-    return tuple(ranges)
+    return OpConfig(name, a, b, cfg, L1_WIDTH_SHARDED_MEMORY_CONFIG, out_dtype, fp32, count=count)
 
 
 # -- the configs ---------------------------------------------------------------------------------------------------
@@ -198,6 +190,13 @@ def op_configs(args: ModelArgs, device: str, mode: str = "decode", seq_len: int 
         raise ConfigError(f"mode {mode!r} is not 'decode' or 'prefill'.")
     rows, cols = DEVICES[device]
     nd = rows * cols
+    if args.n_heads % cols or args.dim % (TILE * 8):
+        raise ConfigError(f"{args.model_name}: tt_transformers needs n_heads ({args.n_heads}) to divide over the {cols} devices of a "
+                          f"row and dim ({args.dim}) to be a multiple of {TILE * 8} (8 cores of whole tiles).")
+    if device == "TG" and lm_head_core_grid(args.dim, 32) is None:
+        raise ConfigError(f"{args.model_name}: on a Galaxy tt_transformers needs dim ({args.dim}) to be a multiple of 1024 (its LM head grid).")
+    if mode == "prefill":
+        seq_len = get_padded_prefill_len(seq_len)  # prefill runs on tt's buckets
     if precision not in ("performance", "accuracy"):
         raise ConfigError(f"precision {precision!r} is not 'performance' or 'accuracy' (tt_transformers' presets).")
     fmt = _formats(args, precision)
@@ -237,13 +236,15 @@ def _decode(args, device, rows, cols, nd, fmt) -> list[OpConfig]:
             out = width_sharded(TILE, dim // 8, CoreGrid(8, 1))
             ops.append(OpConfig("wo", a, TensorSpec((dim, dim // 8), fmt["WO"]), ag, out, "bfloat16", True))
         else:
-            ops.append(_dram_sharded_op("wo", wo_k, dim, _line(args.n_heads // nd), "bfloat16", fmt["WO"], "bfloat16", True))
+            # nlp_concat_heads_decode leaves one head per core: wo's activation is width-sharded over n_heads / devices cores.
+            heads = num_cores_to_corerangeset(args.n_heads // nd, CoreCoord(8, 8))
+            ops.append(_dram_sharded_op("wo", wo_k, dim, heads, "bfloat16", fmt["WO"], "bfloat16", True))
         ops.append(_dram_sharded_op("w1_w3", dim, hidden // nd, dram_shard_core_grid_for_k_and_n(dim, hidden // nd), "bfloat16",
                                     fmt["FF1_FF3"], "bfloat8_b", False, count=2))
         ops.append(_dram_sharded_op("w2", hidden // nd, dim, dram_shard_core_grid_for_k_and_n(hidden // nd, dim), "bfloat8_b", fmt["FF2"],
                                     "bfloat16", False))
     ops.append(OpConfig("sdpa_decode", TensorSpec((1, 1, TILE, hd), "bfloat16"), None, None, DRAM_MEMORY_CONFIG, "bfloat16", True,
-                        sdpa=(TILE, 512, hd, CoreCoord(8, 8))))
+                        sdpa=(0, 0, hd, CoreCoord(8, 8))))  # SDPA_DECODE_PROGCFG: chunk sizes 0, the op picks them
     ops += _lm_head(args, device, nd)
     return ops
 
@@ -257,10 +258,11 @@ def _lm_head(args, device, nd) -> list[OpConfig]:
     per_device = math.ceil(vocab / nd)
     most = lm_head_max_columns_per_device(dim, nd)
     splits = math.ceil(per_device / most)
-    size = math.ceil(per_device / splits / TILE) * TILE
-    a = TensorSpec((1, 1, TILE, dim), "bfloat16", width_sharded(TILE, dim, grid))
-    op = _dram_sharded_op("lm_head", dim, size, grid, "bfloat16", "bfloat8_b", "bfloat8_b", False, count=splits)
-    return [OpConfig(op.name, a, op.b, op.program_config, op.output, op.out_dtype, False, count=splits)]
+    sizes = [most] * (splits - 1) + [per_device - most * (splits - 1)]  # lm_head.py: full chunks, then the rest
+    ops = []
+    for size, count in sorted(((s, sizes.count(s)) for s in set(sizes)), reverse=True):
+        ops.append(_dram_sharded_op("lm_head", dim, size, grid, "bfloat16", "bfloat8_b", "bfloat8_b", False, count=count))
+    return ops
 
 
 def _prefill(args, device, rows, cols, nd, fmt, seq_len) -> list[OpConfig]:
@@ -274,7 +276,8 @@ def _prefill(args, device, rows, cols, nd, fmt, seq_len) -> list[OpConfig]:
     qkv_n = _qkv_size(args) // (rows if tg else cols)
     k = dim // (cols if tg else 1)
     qkv = MatmulMultiCoreReuseMultiCastProgramConfig(
-        CoreCoord(8, 8), 1, 1, 1, max(1, 8 if seq_len >= 2048 else math.ceil(seq_len / TILE / 8)), math.ceil(qkv_n / TILE / 8),
+        CoreCoord(8, 8), 1, 1, 1, max(1, 8 if seq_len >= 2048 else math.ceil(seq_len / TILE / 8)),
+        math.ceil(_qkv_size(args) / cols / TILE / 8),  # XQKV_PREFILL_PROGCFG divides by cluster_shape[1]
         fuse_batch=seq_len <= MAX_QKV_MM_SEQ_LEN)
     ops.append(OpConfig("wqkv", TensorSpec((1, pieces, m, k), act), TensorSpec((k, qkv_n), fmt["WQKV"]), qkv, DRAM_MEMORY_CONFIG, act,
                         True, count=1))
@@ -292,9 +295,10 @@ def _prefill(args, device, rows, cols, nd, fmt, seq_len) -> list[OpConfig]:
     w1 = matmul_config(mm, mk, mn, grid, fuse_batch=seq_len <= cutoff, per_core_N=None if tg else math.ceil(mn / (TILE * 8)), subblock_w_1=tg)
     ops.append(OpConfig("w1_w3", TensorSpec((1, max(1, seq_len // cutoff), mm, mk), act), TensorSpec((mk, mn), fmt["FF1_FF3"]), w1,
                         DRAM_MEMORY_CONFIG, "bfloat8_b", count=2))
-    k2 = hidden // cols
-    grid = find_prefill_grid(8, k2 // TILE)
-    w2 = matmul_config(mm, k2, dim // (cols if tg else 1), grid, fuse_batch=seq_len <= cutoff,
+    k2 = hidden // cols  # what each device holds
+    k_cfg = hidden // cols if tg else hidden  # PREFILL_MLP_W2_PRG_CONFIG's k: the whole hidden dim but on a Galaxy
+    grid = find_prefill_grid(8, k_cfg // TILE)
+    w2 = matmul_config(mm, k_cfg, dim // (cols if tg else 1), grid, fuse_batch=seq_len <= cutoff,
                        per_core_N=None if tg else math.ceil(dim / (TILE * 8)), subblock_w_1=tg)
     ops.append(OpConfig("w2", TensorSpec((1, max(1, seq_len // cutoff), mm, k2), "bfloat8_b"), TensorSpec((k2, dim // (cols if tg else 1)), fmt["FF2"]),
                         w2, DRAM_MEMORY_CONFIG, act))

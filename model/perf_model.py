@@ -17,8 +17,9 @@ import math
 from model.collectives import analytic_layer_collectives
 from model.config import ModelArgs
 from model.errors import ConfigError
-from model.op_configs import OpConfig, op_configs
+from model.op_configs import OpConfig, op_configs, validate
 from model.precision import MathFidelitySetting, ModelOptimizations, OpGroup
+from mesh.errors import OpConfigError
 from ttjax.device_model import OpCost, System, ccl_cost, matmul_cost, sdpa_decode_cost, small_op_cost, system
 from ttjax.program_config import MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig
 from ttjax.wormhole import TILE, tile_bytes
@@ -60,9 +61,22 @@ def _matmul(op: OpConfig, args: ModelArgs, sys: System, mode: str, rows: int) ->
                        fidelity=_fidelity(args, op.name, mode), dram_sharded=dram_sharded, act_in_dram=mode == "prefill", count=op.count)
 
 
+def _configs(args: ModelArgs, device: str, mode: str, seq_len: int = 128, precision: str = "performance") -> list[OpConfig]:
+    """tt_transformers' configs for the ops, each checked as the chip would: a config it refuses is not priced."""
+    ops = op_configs(args, device, mode, seq_len, precision)
+    for op in ops:
+        validate(op)
+    return ops
+
+
+def tile_rows(rows: int) -> int:
+    """Rows as the device moves them: whole tiles (decode's 1 user is 32 rows, in matmuls and collectives alike)."""
+    return -(-rows // TILE) * TILE
+
+
 def _collectives(args: ModelArgs, sys: System, mode: str, tokens: int) -> list[OpCost]:
     out = []
-    for c in analytic_layer_collectives(args, mode, tokens, ACTIVATION_BYTES):
+    for c in analytic_layer_collectives(args, mode, tile_rows(tokens), ACTIVATION_BYTES):
         cost = ccl_cost(sys, c.kind, c.group, c.moved_bytes, c.axis)
         cost.name = f"{c.kind} ({c.group} devices)"
         out.append(cost)
@@ -74,7 +88,7 @@ def decode_layer(args: ModelArgs, device: str, *, batch: int = 1, context: int =
     sys = system(device)
     placed = mesh_placed(args, sys, batch, precision)
     lay = placed.layout
-    configs = {op.name: op for op in op_configs(args, device, "decode", precision=precision)}
+    configs = {op.name: op for op in _configs(args, device, "decode", precision=precision)}
     distributed = sys.mesh[0] > 1  # a Galaxy's norms: partial statistics, an all-gather, then the norm
     norm = [small_op_cost("rms_norm_pre_all_gather"), small_op_cost("rms_norm_post_all_gather")] if distributed else [small_op_cost("rms_norm")]
     users = batch if not lay.user_groups(batch) > 1 else batch // lay.user_groups(batch)
@@ -115,17 +129,31 @@ def decode_step(args: ModelArgs, device: str, *, batch: int = 1, context: int = 
     """Every op of a decode step, each tagged with where it runs ("layer" ops run n_layers times)."""
     sys = system(device)
     placed = mesh_placed(args, sys, batch, precision)
-    configs = {op.name: op for op in op_configs(args, device, "decode", precision=precision)}
+    heads = [op for op in _configs(args, device, "decode", precision=precision) if op.name == "lm_head"]
     step = [("step", small_op_cost("embedding")), ("step", small_op_cost("rms_norm"))]
-    if "lm_head" in configs:
-        step.append(("step", _matmul(configs["lm_head"], placed, sys, "decode", TILE)))
-    else:  # a Galaxy's LM head: one interleaved weight padded to 128K columns over the 32 devices
-        vocab = 128 * 1024 // sys.num_devices
-        k = args.dim // 4 if args.dim > 2048 else args.dim
-        step.append(("step", matmul_cost("lm_head", sys, m=TILE, k=k, n=vocab * 4 if args.dim == 2048 else vocab, weight_bytes=k * vocab * 1088 / 1024,
+    step += [("step", _matmul(op, placed, sys, "decode", TILE)) for op in heads]
+    if not heads:  # a Galaxy's LM head: one weight, the vocab padded to 128K, split (dim / 4, 128K / 8) over the devices
+        k, n = args.dim // 4, 128 * 1024 // 8
+        step.append(("step", matmul_cost("lm_head", sys, m=TILE, k=k, n=n, weight_bytes=k * n * tile_bytes("bfloat8_b") / (TILE * TILE),
                                          act_bytes=TILE * k * 2, out_bytes=0, cores=64, fidelity="HiFi2", dram_sharded=False, act_in_dram=False)))
     layer = decode_layer(args, device, batch=batch, context=context, precision=precision)
-    return [("layer", op) for op in layer] + step
+    tagged = [("layer", op) for op in layer] + step
+    check_dram_capacity(args, sys, tagged)
+    return tagged
+
+
+def check_dram_capacity(args: ModelArgs, sys: System, tagged) -> None:
+    """A model whose weights do not fit a chip's DRAM does not run there, whatever its configs say."""
+    weights = sum(op.count * (args.n_layers if where == "layer" else 1) * _weight_bytes(op) for where, op in tagged)
+    weights += args.vocab_size * args.dim * ACTIVATION_BYTES / sys.num_devices  # the embedding table, bfloat16
+    if weights > sys.chip.dram_capacity:
+        raise OpConfigError(f"{args.model_name} does not fit a {sys.name}: each chip would hold {weights / 1e9:.1f} GB of weights, "
+                            f"more than its {sys.chip.dram_capacity / 1e9:.0f} GB of DRAM.")
+
+
+def _weight_bytes(op: OpCost) -> float:
+    """A matmul's weight: what it reads from DRAM in decode (its activation stays in L1)."""
+    return op.dram_bytes if op.name in ("wqkv", "wo", "w1_w3", "w2", "lm_head") else 0.0
 
 
 def predict(args: ModelArgs, device: str, mode: str = "decode", *, batch: int = 1, context: int = 256, seq_len: int = 128,
@@ -155,7 +183,7 @@ def predict(args: ModelArgs, device: str, mode: str = "decode", *, batch: int = 
         out["tokens_per_s_per_user"] = 1.0 / total
     else:
         out["seq_len"] = seq_len
-        out["time_to_first_token_s"] = total
+        out["prefill_s"] = total  # the decoder layers' matmuls, attention and collectives
     return out
 
 
@@ -166,7 +194,7 @@ def prefill_layer(args: ModelArgs, device: str, *, seq_len: int = 128, precision
     placed = mesh_placed(args, sys, 1, precision)
     lay = placed.layout
     ops = []
-    for op in op_configs(args, device, "prefill", seq_len, precision):
+    for op in _configs(args, device, "prefill", seq_len, precision):
         if op.b is None:
             flops = 2.0 * lay.n_local_heads * seq_len * seq_len * args.head_dim  # causal: half of 4 * S^2 * d per head
             grid = op.sdpa[3]

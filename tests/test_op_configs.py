@@ -178,3 +178,23 @@ def test_the_sdpa_ops_check_their_program_config():
         ttjax.scaled_dot_product_attention(q, q[:, :2], q[:, :2], program_config=too_wide)
     with pytest.raises(OpConfigError, match="beyond max L1 size"):
         ttjax.scaled_dot_product_attention(q, q[:, :2], q[:, :2], program_config=ttjax.SDPAProgramConfig(2048, 2048))
+
+
+def test_decode_rows_and_the_ops_own_output_spec_are_taken():
+    """Found in review: one user's row (tile-padded to 32) may be sharded, and L1_WIDTH_SHARDED_MEMORY_CONFIG (no spec:
+    the op works it out, as tt_transformers passes it) is a valid output."""
+    grid = CoreGrid(8, 1)
+    x = jnp.ones((1, 1, 1, 256), jnp.bfloat16)
+    w = ttjax.typecast(jnp.ones((256, 768)), ttjax.bfloat8_b)
+    cfg = dram_matmul_config(32, 256, 768, 8)
+    y = ttjax.linear(x, w, program_config=cfg, memory_config=ttjax.L1_WIDTH_SHARDED_MEMORY_CONFIG,
+                     input_memory_config=width_sharded(32, 256, grid), weight_memory_config=create_dram_sharded_mem_config(256, 768))
+    assert y.shape == (1, 1, 1, 768)
+    ttjax.linear(x[0, 0, 0], w, program_config=MatmulMultiCoreReuseMultiCastProgramConfig((8, 8), np.int64(2), 1, 1, 1, 3))
+
+
+def test_wo_decode_has_one_head_per_core():
+    """tt's ATTN_OUTPUT_PROGCFG: n_heads / devices cores (Llama-3.2-3B on N300: 12 cores, in0_block_w 4, per_core_N 8)."""
+    wo = {op.name: op for op in op_configs(named_config("Llama-3.2-3B"), "N300", "decode")}["wo"]
+    assert wo.a.memory_config.shard_spec.num_cores() == 12
+    assert (wo.program_config.in0_block_w, wo.program_config.per_core_N) == (4, 8)

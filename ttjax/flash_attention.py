@@ -52,8 +52,9 @@ class SDPAProgramConfig:
 
 def check_on_device(op: str, cfg: SDPAProgramConfig, head_dim: int, dtype) -> None:
     """The config as the chip would take it: its grid on the device, its chunks' buffers in L1. A float32 reference
-    run is checked in bfloat16, the widest format ttnn's SDPA takes."""
-    fmt = "bfloat16" if jnp.dtype(dtype) == jnp.float32 else jnp.dtype(dtype).name
+    run (or any format ttnn's SDPA does not take) is checked in bfloat16, the widest it takes. Only a config given by
+    the caller is checked: the defaults are ttjax's, not a placement."""
+    fmt = jnp.dtype(dtype).name if jnp.dtype(dtype).name in ("bfloat16", "bfloat8_b", "bfloat4_b") else "bfloat16"
     validate_sdpa(op, cfg.q_chunk_size, cfg.k_chunk_size, head_dim, cfg.compute_with_storage_grid_size, fmt)
 
 
@@ -120,7 +121,8 @@ def scaled_dot_product_attention(q, k, v, *, is_causal: bool = True, scale: floa
     padding masked (ttnn wants tile-padded inputs; here any length runs)."""
     cfg = program_config or SDPAProgramConfig()
     b, h, sq, d = q.shape
-    check_on_device("ttjax.scaled_dot_product_attention", cfg, d, q.dtype)
+    if program_config is not None:
+        check_on_device("ttjax.scaled_dot_product_attention", cfg, d, q.dtype)
     sk = k.shape[2]
     if is_causal and sk != sq:
         raise TTJaxError(f"causal attention needs as many keys as queries, got {sk} keys for {sq} queries.")
@@ -145,7 +147,8 @@ def chunked_scaled_dot_product_attention(q, k_cache, v_cache, page_table, chunk_
     chunk_start_idx may be traced: one program serves every chunk of a prompt."""
     cfg = program_config or SDPAProgramConfig()
     _, h, s, d = q.shape
-    check_on_device("ttjax.chunked_scaled_dot_product_attention", cfg, d, q.dtype)
+    if program_config is not None:
+        check_on_device("ttjax.chunked_scaled_dot_product_attention", cfg, d, q.dtype)
     n_kv, block = k_cache.shape[1], k_cache.shape[2]
     row = page_table.reshape(-1)
     k_chunk = min(cfg.k_chunk_size, row.shape[0] * block)

@@ -135,6 +135,19 @@ class MemoryConfig:
         return f"{self.memory_layout.name} {self.buffer_type.name}{spec}"
 
 
+def num_cores_to_corerangeset(cores: int, grid: CoreCoord, row_wise: bool = True) -> CoreRangeSet:
+    """ttnn.num_cores_to_corerangeset: the first `cores` cores of grid, row by row (or column by column)."""
+    if not 1 <= cores <= grid.x * grid.y:
+        raise OpConfigError(f"{cores} cores do not fit a {grid.x}x{grid.y} grid of {grid.x * grid.y}.")
+    across = grid.x if row_wise else grid.y
+    full, rest = divmod(cores, across)
+    at = (lambda i, j: CoreCoord(i, j)) if row_wise else (lambda i, j: CoreCoord(j, i))
+    ranges = [CoreRange(at(0, 0), at(across - 1, full - 1))] if full else []
+    if rest:
+        ranges.append(CoreRange(at(0, full), at(rest - 1, full)))
+    return CoreRangeSet(tuple(ranges))
+
+
 DRAM_MEMORY_CONFIG = MemoryConfig(TensorMemoryLayout.INTERLEAVED, BufferType.DRAM)
 L1_MEMORY_CONFIG = MemoryConfig(TensorMemoryLayout.INTERLEAVED, BufferType.L1)
 # Layout only: the op works out the shard spec (ttnn/types.hpp).

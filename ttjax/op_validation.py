@@ -17,14 +17,25 @@ import math
 from dataclasses import dataclass
 
 from mesh.errors import OpConfigError
-from ttjax.memory_config import BufferType, CoreCoord, CoreRange, MemoryConfig, ShardOrientation, TensorMemoryLayout, TensorSpec
+from ttjax.memory_config import (
+    BufferType,
+    CoreCoord,
+    CoreRange,
+    CoreRangeSet,
+    MemoryConfig,
+    ShardOrientation,
+    ShardSpec,
+    TensorMemoryLayout,
+    TensorSpec,
+    num_cores_to_corerangeset,
+)
 from ttjax.program_config import (
     MatmulMultiCoreReuseMultiCast1DProgramConfig,
     MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig,
     MatmulMultiCoreReuseMultiCastProgramConfig,
     out_block,
 )
-from ttjax.wormhole import TILE, WORMHOLE_B0, Chip, dest_tiles, tile_bytes
+from ttjax.wormhole import TILE, TILE_BYTES, WORMHOLE_B0, Chip, dest_tiles, tile_bytes
 
 WIDTH, HEIGHT, BLOCK = TensorMemoryLayout.WIDTH_SHARDED, TensorMemoryLayout.HEIGHT_SHARDED, TensorMemoryLayout.BLOCK_SHARDED
 DOUBLE_BUFFER = 2  # MCAST_INPUT_BUFFERING_DEPTH (matmul_utilities.hpp)
@@ -69,14 +80,15 @@ def check_memory_config(op: str, name: str, t: TensorSpec, chip: Chip = WORMHOLE
         _fail(op, f"Tensor shard spec grid {spec.grid} must lie within compute grid ({chip.compute_grid.x}, {chip.compute_grid.y}) ({name}).")
     if mc.buffer_type is BufferType.DRAM and spec.num_cores() > chip.dram_banks:
         _fail(op, f"{name}'s shard spec spans {spec.num_cores()} DRAM banks; a Wormhole has {chip.dram_banks}.")
-    h, w, n = _rows(t.shape), t.shape[-1], spec.num_cores()
+    # Tensors are tiled: a shard covers the tile-padded shape (decode's 1 or 8 rows are one 32-row tile).
+    h, w, n = tiles(_rows(t.shape)) * TILE, tiles(t.shape[-1]) * TILE, spec.num_cores()
     sh, sw = spec.shape
     if sh % TILE or sw % TILE:
         _fail(op, f"{name}'s shard shape {list(spec.shape)} is not a multiple of the {TILE}x{TILE} tile.")
     grid = box.grid_size
     ok, want = {
-        HEIGHT: (sw == w and sh * n >= h, f"[>= {tiles(-(-h // n)) * TILE}, {w}]"),
-        WIDTH: (sh == h and sw * n >= w, f"[{h}, >= {tiles(-(-w // n)) * TILE}]"),
+        HEIGHT: (sw == w and sh * n >= h, f"[>= {tiles(-(-h // n)) * TILE}, {w}] (the tensor tile-padded to [{h}, {w}])"),
+        WIDTH: (sh == h and sw * n >= w, f"[{h}, >= {tiles(-(-w // n)) * TILE}] (the tensor tile-padded to [{h}, {w}])"),
         BLOCK: (sh * grid.y >= h and sw * grid.x >= w, f"[>= {tiles(-(-h // grid.y)) * TILE}, >= {tiles(-(-w // grid.x)) * TILE}]"),
     }[mc.memory_layout]
     if not ok:
@@ -108,17 +120,19 @@ def check_l1(op: str, core_range: str, cb_bytes: int, resident: int, chip: Chip 
     """tt_metal/impl/program/program.cpp's check of a program's static circular buffers against the core's L1."""
     end = chip.l1_unreserved_base + cb_bytes
     if end > chip.l1_size:
-        _fail(op, f"Statically allocated circular buffers on core range {core_range} grow to {end} B which is beyond max L1 size of "
+        _fail(op, f"Statically allocated circular buffers on {core_range} grow to {end} B which is beyond max L1 size of "
                   f"{chip.l1_size} B ({cb_bytes} B of circular buffers from the unreserved base at {chip.l1_unreserved_base} B).")
     if end > chip.l1_size - resident:
-        _fail(op, f"Statically allocated circular buffers clash with L1 buffers on core range {core_range}. L1 buffer allocated at "
+        _fail(op, f"Statically allocated circular buffers clash with L1 buffers on {core_range}. L1 buffer allocated at "
                   f"{chip.l1_size - resident} and static circular buffer region ends at {end} ({resident} B of L1 tensors on the core).")
     return L1Use(core_range, cb_bytes, resident, end)
 
 
 def _check_blocks(op: str, config, fp32_dest_acc_en: bool, Kt: int):
-    names = ("in0_block_w", "out_subblock_h", "out_subblock_w", "per_core_M", "per_core_N")
+    names = ("in0_block_w", "out_subblock_h", "out_subblock_w", "per_core_M", "per_core_N", "out_block_h", "out_block_w")
     for name in names:
+        if name.startswith("out_block") and getattr(config, name) is None:
+            continue  # defaults to per_core_M / N
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:
             _fail(op, f"{name} is {value}, which is not valid.")
@@ -143,7 +157,7 @@ def _check_grid(op: str, grid, chip: Chip):
 
 
 def _range(grid) -> str:
-    return str(CoreRange(CoreCoord(0, 0), CoreCoord(grid.x - 1, grid.y - 1)))
+    return f"core range {CoreRange(CoreCoord(0, 0), CoreCoord(grid.x - 1, grid.y - 1))}"
 
 
 def _interm_bytes(out_dtype: str, fp32_dest_acc_en: bool, packer_l1_acc: bool, k_blocks: int) -> int:
@@ -159,15 +173,24 @@ def validate_matmul(op: str, a: TensorSpec, b: TensorSpec, config, output: Memor
                     fp32_dest_acc_en: bool = False, packer_l1_acc: bool = False, chip: Chip = WORMHOLE_B0) -> L1Use:
     """Refuse what the chip refuses for a = [..., M, K] @ b = [K, N] under config, writing output; returns the busiest
     core's L1 use."""
+    if len(b.shape) != 2 or not a.shape:
+        _fail(op, f"a matmul takes A [..., M, K] and B [K, N], got A {list(a.shape)} and B {list(b.shape)}.")
+    if len(a.shape) == 1:  # a vector is one row
+        a = TensorSpec((1, *a.shape), a.dtype, a.memory_config)
     if a.shape[-1] != b.shape[-2]:
         _fail(op, f"The width of the first tensor must be equal to the height of the second tensor. Mismatch: width={a.shape[-1]} height={b.shape[-2]}")
-    out = TensorSpec((*a.shape[:-1], b.shape[-1]), out_dtype, output)
-    for name, t in (("input A", a), ("input B", b), ("the output", out)):
-        tile_bytes(t.dtype)
+    for name, dtype in (("input A", a.dtype), ("input B", b.dtype), ("the output", out_dtype)):
+        if dtype not in TILE_BYTES:
+            _fail(op, f"{name} is {dtype}, which a Wormhole does not hold in tiles; use one of {', '.join(TILE_BYTES)}.")
+    for name, t in (("input A", a), ("input B", b)):
         check_memory_config(op, name, t, chip)
     # A fused batch is one tall matmul; otherwise each batch is its own, M rows tall (the DRAM-sharded config never fuses).
     fused = getattr(config, "fuse_batch", False)
     Mt, Kt, Nt = tiles(_rows(a.shape) if fused else a.shape[-2]), tiles(a.shape[-1]), tiles(b.shape[-1])
+    # A sharded output's spec is the op's to work out (ttnn's compute_output_specs; a different one given is replaced,
+    # with a warning): only its layout and buffer type are the caller's.
+    out = TensorSpec((*a.shape[:-1], b.shape[-1]), out_dtype, output_spec(op, config, output, Mt, Nt, chip))
+    check_memory_config(op, "the output", out, chip)
     ma, mb = a.memory_config, b.memory_config
     ta, tb, to = (tile_bytes(t.dtype) for t in (a, b, out))
     if isinstance(config, MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig):
@@ -190,7 +213,7 @@ def validate_matmul(op: str, a: TensorSpec, b: TensorSpec, config, output: Memor
             _fail(op, f"mcast_in1 requires N ({Nt}) to fit within one per_core_N block ({config.per_core_N}); got num_blocks_x={blocks_x}")
         if ma.is_sharded and ma.buffer_type is BufferType.L1:
             if not config.fuse_batch:
-                _fail(op, "Error: Batch fusion must be enabled.")
+                _fail(op, "Error: Batch fusion must be enabled. (fuse_batch is False, and an L1-sharded input A needs it.)")
             want = WIDTH if config.mcast_in0 else HEIGHT
             if ma.memory_layout is not want:
                 _fail(op, f"Error: input_tensor_a must be {want.name.split('_')[0].lower()} sharded. Provided tensor memory layout: {ma.memory_layout.name}")
@@ -199,10 +222,11 @@ def validate_matmul(op: str, a: TensorSpec, b: TensorSpec, config, output: Memor
                 _fail(op, f"Error: shard_shape[1] ({ma.shard_spec.shape[1]}) / in0_tile.get_width() ({TILE}) must be divisible by in0_block_w ({config.in0_block_w}).")
         if output.is_sharded:
             want = WIDTH if config.mcast_in0 else HEIGHT
-            if output.memory_layout is not want:
+            line = (grid.y == 1) if config.mcast_in0 else (grid.x == 1)
+            if output.memory_layout is not want and not (output.memory_layout is BLOCK and line):
                 _fail(op, f"Error: Output memory layout must be {want.name}. Provided tensor memory layout: {output.memory_layout.name}")
             if ma.is_sharded and ma.buffer_type is not output.buffer_type:
-                _fail(op, "Error: Buffer type mismatch.")
+                _fail(op, f"Error: Buffer type mismatch. (input A is in {ma.buffer_type.name}, the output in {output.buffer_type.name}.)")
     else:
         if config.transpose_mcast:
             blocks_x, blocks_y = blocks_y, blocks_x
@@ -212,7 +236,7 @@ def validate_matmul(op: str, a: TensorSpec, b: TensorSpec, config, output: Memor
             _fail(op, f"Num output blocks along y ({blocks_y}) must be smaller than or equal to the number of rows in compute grid ({grid.y})!")
         if ma.is_sharded:
             if not config.fuse_batch:
-                _fail(op, "Batch fusion is required when input A is sharded")
+                _fail(op, "Batch fusion is required when input A is sharded (fuse_batch is False)")
             if ma.memory_layout not in (BLOCK, HEIGHT):
                 _fail(op, f"Unsupported memory layout {ma.memory_layout.name}.")
             _shard_rows(op, a, config)
@@ -225,11 +249,38 @@ def validate_matmul(op: str, a: TensorSpec, b: TensorSpec, config, output: Memor
     out_tiles = bh * bw
     if not output.is_sharded:  # a sharded output is written in place in its tensor
         cb += out_tiles * to
-    interm = _interm_bytes(out.dtype, fp32_dest_acc_en, packer_l1_acc, k_blocks)
-    if interm != to or output.is_sharded:
+    two_d = isinstance(config, MatmulMultiCoreReuseMultiCastProgramConfig)
+    interm = _interm_bytes(out.dtype, fp32_dest_acc_en, packer_l1_acc, k_blocks - 1 if two_d else k_blocks)
+    if interm != to:
         cb += out_tiles * interm
     resident = _resident(op, a, chip) + _resident(op, b, chip) + _resident(op, out, chip)
     return check_l1(op, _range(grid), cb, resident, chip)
+
+
+def output_spec(op: str, config, output: MemoryConfig, Mt: int, Nt: int, chip: Chip = WORMHOLE_B0) -> MemoryConfig:
+    """The output's memory config with the shard spec the op computes: a block of per_core_M x per_core_N tiles per
+    core, on as many cores as the output has blocks, taken row by row from (0, 0)."""
+    if not output.is_sharded:
+        return output
+    pm, pn = config.per_core_M, config.per_core_N
+    if min(pm, pn) < 1:
+        _fail(op, f"per_core_M ({pm}) and per_core_N ({pn}) must be at least 1.")
+    blocks_y, blocks_x = -(-Mt // pm), -(-Nt // pn)
+    if isinstance(config, MatmulMultiCoreReuseMultiCastProgramConfig):
+        bx, by = (blocks_y, blocks_x) if config.transpose_mcast else (blocks_x, blocks_y)
+        if bx > chip.compute_grid.x or by > chip.compute_grid.y:
+            return output  # the grid check names it
+        grid = CoreRangeSet((CoreRange(CoreCoord(0, 0), CoreCoord(bx - 1, by - 1)),))
+        shape = (pm * TILE, pn * TILE)
+    elif output.memory_layout is HEIGHT:
+        grid, shape = blocks_y, (pm * TILE, Nt * TILE)
+    else:
+        grid, shape = blocks_x, (Mt * TILE, pn * TILE)  # every row of the output on each core (M is one block)
+    if isinstance(grid, int):
+        if grid > chip.compute_cores:
+            _fail(op, f"the output has {grid} blocks of per_core_M x per_core_N = {pm} x {pn} tiles, more than the {chip.compute_cores} cores of the device.")
+        grid = num_cores_to_corerangeset(grid, chip.compute_grid)
+    return MemoryConfig(output.memory_layout, output.buffer_type, ShardSpec(grid, shape))
 
 
 def _shard_rows(op: str, a: TensorSpec, config):
@@ -238,7 +289,7 @@ def _shard_rows(op: str, a: TensorSpec, config):
     if isinstance(config, MatmulMultiCoreReuseMultiCast1DProgramConfig) and config.mcast_in0 and Mt != config.per_core_M:
         _fail(op, f"Error: M ({Mt}) must be equal to per_core_M ({config.per_core_M}).")
     if config.per_core_M != sh // TILE:
-        _fail(op, f"Error: per_core_M must be equal to shard_shape[0] ({sh}) / in0_tile.get_height() ({TILE}).")
+        _fail(op, f"Error: per_core_M ({config.per_core_M}) must be equal to shard_shape[0] ({sh}) / in0_tile.get_height() ({TILE}).")
 
 
 def _dram_sharded(op, a, b, out, config, Mt, Kt, Nt, fp32_dest_acc_en, packer_l1_acc, chip) -> L1Use:
@@ -275,10 +326,6 @@ def _dram_sharded(op, a, b, out, config, Mt, Kt, Nt, fp32_dest_acc_en, packer_l1
         _fail(op, f"Input B memory layout must be WIDTH_SHARDED, got: {mb.memory_layout.name}")
     if mb.buffer_type is not BufferType.DRAM:  # ttnn's validate does not look; its factory reads B from the DRAM banks
         _fail(op, f"input B must be width-sharded in DRAM for the DRAM-sharded program config (its workers each read one DRAM bank), got {mb.buffer_type.name}.")
-    out_cores = mo.shard_spec.num_cores()
-    if config.per_core_N * out_cores < Nt or config.per_core_N != mo.shard_spec.shape[1] // TILE:
-        _fail(op, f"per_core_N ({config.per_core_N}) must equal the output's shard width in tiles ({mo.shard_spec.shape[1] // TILE}) and cover "
-                  f"N ({Nt} tiles) over its {out_cores} cores.")
     per_core_N_compute = -(-Nt // chip.dram_banks)  # each bank's worker computes its shard's columns
     k_blocks = Kt // config.in0_block_w
     ta, tb, to = (tile_bytes(t.dtype) for t in (a, b, out))
@@ -289,13 +336,17 @@ def _dram_sharded(op, a, b, out, config, Mt, Kt, Nt, fp32_dest_acc_en, packer_l1
     if interm != to:
         cb += config.per_core_M * per_core_N_compute * interm
     resident = _resident(op, a, chip) + _resident(op, out, chip)
-    return check_l1(op, f"the {chip.dram_banks} DRAM-bank worker cores", cb, resident, chip)
+    return check_l1(op, f"the {chip.dram_banks} DRAM-bank worker cores", cb, resident, chip)  # one worker per bank
 
 
 def validate_sdpa(op: str, q_chunk_size: int, k_chunk_size: int, head_dim: int, grid, dtype: str = "bfloat16",
                   fp32_dest_acc_en: bool = False, chip: Chip = WORMHOLE_B0) -> L1Use:
     """SDPA's program config: chunks of whole tiles, a grid no bigger than the device (ttnn checks only the core
     count), and the chunks' circular buffers in L1 (sdpa_program_factory.cpp)."""
+    if q_chunk_size == k_chunk_size == 0:  # decode's config: the op picks its chunks; only the grid is the caller's
+        if grid.x * grid.y > chip.compute_cores:
+            _fail(op, f"Provided grid must not contain more cores than the device. Got {grid.x * grid.y} cores, expected at most {chip.compute_cores} cores.")
+        return L1Use(_range(grid), 0, 0, chip.l1_unreserved_base)
     for name, size in (("q_chunk_size", q_chunk_size), ("k_chunk_size", k_chunk_size)):
         if size < TILE or size % TILE:
             _fail(op, f"{name} must be divisible by TILE_SIZE. Got {name}: {size}, TILE_SIZE: {TILE}")

@@ -15,9 +15,28 @@ per DRAM bank reading its own shard of the weight: decode, where reading the wei
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import operator
+from dataclasses import dataclass, fields
 
+from mesh.errors import OpConfigError
 from ttjax.memory_config import CoreCoord
+
+
+def _checked(config) -> None:
+    """A grid given as (x, y), as tt_transformers passes it, becomes a CoreCoord; counts must be integers (numpy's
+    too). Whether they fit the shapes is ttjax.op_validation's to say."""
+    grid = getattr(config, "compute_with_storage_grid_size", None)
+    if isinstance(grid, tuple) and len(grid) == 2:
+        object.__setattr__(config, "compute_with_storage_grid_size", CoreCoord(*map(int, grid)))
+    elif grid is not None and not isinstance(grid, CoreCoord):
+        raise OpConfigError(f"{type(config).__name__}: compute_with_storage_grid_size {grid!r} is not a CoreCoord or an (x, y) pair.")
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.type in ("int", "int | None") and value is not None:
+            try:
+                object.__setattr__(config, f.name, operator.index(value))
+            except TypeError:
+                raise OpConfigError(f"{type(config).__name__}: {f.name} = {value!r} is not an integer.") from None
 
 
 @dataclass(frozen=True)
@@ -33,6 +52,9 @@ class MatmulMultiCoreReuseMultiCastProgramConfig:
     out_block_w: int | None = None
     fused_activation: str | None = None
     fuse_batch: bool = True
+
+    def __post_init__(self):
+        _checked(self)
 
 
 @dataclass(frozen=True)
@@ -51,6 +73,9 @@ class MatmulMultiCoreReuseMultiCast1DProgramConfig:
     gather_in0: bool = False
     untilize_out: bool = False
 
+    def __post_init__(self):
+        _checked(self)
+
 
 @dataclass(frozen=True)
 class MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig:
@@ -61,12 +86,15 @@ class MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig:
     per_core_N: int
     fused_activation: str | None = None
 
+    def __post_init__(self):
+        _checked(self)
+
 
 MatmulProgramConfig = (MatmulMultiCoreReuseMultiCastProgramConfig | MatmulMultiCoreReuseMultiCast1DProgramConfig
                        | MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig)
 
 
 def out_block(config) -> tuple[int, int]:
-    h = getattr(config, "out_block_h", None) or config.per_core_M
-    w = getattr(config, "out_block_w", None) or config.per_core_N
-    return h, w
+    """out_block_h / w, which default to per_core_M / N (None only: an explicit 0 is refused by validation)."""
+    h, w = getattr(config, "out_block_h", None), getattr(config, "out_block_w", None)
+    return (config.per_core_M if h is None else h), (config.per_core_N if w is None else w)

@@ -56,13 +56,15 @@ class Chip:
     # (tech_reports/LLMs/llms.md, "DRAM sharding"; Saturating_DRAM_bandwidth measures 239-261 GB/s on Llama-70B's).
     dram_sharded_bandwidth: float = 240e9
     dram_interleaved_bandwidth: float = 190e9
-    # Matrix engine: 8x16 x 16x16 a cycle = 4096 multiply-adds = 4 TFLOPS a core at 1 GHz in LoFi; HiFi2, HiFi3 and
-    # HiFi4 take 2, 3 and 4 passes (tech_reports/matrix_engine/matrix_engine.md).
+    # Matrix engine: 8x16 x 16x16 a cycle = 2048 multiply-adds = 4096 FLOPs = 4 TFLOPS a core at 1 GHz in LoFi; HiFi2,
+    # HiFi3 and HiFi4 take 2, 3 and 4 passes (tech_reports/matrix_engine/matrix_engine.md).
     flops_per_core_lofi: float = 4e12
     # A NoC moves 32 B a cycle a link (tests/tt_metal/tt_metal/data_movement/documentation/intro_to_dm.md).
     noc_bytes_per_cycle: int = 32
     # Ethernet: 100 Gb/s a direction a link, 16 links a chip (tech_reports/EthernetMultichip/BasicEthernetGuide.md).
     ethernet_link_bandwidth: float = 12.5e9
+    # GDDR6 a chip holds: 12 GB (spec: n150 12 GB, n300 24 GB over its two chips).
+    dram_capacity: float = 12e9
 
     @property
     def compute_cores(self) -> int:
