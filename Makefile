@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test docs clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,11 @@ demo: setup
 test: setup
 	# Two workers, a test file each at a time: compiles are mostly single-threaded, so the second core would idle.
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+docs: setup
+	# The report's figures, each from a measurement taken now (docs/figures.py): data in docs/data, plots in docs/figures.
+	$(PY) -m pip install --quiet -e '.[docs]'
+	$(PY) docs/figures.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
