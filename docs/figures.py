@@ -1,9 +1,10 @@
 """The figures of docs/llms.md, each made from a measurement this script takes (`make docs`).
 
-Every figure writes its data to docs/data/NAME.json and its plot to docs/figures/NAME.png, captioned
-with the date and the machine it was measured on, so the report never carries a hand-typed figure.
+Every measurement writes its data to docs/data/NAME.json (with the command, the date and the machine), and every
+figure its plot to docs/figures/FIGURE.png, captioned with the same, so the report never carries a hand-typed figure.
 
-    python docs/figures.py [NAME ...]      # all of them by default
+    python docs/figures.py [NAME ...]          # measure and plot: all of them by default (about 25 minutes)
+    python docs/figures.py --plot-only [NAME]  # plot again from the data in docs/data
 """
 
 from __future__ import annotations
@@ -12,12 +13,20 @@ import datetime
 import json
 import os
 import platform
+import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # run as a script from anywhere in the checkout
 
 MESHES = ("1x2", "1x8", "2x4", "8x4")
+ROOT = os.path.dirname(HERE)
+# The precision configs the accuracy and speed figures cover: tt_transformers' presets and the block floats, and the
+# device configs again with exact float matmuls (+fidelity=off), which isolates what the fidelity phases cost.
+ACCURACY_CONFIGS = ("float32", "bfloat16", "accuracy", "performance", "bfloat8_b", "bfloat4_b", "accuracy+fidelity=off",
+                    "performance+fidelity=off", "bfloat8_b+fidelity=off", "bfloat4_b+fidelity=off")
+BENCH_PRECISIONS = ("float32", "bfloat16", "accuracy", "performance", "accuracy+fidelity=off", "performance+fidelity=off")
+BENCH_BATCHES = (1, 4, 8, 16, 32)
 
 
 def machine() -> str:
@@ -35,12 +44,46 @@ def stamp() -> dict:
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine()}
 
 
+def run_json(argv: list[str], label: str) -> dict:
+    """Run one of the project's own commands (its --json form) in a process of its own and read its one JSON object."""
+    done = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-4000:])
+        raise SystemExit(f"figures.py: {label} failed with status {done.returncode}.")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+TTJAX = ["-c", "from model.tools.cli import entry; entry()"]  # the `ttjax` command, with this interpreter
+
+
+def measure_accuracy() -> dict:
+    """`ttjax accuracy --json`: top-1, top-5, perplexity and per-layer PCC of every config against transformers."""
+    argv = ["accuracy", "--json", "--configs", ",".join(ACCURACY_CONFIGS)]
+    return {**stamp(), "command": "ttjax " + " ".join(argv), **run_json(TTJAX + argv, "ttjax accuracy")}
+
+
+def measure_bench() -> dict:
+    """`ttjax bench --json`: decode tokens/s by batch for ttjax's configs and its peers (llama.cpp when installed), each
+    with its read-bandwidth roofline."""
+    argv = ["bench", "--json", "--precision", ",".join(BENCH_PRECISIONS), "--batch", ",".join(map(str, BENCH_BATCHES)),
+            "--prefill-lengths", "none", "--runs", "3", "--new-tokens", "32", "--peers", "transformers,llama.cpp"]
+    out = run_json(TTJAX + argv, "ttjax bench")  # its own command, date (ISO) and machine (with the read bandwidth)
+    out["date"] = datetime.datetime.fromisoformat(out["date"]).strftime("%Y-%m-%d %H:%M UTC")
+    return out
+
+
+def measure_trace() -> dict:
+    """demos/benchmark_trace.py --json: the same decode step traced (async and sync output) and op by op."""
+    argv = ["demos/benchmark_trace.py", "--json", "--batch", "32", "--runs", "3"]
+    return {**stamp(), "command": "python " + " ".join(argv), **run_json(argv, "benchmark_trace")}
+
+
 def measure_device_model() -> dict:
     """`ttjax perf-model --compare`: the device model's decode tokens/s/user against tt-metal's PERF.md."""
     from model.tools.perf_model import compare
 
     rep = compare()
-    return {**stamp(), "rows": rep["rows"], "median_abs_error": rep["median_abs_error"]}
+    return {**stamp(), "command": "ttjax perf-model --compare", "rows": rep["rows"], "median_abs_error": rep["median_abs_error"]}
 
 
 def measure_collective_bytes(model_name: str = "Llama-3.1-8B", batch: int = 32) -> dict:
@@ -68,33 +111,43 @@ def measure_collective_bytes(model_name: str = "Llama-3.1-8B", batch: int = 32) 
             by_kind[c.kind] = by_kind.get(c.kind, 0.0) + c.moved_bytes / batch
         total = comm_report(args, device, "decode", batch=batch)["layers"][0]["bytes_per_token"]
         rows.append({"mesh": mesh, "bytes_per_token_by_kind": by_kind, "bytes_per_token": total})
-    return {**stamp(), "model": model_name, "batch": batch, "rows": rows}
+    return {**stamp(), "command": f"ttjax comm-report --model-name {model_name} --n-layers 1 --mode decode --batch {batch} --precision performance --mesh M",
+            "model": model_name, "batch": batch, "rows": rows}
 
 
 def plot_device_model(data: dict, path: str) -> None:
+    """Predicted against published, on log axes (the rows span 6 to 120 tokens/s/user); only the rows outside the
+    25% band are labelled, the rest are in the data and in `ttjax perf-model --compare`."""
     import matplotlib.pyplot as plt
 
     rows = data["rows"]
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, ax = plt.subplots(figsize=(9, 6))
     colors = {"N150": "tab:blue", "N300": "tab:orange", "T3K": "tab:green", "TG": "tab:red"}
+    lo = min(min(r["published"], r["predicted"]) for r in rows) / 1.3
+    hi = max(max(r["published"], r["predicted"]) for r in rows) * 1.3
+    ax.fill_between([lo, hi], [lo * 0.75, hi * 0.75], [lo * 1.25, hi * 1.25], color="gray", alpha=0.15, label="within 25%")
+    ax.plot([lo, hi], [lo, hi], color="black", linewidth=0.8, label="prediction = published")
+    labels: dict[tuple[float, float], list[str]] = {}  # rows at the same point share one label
     for r in rows:
         device = r["device"].split()[0]
-        ax.scatter(r["published"], r["predicted"], color=colors.get(device, "gray"), s=30)
-        ax.annotate(f"{r['model'].replace('Llama-', '')} {r['device']}", (r["published"], r["predicted"]), fontsize=6,
-                    xytext=(3, 2), textcoords="offset points")
-    top = max(max(r["published"], r["predicted"]) for r in rows) * 1.1
-    ax.plot([0, top], [0, top], color="black", linewidth=0.8, label="prediction = published")
-    ax.fill_between([0, top], [0, top * 0.75], [0, top * 1.25], color="gray", alpha=0.15, label="within 25%")
+        ax.scatter(r["published"], r["predicted"], color=colors.get(device, "gray"), s=28, zorder=3)
+        if abs(r["ratio"] - 1) > 0.25:
+            labels.setdefault((r["published"], r["predicted"]), []).append(f"{r['model'].replace('Llama-', '')} {r['device']}")
+    for (x, y), names in labels.items():
+        ax.annotate(f"{', '.join(names)} ({y / x:.2f}x)", (x, y), fontsize=7, xytext=(4, -3 if y < x else 3), textcoords="offset points")
     for device, color in colors.items():
         ax.scatter([], [], color=color, label=device)
-    ax.set(xlim=(0, top), ylim=(0, top), xlabel="published decode speed, tokens/s/user (tt-metal PERF.md, batch 1)",
-           ylabel="ttjax device model, tokens/s/user")
-    ax.legend(fontsize=8, loc="upper left")
-    ax.set_title(f"Device model against tt_transformers' PERF.md: median |error| {data['median_abs_error'] * 100:.1f}%", fontsize=10)
-    fig.text(0.01, 0.01, f"ttjax perf-model --compare; {data['date']}; {data['machine']}", fontsize=7)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ticks = [t for t in (5, 10, 20, 50, 100, 200) if lo <= t <= hi]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set_yticks(ticks, [str(t) for t in ticks])
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="published decode speed, tokens/s/user (tt-metal PERF.md, batch 1; log scale)",
+           ylabel="ttjax device model, tokens/s/user (log scale)")
+    ax.legend(fontsize=8, loc="upper left", title="labelled: off by more than 25%", title_fontsize=7.5)
+    ax.set_title(f"Device model against tt_transformers' PERF.md: {len(rows)} Llama rows, median |error| "
+                 f"{data['median_abs_error'] * 100:.1f}%", fontsize=10)
+    finish(fig, data, path)
 
 
 def plot_collective_bytes(data: dict, path: str) -> None:
@@ -108,36 +161,240 @@ def plot_collective_bytes(data: dict, path: str) -> None:
         values = [r["bytes_per_token_by_kind"].get(kind, 0.0) / 1024 for r in rows]
         ax.bar([r["mesh"] for r in rows], values, bottom=bottom, label=kind)
         bottom = [b + v for b, v in zip(bottom, values)]
+    for x, total in enumerate(bottom):
+        ax.annotate(f"{total:.1f} KiB", (x, total), ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, max(bottom) * 1.15)
     ax.set(xlabel="mesh (rows x columns of devices)", ylabel="KiB a device sends per token, one decoder layer")
     ax.set_title(f"Collective traffic of {data['model']} decode (batch {data['batch']}, performance preset), as compiled", fontsize=10)
     ax.legend(fontsize=8)
-    fig.text(0.01, 0.01, f"ttjax comm-report (compiled HLO); {data['date']}; {data['machine']}", fontsize=7)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    finish(fig, data, path)
+
+
+def machine_text(data: dict) -> str:
+    """The machine a measurement names: stamp()'s string, or `ttjax bench`'s {"cpu", "cores", ...}."""
+    m = data["machine"]
+    return m if isinstance(m, str) else f"{m['cpu']}, {m['cores']} cores"
+
+
+def caption(fig, data: dict) -> float:
+    """The figure's provenance along its bottom edge (the command, the date and the machine), wrapped to the figure's
+    width; returns the fraction of the height it takes, for tight_layout to keep clear."""
+    import textwrap
+
+    text = textwrap.fill(f"{data['command']}; {data['date']}; {machine_text(data)}", int(fig.get_figwidth() * 21))
+    fig.text(0.01, 0.01, text, fontsize=6.5, color="dimgray", va="bottom")
+    return (0.06 + 0.11 * (text.count("\n") + 1)) / fig.get_figheight()
+
+
+def finish(fig, data: dict, path: str, top: float = 1.0) -> None:
+    """Caption the figure, lay it out around the caption, write the PNG."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout(rect=(0, caption(fig, data), 1, top))
     fig.savefig(path, dpi=130)
     plt.close(fig)
 
 
-FIGURES = {
-    "device_model": (measure_device_model, plot_device_model),
-    "collective_bytes": (measure_collective_bytes, plot_collective_bytes),
+def plain_log(axis) -> None:
+    """A log axis labelled 50, 100, 200 rather than 5 x 10^1."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
+def _configs(data: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in data["configs"]}
+
+
+def plot_accuracy(data: dict, path: str) -> None:
+    """Top-1, top-5 and perplexity per config: fidelity emulated (solid) beside exact float matmuls (hatched)."""
+    import matplotlib.pyplot as plt
+
+    cfg = _configs(data)
+    names = [n for n in cfg if "+fidelity=off" not in n]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    width = 0.4
+    for ax, key, label in zip(axes, ("top1", "top5", "perplexity"), ("top-1 agreement, %", "top-5 agreement, %", "perplexity")):
+        scale = 100 if key != "perplexity" else 1
+        on = [cfg[n][key] * scale for n in names]
+        off = [cfg[f"{n}+fidelity=off"][key] * scale if f"{n}+fidelity=off" in cfg else float("nan") for n in names]
+        xs = range(len(names))
+        ax.bar([x - width / 2 for x in xs], on, width, label="fidelity emulated (as the chip)", color="tab:blue")
+        ax.bar([x + width / 2 for x in xs], off, width, label="same formats, exact matmuls", color="white",
+               edgecolor="tab:blue", hatch="///")
+        for x, v in zip(xs, on):
+            ax.annotate(f"{v:.1f}", (x - width / 2, v), ha="center", va="bottom", fontsize=6.5)
+        if key == "perplexity":
+            ax.axhline(data["reference_perplexity"], color="black", linewidth=0.8, linestyle="--", label="transformers float32")
+        else:
+            ax.set_ylim(0, 105)
+        ax.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7, loc="lower left")
+    axes[2].legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"Accuracy per precision config: {data['model']}, {data['prefill_len']} tokens prefilled, "
+                 f"{data['decode_steps']} decoded teacher-forced, against {data['reference']}", fontsize=9.5)
+    finish(fig, data, path, top=0.96)
+
+
+def plot_layer_pcc(data: dict, path: str) -> None:
+    """Each decoder layer's prefill output against transformers': the performance config, with the others thin."""
+    import matplotlib.pyplot as plt
+
+    cfg = _configs(data)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    styles = {"performance": dict(color="tab:red", linewidth=2.4, marker="o", markersize=3.5),
+              "performance+fidelity=off": dict(color="tab:red", linewidth=1, linestyle="--"),
+              "accuracy": dict(color="tab:green", linewidth=1.2), "bfloat16": dict(color="tab:blue", linewidth=1.2),
+              "bfloat8_b": dict(color="tab:purple", linewidth=1), "bfloat4_b": dict(color="tab:gray", linewidth=1)}
+    for name, style in styles.items():
+        if name in cfg:
+            pcc = cfg[name]["layer_pcc"]
+            ax.plot(range(len(pcc)), pcc, label=name, **style)
+    ax.axhline(0.99, color="black", linewidth=0.7, linestyle=":", label="PCC 0.99")
+    low = min(min(cfg[n]["layer_pcc"]) for n in styles if n in cfg)
+    ax.set(xlabel="decoder layer (its output after the residual add)", ylabel="PCC against transformers float32",
+           ylim=(max(low - 0.01, 0.0), 1.001))
+    ax.set_title(f"Per-layer PCC, {data['model']}, {data['prefill_len']}-token prefill", fontsize=10)
+    ax.legend(fontsize=7.5, loc="lower left", ncol=2)
+    finish(fig, data, path)
+
+
+def _rows(data: dict, engine: str | None = None) -> list[dict]:
+    return [r for r in data["runs"] if engine is None or r["engine"] == engine]
+
+
+def plot_batch_scaling(data: dict, path: str) -> None:
+    """Decode tokens/s (all users) against the batch, for ttjax's configs and each peer."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in data["runs"]:
+        label = f"ttjax {r['precision']}" if r["engine"] == "ttjax" else f"{r['engine']} ({r['precision']})"
+        series.setdefault(label, []).append((r["batch"], r["decode_tokens_per_s"]))
+    for label, points in series.items():
+        points.sort()
+        peer = not label.startswith("ttjax")
+        ax.plot([b for b, _ in points], [t for _, t in points], marker="s" if peer else "o", linewidth=2 if peer else 1.3,
+                linestyle="-" if "fidelity=off" not in label else "--", label=label, color="black" if peer and "transformers" in label else None)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    plain_log(ax.yaxis)
+    batches = sorted({r["batch"] for r in data["runs"]})
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.set(xlabel="decode batch (users decoding together)", ylabel="decode tokens/s, all users (median)")
+    ax.set_title(f"Decode throughput against batch: {data['model']['name']}, greedy, {data['settings']['new_tokens']} tokens a user",
+                 fontsize=10)
+    ax.grid(True, which="both", linewidth=0.3)
+    ax.legend(fontsize=7.5, loc="upper left")
+    finish(fig, data, path)
+
+
+def plot_roofline(data: dict, path: str) -> None:
+    """Batch-1 decode against its memory roofline: the weights a step reads over the machine's read bandwidth."""
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in data["runs"] if r["batch"] == 1 and r.get("roofline_tokens_per_s")]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    labels = [f"{r['engine']}\n{r['precision'].replace('+', chr(10) + '+')}" for r in rows]
+    ax.bar(labels, [r["roofline_tokens_per_s"] for r in rows], color="white", edgecolor="gray", label="roofline (bandwidth / weight bytes)")
+    ax.bar(labels, [r["decode_tokens_per_s"] for r in rows], width=0.5, color="tab:blue", label="measured")
+    for i, r in enumerate(rows):
+        ax.annotate(f"{r['roofline_fraction'] * 100:.0f}%", (i, r["decode_tokens_per_s"]), ha="center", va="bottom", fontsize=8)
+    ax.set(ylabel="batch-1 decode tokens/s")
+    ax.tick_params(axis="x", labelsize=7.5)
+    ax.set_title(f"Batch-1 decode as a fraction of the memory roofline (read bandwidth {data['machine']['read_gb_s']:.1f} GB/s)",
+                 fontsize=10)
+    ax.legend(fontsize=8)
+    finish(fig, data, path)
+
+
+def plot_fidelity_cost(data: dict, path: str) -> None:
+    """What emulating the matrix engine costs: decode tokens/s with the fidelity phases and Dst rounding computed
+    against the same formats with exact float matmuls, per config and batch."""
+    import matplotlib.pyplot as plt
+
+    rows = _rows(data, "ttjax")
+    speed = {(r["precision"], r["batch"]): r["decode_tokens_per_s"] for r in rows}
+    configs = [p for p in dict.fromkeys(r["precision"] for r in rows) if (f"{p}+fidelity=off", rows[0]["batch"]) in speed]
+    batches = sorted({r["batch"] for r in rows})
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / (2 * len(configs))
+    for i, p in enumerate(configs):
+        for j, (name, hatch) in enumerate(((p, None), (f"{p}+fidelity=off", "///"))):
+            xs = [k + (2 * i + j - len(configs) + 0.5) * width for k in range(len(batches))]
+            ax.bar(xs, [speed.get((name, b), float("nan")) for b in batches], width, label=name, hatch=hatch,
+                   color=f"C{i}" if hatch is None else "white", edgecolor=f"C{i}")
+        for k, b in enumerate(batches):
+            on, off = speed.get((p, b)), speed.get((f"{p}+fidelity=off", b))
+            if on and off:
+                ax.annotate(f"{on / off:.2f}x", (k + (2 * i - len(configs) + 1) * width, max(on, off)), ha="center",
+                            va="bottom", fontsize=7)
+    ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+    ax.set(ylabel="decode tokens/s, all users (median; log scale)")
+    ax.set_yscale("log")
+    plain_log(ax.yaxis)
+    ax.set_title("The cost of emulating the matrix engine: fidelity phases and Dst rounding on (solid) and off (hatched); "
+                 "label: on / off", fontsize=9)
+    ax.legend(fontsize=7.5)
+    finish(fig, data, path)
+
+
+def plot_trace(data: dict, path: str) -> None:
+    import matplotlib.pyplot as plt
+
+    rows = data["rows"]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    ax.barh([r["name"] for r in rows], [r["ms_per_step"] for r in rows], color=["tab:blue", "tab:cyan", "tab:gray"])
+    for i, r in enumerate(rows):
+        ax.annotate(f" {r['ms_per_step']:.0f} ms, {r['vs_eager']:.1f}x eager", (r["ms_per_step"], i), va="center", fontsize=8)
+    ax.set(xlabel=f"milliseconds a decode step, batch {data['batch']} (median of {data['runs']} runs)")
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(r["ms_per_step"] for r in rows) * 1.35)
+    ax.set_title("A traced decode step against the same step op by op (SmolLM2-135M, float32)", fontsize=10)
+    finish(fig, data, path)
+
+
+# What each measurement is and which figures it makes: NAME -> (measure, {figure: plot}).
+MEASUREMENTS = {
+    "device_model": (measure_device_model, {"device_model": plot_device_model}),
+    "collective_bytes": (measure_collective_bytes, {"collective_bytes": plot_collective_bytes}),
+    "accuracy": (measure_accuracy, {"accuracy": plot_accuracy, "layer_pcc": plot_layer_pcc}),
+    "bench": (measure_bench, {"batch_scaling": plot_batch_scaling, "roofline": plot_roofline, "fidelity_cost": plot_fidelity_cost}),
+    "trace": (measure_trace, {"trace": plot_trace}),
 }
+FIGURES = {fig: name for name, (_, plots) in MEASUREMENTS.items() for fig in plots}
+
+
+def load(name: str) -> dict:
+    with open(os.path.join(HERE, "data", f"{name}.json")) as f:
+        return json.load(f)
 
 
 def main(argv=None) -> int:
-    names = (argv if argv is not None else sys.argv[1:]) or list(FIGURES)
-    unknown = [n for n in names if n not in FIGURES]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    plot_only = "--plot-only" in argv
+    names = [a for a in argv if a != "--plot-only"] or list(MEASUREMENTS)
+    unknown = [n for n in names if n not in MEASUREMENTS]
     if unknown:
-        print(f"figures.py: error: no figure {unknown[0]!r}; the figures are {', '.join(FIGURES)}.", file=sys.stderr)
+        print(f"figures.py: error: no measurement {unknown[0]!r}; they are {', '.join(MEASUREMENTS)}.", file=sys.stderr)
         return 2
     os.makedirs(os.path.join(HERE, "data"), exist_ok=True)
     os.makedirs(os.path.join(HERE, "figures"), exist_ok=True)
     for name in names:
-        measure, plot = FIGURES[name]
-        data = measure()
-        with open(os.path.join(HERE, "data", f"{name}.json"), "w") as f:
-            json.dump(data, f, indent=1)
-        plot(data, os.path.join(HERE, "figures", f"{name}.png"))
-        print(f"docs/figures/{name}.png", file=sys.stderr)
+        measure, plots = MEASUREMENTS[name]
+        if plot_only:
+            data = load(name)
+        else:
+            data = measure()
+            with open(os.path.join(HERE, "data", f"{name}.json"), "w") as f:
+                json.dump(data, f, indent=1)
+        for fig, plot in plots.items():
+            plot(data, os.path.join(HERE, "figures", f"{fig}.png"))
+            print(f"docs/figures/{fig}.png", file=sys.stderr)
     return 0
 
 

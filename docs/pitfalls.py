@@ -65,6 +65,17 @@ def _collective_outside_a_mesh_program():
     ttjax.all_gather(jnp.ones((1, 1, 32, 64)), dim=3, cluster_axis=1)
 
 
+def _negative_dim():
+    import numpy as np
+
+    import ttjax
+    from mesh import MeshDevice, ShardTensorToMesh
+
+    mesh = MeshDevice((1, 1))  # a mesh of one: the check is the same on any
+    x = ttjax.from_numpy(np.zeros((1, 1, 32, 64), np.float32), mesh_mapper=ShardTensorToMesh(mesh, dim=3))
+    ttjax.all_gather(x, dim=-1)
+
+
 def _host_read_in_a_trace():
     import jax
     import jax.numpy as jnp
@@ -112,6 +123,9 @@ PITFALLS = [
     Pitfall("A collective outside a mesh program", _collective_outside_a_mesh_program,
             "ttjax.all_gather called on a plain array, with no mesh axes around it",
             "run it inside MeshDevice.shard_map, or pass a mesh tensor placed with ttjax.as_tensor"),
+    Pitfall("-1 as a collective's dim", _negative_dim,
+            "ttnn.all_gather(x, dim=-1): ttnn's collectives take the dimension counted from 0, and on TT the call fails to "
+            "match the op's signature", "pass the dimension itself (3 for the last of a 4D tensor)"),
     Pitfall("Hangs: host communication in a trace", _host_read_in_a_trace,
             "a value read on the host inside a captured program (on TT a read in a trace hangs the device; JAX refuses to trace it)",
             "keep the step on device: feed its output tokens straight back (ttjax's decode does), read them after the step"),

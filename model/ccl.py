@@ -74,8 +74,8 @@ def tt_all_reduce(x, args: ModelArgs, cluster_axis: int | None, *, site: str = "
         if kind == "all_reduce":
             out = ttjax.all_reduce(x, cluster_axis=cluster_axis, **kw)
         elif kind == "composite":
-            scattered = ttjax.reduce_scatter(x, -1, cluster_axis=cluster_axis, **kw)
-            out = ttjax.all_gather(scattered, -1, cluster_axis=cluster_axis, **kw)
+            scattered = ttjax.reduce_scatter(x, x.ndim - 1, cluster_axis=cluster_axis, **kw)
+            out = ttjax.all_gather(scattered, scattered.ndim - 1, cluster_axis=cluster_axis, **kw)
         else:  # all_gather_async on a new leading dim, then fast_reduce_nc over it
             out = ttjax.all_gather(x[None], 0, cluster_axis=cluster_axis, **kw)
     if kind == "gather":
@@ -113,13 +113,13 @@ def reduce_ff1_ff3(x, args: ModelArgs, mode: str):
     """After w1 or w3: all-reduced over the columns, or reduce-scattered when scatter_ff1_ff3."""
     axis = args.layout.dim_axis
     if scatter_ff1_ff3(args, mode):
-        return tt_reduce_scatter(x, args, -1, axis)
+        return tt_reduce_scatter(x, args, x.ndim - 1, axis)
     return tt_all_reduce(x, args, axis, site="ff1_ff3", mode=mode)
 
 
 def gather_ff2_input(x, args: ModelArgs, mode: str):
     """Before w2: the SiLU product all-gathered over the columns when w1 / w3 were reduce-scattered."""
-    return tt_all_gather(x, args, -1, args.layout.dim_axis) if scatter_ff1_ff3(args, mode) else x
+    return tt_all_gather(x, args, x.ndim - 1, args.layout.dim_axis) if scatter_ff1_ff3(args, mode) else x
 
 
 def reduce_k_split(x, args: ModelArgs):
@@ -135,13 +135,13 @@ def reduce_row_parallel(x, args: ModelArgs, site: str = "ff2", mode: str = "deco
     axis = lay.heads_axis
     if args.model_config.is_2d or lay.residual_axis is None:
         return tt_all_reduce(x, args, axis, site=site, mode=mode)
-    return tt_reduce_scatter(x, args, -1, axis)
+    return tt_reduce_scatter(x, args, x.ndim - 1, axis)
 
 
 def gather_heads(x, args: ModelArgs):
     """Before a column-parallel wo (layout.wo_gathered, tt's all_gather_matmul on T3K): every device's heads of the
     attention output, all-gathered along the last dim over the head axis."""
-    return tt_all_gather(x, args, -1, args.layout.heads_axis)
+    return tt_all_gather(x, args, x.ndim - 1, args.layout.heads_axis)
 
 
 def gather_users(x, args: ModelArgs):
@@ -152,5 +152,5 @@ def gather_users(x, args: ModelArgs):
 
 def gather_vocab(logits, args: ModelArgs):
     """Per-device vocab slices -> the full vocabulary on every device, padding removed."""
-    full = tt_all_gather(logits, args, -1, args.layout.heads_axis)
+    full = tt_all_gather(logits, args, logits.ndim - 1, args.layout.heads_axis)
     return full[..., : args.vocab_size]

@@ -36,7 +36,8 @@ def norm_for_matmul(x, weight, args: ModelArgs, mode: str):
     if lay.axis_size(axis) == 1:
         return ttjax.rms_norm(x, weight, epsilon=args.norm_eps)
     if not uses_distributed_norm(args, mode):
-        return ttjax.rms_norm(tt_all_gather(x, args, -1, axis), weight, epsilon=args.norm_eps)
-    stats = tt_all_gather(ttjax.rms_norm_pre_all_gather(x), args, -1, axis)
+        return ttjax.rms_norm(tt_all_gather(x, args, x.ndim - 1, axis), weight, epsilon=args.norm_eps)
+    partial = ttjax.rms_norm_pre_all_gather(x)
+    stats = tt_all_gather(partial, args, partial.ndim - 1, axis)
     y = ttjax.rms_norm_post_all_gather(x, stats, _local_slice(weight, args, axis), epsilon=args.norm_eps, dim=args.dim)
-    return y if args.model_config.is_2d else tt_all_gather(y, args, -1, axis)
+    return y if args.model_config.is_2d else tt_all_gather(y, args, y.ndim - 1, axis)

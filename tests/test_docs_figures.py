@@ -1,5 +1,6 @@
-"""The report's figures come from measurements (docs/figures.py): the measuring half runs here (the plotting half needs
-the docs extra, matplotlib, which `make docs` installs)."""
+"""The report's figures come from measurements (docs/figures.py): the measuring half runs here where it is quick (the
+device model), every committed figure has its data with the command, date and machine its caption names, and the
+plotting half runs on that data when matplotlib (the docs extra, which `make docs` installs) is there."""
 
 import json
 import os
@@ -13,28 +14,48 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_the_device_model_figure_is_measured_not_typed():
     data = figures.measure_device_model()
-    assert data["date"] and data["machine"] and len(data["rows"]) >= 24
+    assert data["date"] and data["machine"] and data["command"] and len(data["rows"]) >= 24
     assert all({"model", "device", "predicted", "published", "ratio"} <= set(r) for r in data["rows"])
 
 
-@pytest.mark.parametrize("name", list(figures.FIGURES))
-def test_every_committed_figure_has_its_data_and_caption_facts(name):
-    with open(os.path.join(ROOT, "docs", "data", f"{name}.json")) as f:
-        data = json.load(f)
-    assert data["date"] and data["machine"]
-    assert os.path.getsize(os.path.join(ROOT, "docs", "figures", f"{name}.png")) > 10_000
+@pytest.mark.parametrize("name", list(figures.MEASUREMENTS))
+def test_every_measurement_is_committed_with_its_provenance(name):
+    data = figures.load(name)
+    assert data["date"] and data["machine"] and data["command"]
+    for fig in figures.MEASUREMENTS[name][1]:
+        assert os.path.getsize(os.path.join(ROOT, "docs", "figures", f"{fig}.png")) > 10_000
 
 
-def test_an_unknown_figure_is_one_line(capsys):
+@pytest.mark.parametrize("fig", list(figures.FIGURES))
+def test_every_figure_plots_from_its_committed_data(fig, tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    name = figures.FIGURES[fig]
+    figures.MEASUREMENTS[name][1][fig](figures.load(name), str(tmp_path / f"{fig}.png"))
+    assert (tmp_path / f"{fig}.png").stat().st_size > 10_000
+
+
+def test_the_accuracy_and_speed_data_cover_every_config_the_figures_name():
+    acc = {c["name"] for c in figures.load("accuracy")["configs"]}
+    assert acc == set(figures.ACCURACY_CONFIGS)
+    bench = figures.load("bench")
+    ttjax_rows = {(r["precision"], r["batch"]) for r in bench["runs"] if r["engine"] == "ttjax"}
+    assert ttjax_rows == {(p, b) for p in figures.BENCH_PRECISIONS for b in figures.BENCH_BATCHES}
+    assert any(r["engine"] == "transformers" for r in bench["runs"])
+
+
+def test_an_unknown_measurement_is_one_line(capsys):
     assert figures.main(["nope"]) == 2
-    assert "no figure 'nope'" in capsys.readouterr().err
+    assert "no measurement 'nope'" in capsys.readouterr().err
 
 
 def test_every_pitfall_of_the_table_is_raised_as_the_table_says():
     from docs import pitfalls
 
     table = pitfalls.rows()
-    assert len(table) == len(pitfalls.PITFALLS) >= 10
+    assert len(table) == len(pitfalls.PITFALLS) >= 11
     for row in table:
         assert row["error"] is not None, f"{row['pitfall']}: its trigger no longer raises"
         assert row["message"] and "\n" not in row["message"]

@@ -51,13 +51,16 @@ def _axis_size(name) -> int:
 
 
 def _check(op: str, x, dim: int, num_links: int, topology) -> int:
-    if not -x.ndim <= dim < x.ndim:
+    if dim < 0:  # ttnn's collectives refuse a negative dim (the report's pitfall 4.10.1); refused here so a port finds it
+        raise TTJaxError(f"{op} dim {dim} is negative; ttnn's collectives take a dimension counted from 0 "
+                         f"(the last of this rank-{x.ndim} tensor is {x.ndim - 1}).")
+    if dim >= x.ndim:
         raise TTJaxError(f"{op} dim {dim} is out of range for a per-device tensor of rank {x.ndim}.")
     if num_links < 1:
         raise TTJaxError(f"{op} num_links = {num_links} must be at least 1.")
     if not isinstance(topology, Topology):
         raise TTJaxError(f"{op} topology {topology!r} is not a ttjax.Topology (Linear or Ring).")
-    return dim % x.ndim
+    return dim
 
 
 def _on_mesh(op, x, *args):
