@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -181,7 +182,8 @@ def caption(fig, data: dict) -> float:
     width; returns the fraction of the height it takes, for tight_layout to keep clear."""
     import textwrap
 
-    text = textwrap.fill(f"{data['command']}; {data['date']}; {machine_text(data)}", int(fig.get_figwidth() * 21))
+    command = re.sub(r"(--model )\S*/", r"\1", data["command"])  # the model file's name, not where this machine keeps it
+    text = textwrap.fill(f"{command}; {data['date']}; {machine_text(data)}", int(fig.get_figwidth() * 19))
     fig.text(0.01, 0.01, text, fontsize=6.5, color="dimgray", va="bottom")
     return (0.06 + 0.11 * (text.count("\n") + 1)) / fig.get_figheight()
 
@@ -199,7 +201,7 @@ def plain_log(axis) -> None:
     """A log axis labelled 50, 100, 200 rather than 5 x 10^1."""
     from matplotlib.ticker import FuncFormatter, LogLocator
 
-    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
@@ -232,11 +234,11 @@ def plot_accuracy(data: dict, path: str) -> None:
             ax.set_ylim(0, 105)
         ax.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(label)
-    axes[0].legend(fontsize=7, loc="lower left")
-    axes[2].legend(fontsize=7, loc="upper left")
+    handles, labels = axes[2].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.94), ncol=3, fontsize=8, frameon=False)
     fig.suptitle(f"Accuracy per precision config: {data['model']}, {data['prefill_len']} tokens prefilled, "
                  f"{data['decode_steps']} decoded teacher-forced, against {data['reference']}", fontsize=9.5)
-    finish(fig, data, path, top=0.96)
+    finish(fig, data, path, top=0.88)
 
 
 def plot_layer_pcc(data: dict, path: str) -> None:
@@ -270,7 +272,7 @@ def plot_batch_scaling(data: dict, path: str) -> None:
     """Decode tokens/s (all users) against the batch, for ttjax's configs and each peer."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig, ax = plt.subplots(figsize=(11, 5))
     series: dict[str, list[tuple[int, float]]] = {}
     for r in data["runs"]:
         label = f"ttjax {r['precision']}" if r["engine"] == "ttjax" else f"{r['engine']} ({r['precision']})"
@@ -289,7 +291,11 @@ def plot_batch_scaling(data: dict, path: str) -> None:
     ax.set_title(f"Decode throughput against batch: {data['model']['name']}, greedy, {data['settings']['new_tokens']} tokens a user",
                  fontsize=10)
     ax.grid(True, which="both", linewidth=0.3)
-    ax.legend(fontsize=7.5, loc="upper left")
+    for r in data["runs"]:
+        if r["engine"] not in ("ttjax", "transformers") and len(series[f"{r['engine']} ({r['precision']})"]) == 1:
+            ax.annotate(f"{r['engine']}: batch {r['batch']} only", (r["batch"], r["decode_tokens_per_s"]), fontsize=7, va="center",
+                        xytext=(7, 0), textcoords="offset points")
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1))
     finish(fig, data, path)
 
 
