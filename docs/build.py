@@ -6,6 +6,7 @@ hand:
   {{snippet:NAME}}  docs/snippets/NAME.py verbatim, and what it printed when last run (docs/data/snippets.json)
   {{table:NAME}}    a table made from docs/data, or the pitfalls, triggered as the report is made (docs/pitfalls.py)
   {{value:KEY}}     one number from docs/data (values() lists the keys)
+  {{figref:NAME}}   a mention of a figure shown elsewhere: "the NAME figure of section N", linked
   {{section:N}}     a link to section N of the outline
   {{generated}}     where the report says how it was made
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -54,10 +56,10 @@ CAPTIONS = {
                         "mesh shape, read from the compiled program.",
     "accuracy": "Top-1, top-5 and perplexity per precision config against transformers in float32; hatched: the same "
                 "formats with exact float matmuls.",
-    "layer_pcc": "PCC of each decoder layer's output against transformers, for the performance config and its "
-                 "neighbours.",
+    "layer_pcc": "How far each decoder layer's output is from transformers' (1 - PCC), for the performance config, the "
+                 "same with exact matmuls, and the accuracy, bfloat16, bfloat8_b and bfloat4_b configs.",
     "batch_scaling": "Decode tokens/s (all users together) against the batch, ttjax's configs and its peers on the same "
-                     "weights and token ids.",
+                     "weights and token ids (llama.cpp on the GGUF's own Q4_1 weights against Q8_0 activations).",
     "roofline": "Batch-1 decode against its memory roofline: the machine's measured read bandwidth over the bytes of "
                 "weights a step reads.",
     "fidelity_cost": "What emulating the matrix engine costs on a CPU: each device config with its fidelity phases and "
@@ -113,6 +115,19 @@ def load_data() -> dict:
     return data
 
 
+def published_accuracy() -> list[dict]:
+    """PERF.md's top-1 / top-5 (performance mode), from the copy `ttjax perf-model --compare` reads."""
+    from model.tools.perf_model import PERF_TABLE
+
+    rows = []
+    with open(PERF_TABLE) as f:
+        for line in f:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) >= 4 and cells[0].startswith("Llama") and cells[2].isdigit():
+                rows.append({"model": cells[0], "device": cells[1], "top1": f"{cells[2]}%", "top5": f"{cells[3]}%"})
+    return rows
+
+
 def pct(x: float, digits: int = 1) -> str:
     return f"{x * 100:.{digits}f}%"
 
@@ -131,15 +146,24 @@ def values(data: dict) -> dict[str, str]:
     dm = data["device_model"]
     v["dm.median_error"] = pct(dm["median_abs_error"])
     v["dm.rows"] = str(len(dm["rows"]))
+    from ttjax.device_model import system
+
+    unfitted = [abs(1 / (1 / r["predicted"] - system(r["priced_as"]).host_step_s) / r["published"] - 1) for r in dm["rows"]]
+    v["dm.median_error_unfitted"] = pct(statistics.median(unfitted))
+    v["dm.host_step"] = f"{system('N150').host_step_s * 1e3:.1f} ms"
+    for row in published_accuracy():
+        v[f"tt.top1.{row['model']}.{row['device']}"], v[f"tt.top5.{row['model']}.{row['device']}"] = row["top1"], row["top5"]
     acc = data["accuracy"]
     v["acc.setup"] = (f"{acc['prefill_len']} tokens prefilled and {acc['decode_steps']} decoded teacher-forced from "
-                      f"{acc['text']}")
+                      f"{acc['text'].split(' (')[0]}")
     for c in acc["configs"]:
         n = c["name"]
         v[f"acc.top1.{n}"], v[f"acc.top5.{n}"] = pct(c["top1"]), pct(c["top5"])
         v[f"acc.ppl.{n}"] = f"{c['perplexity']:.2f}"
         v[f"acc.min_pcc.{n}"] = f"{min(c['layer_pcc']):.5f}"
         v[f"acc.min_pcc_layer.{n}"] = str(c["layer_pcc"].index(min(c["layer_pcc"])))
+        rises = [b - a for a, b in zip(c["layer_pcc"], c["layer_pcc"][1:])]
+        v[f"acc.jump_layer.{n}"] = str(rises.index(max(rises)) + 1)  # the layer whose PCC rises most over the one before
     bench = data["bench"]
     for r in bench["runs"]:
         key = r["precision"] if r["engine"] == "ttjax" else r["engine"]
@@ -150,16 +174,25 @@ def values(data: dict) -> dict[str, str]:
         v[f"bench.vs.{r['precision']}.{r['peer']}.b{r['batch']}"] = f"{r['decode_tokens_per_s']:.2f}x"
     ref = acc["reference_perplexity"]
     for step in PCC_STEPS:  # what the configs whose worst layer reaches a PCC kept, at the least
-        held = [c for c in acc["configs"] if min(c["layer_pcc"]) >= step]
+        held = [c for c in decoder_points(acc) if min(c["layer_pcc"]) >= step]
         if held:
-            v[f"pcc.at.{step}"] = (f"top-1 of at least {pct(min(c['top1'] for c in held))}, top-5 of at least "
-                                   f"{pct(min(c['top5'] for c in held))} and perplexity within "
-                                   f"{change(max(c['perplexity'] for c in held) / ref - 1)} of the reference")
+            top5 = min(c["top5"] for c in held)
+            v[f"pcc.at.{step}"] = (f"top-1 of at least {pct(min(c['top1'] for c in held))}, "
+                                   + ("every top-5" if top5 == 1.0 else f"top-5 of at least {pct(top5)}")
+                                   + f" and perplexity within {change(max(c['perplexity'] for c in held) / ref - 1)} of the reference")
     rows = {r["name"]: r for r in data["trace"]["rows"]}
     sync, asyn = rows["traced, sync output"], rows["traced, async output"]
     spread = lambda r: f"{min(r['ms_per_step_runs']):.1f}-{max(r['ms_per_step_runs']):.1f}"  # noqa: E731
     v["trace.async_gain"] = (f"{sync['ms_per_step'] / asyn['ms_per_step']:.2f}x (medians {asyn['ms_per_step']:.1f} against "
                              f"{sync['ms_per_step']:.1f} ms a step; runs {spread(asyn)} against {spread(sync)} ms)")
+    overlap = min(asyn["ms_per_step_runs"]) <= max(sync["ms_per_step_runs"]) and min(sync["ms_per_step_runs"]) <= max(asyn["ms_per_step_runs"])
+    v["trace.async_verdict"] = ("the two are within each other's run-to-run spread" if overlap else
+                                "the asynchronous read is " + ("faster" if asyn["ms_per_step"] < sync["ms_per_step"] else "slower"))
+    out = data["outliers"]
+    first = next(i for i, r in enumerate(out["layers"]) if r["top3_share"] >= 0.9)
+    v["out.first_layer"] = str(first)
+    v["out.share"] = pct(out["layers"][first]["top3_share"], 0)
+    v["out.ratio"] = f"{out['layers'][first]['max_abs'] / out['layers'][first]['median_abs']:,.0f}"
     return v
 
 
@@ -198,13 +231,19 @@ def table_accuracy(data: dict) -> str:
 PCC_STEPS = (0.9999, 0.999, 0.998, 0.99, 0.98, 0.95)
 
 
+def decoder_points(acc: dict) -> list[dict]:
+    """The configs that are points of the rule "worst decoder layer PCC -> what the model keeps": all but those that
+    change only the LM head, whose decoder layers are their base config's (the report shows them apart)."""
+    return [c for c in acc["configs"] if "+LM_HEAD=" not in c["name"]]
+
+
 def table_pcc_rules(data: dict) -> str:
     """For each PCC step: of the configs whose worst layer reaches it, the worst top-1, top-5 and perplexity. Read from
     the accuracy measurement, so the rules move when the measurements do."""
     acc = data["accuracy"]
     ref = acc["reference_perplexity"]
-    configs = sorted(acc["configs"], key=lambda c: -min(c["layer_pcc"]))
-    lines = ["| worst layer PCC at least | configs that reach it (the rows above, and) | top-1 at least | top-5 at least | "
+    configs = sorted(decoder_points(acc), key=lambda c: -min(c["layer_pcc"]))
+    lines = ["| worst layer PCC at least | configs first reaching it | top-1 at least | top-5 at least | "
              "perplexity at most |", "|---|---|---|---|---|"]
     bands = [(f"{step}", [c for c in configs if min(c["layer_pcc"]) >= step]) for step in PCC_STEPS]
     bands.append((f"below {PCC_STEPS[-1]}", configs))
@@ -259,8 +298,21 @@ def generated(data: dict) -> str:
             f"in docs/data, taken {dates[0]} to {dates[-1]}; edit the template, not this file.*")
 
 
+def figure_sections(template: str) -> dict[str, str]:
+    """Which section each {{figure:NAME}} stands in, for {{figref:NAME}}."""
+    out, section = {}, None
+    for line in template.splitlines():
+        m = re.match(r"#{2,5} (\d[\d.]*)", line)
+        if m:
+            section = m.group(1).rstrip(".")
+        for name in re.findall(r"\{\{figure:([^}]+)\}\}", line):
+            out[name] = section
+    return out
+
+
 def render(template: str, data: dict) -> str:
     vals = values(data)
+    where = figure_sections(template)
 
     def sub(m: re.Match) -> str:
         kind, arg = m.group(1), m.group(2)
@@ -278,6 +330,10 @@ def render(template: str, data: dict) -> str:
             return vals[arg]
         if kind == "section":
             return section_link(arg)
+        if kind == "figref":
+            if arg not in where:
+                raise SystemExit(f"build.py: {{{{figref:{arg}}}}} names a figure the report does not show.")
+            return f"the {arg.replace('_', ' ')} figure of {section_link(where[arg])}"
         raise SystemExit(f"build.py: unknown placeholder {{{{{kind}:{arg}}}}}.")
 
     text = re.sub(r"\{\{generated\}\}", lambda m: generated(data), template)

@@ -15,6 +15,8 @@ from typing import Callable
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from ttjax.wormhole import WORMHOLE_B0  # noqa: E402
+
 
 @dataclass(frozen=True)
 class Pitfall:
@@ -110,7 +112,8 @@ def _past_the_trained_context():
 
 PITFALLS = [
     Pitfall("Running out of L1", _l1_at_long_sequence,
-            "a 2D matmul config sized for 8,192 rows at once: its per-core output block and input slices outgrow a core's 1.46 MB",
+            f"a 2D matmul config sized for 8,192 rows at once: its per-core output block and input slices outgrow a core's "
+            f"{WORMHOLE_B0.l1_size:,} B of L1",
             "cut the sequence into pieces (tt_transformers runs wqkv on 2,048-row pieces) or lower per_core_M, in0_block_w and the subblocks"),
     Pitfall("Shard spec and program config mismatch", lambda: _dram_sharded(per_core_M=2),
             "per_core_M says 2 tiles of rows, the activation's shard holds 1",

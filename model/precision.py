@@ -208,9 +208,14 @@ class ModelOptimizations:
     @classmethod
     def named(cls, name: str, model_name: str = "") -> ModelOptimizations:
         """A config by name; accuracy and performance depend on the model (its name, as tt_transformers matches it).
-        A name ending in "+fidelity=off" is that config with exact float matmuls (fidelity_off)."""
+        A name ending in "+fidelity=off" is that config with exact float matmuls (fidelity_off); one ending in
+        "+GROUP=DTYPE" or "+layers.N.GROUP=DTYPE" is that config with the override, the names override() gives."""
         if name.endswith(FIDELITY_OFF):
             return cls.named(name.removesuffix(FIDELITY_OFF), model_name).fidelity_off()
+        base, plus, last = name.rpartition("+")
+        if plus:
+            ((group, setting, layer),) = parse_overrides([last])
+            return cls.named(base, model_name).override(group, setting, layer)
         if name in ("accuracy", "performance"):
             return getattr(cls, name)(model_name)
         makers = {"float32": cls.float32, "bfloat16": cls.bfloat16}

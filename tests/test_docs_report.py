@@ -53,6 +53,10 @@ def test_every_section_of_the_outline_is_there_in_order_with_content():
 
 def test_every_figure_and_snippet_is_in_the_report_and_every_link_resolves():
     text = _template()
+    for kind in ("figure", "snippet", "table"):  # blocks stand as paragraphs of their own, never inside a sentence
+        for line in text.splitlines():
+            if "{{" + kind + ":" in line:
+                assert re.fullmatch(r"\{\{" + kind + r":[^}]+\}\}", line.strip()), line
     used = set(re.findall(r"\{\{(figure|snippet):([^}]+)\}\}", text))
     assert {n for kind, n in used if kind == "figure"} == set(figures.FIGURES)
     assert {n for kind, n in used if kind == "snippet"} == set(build.snippet_names())

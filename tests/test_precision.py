@@ -88,6 +88,17 @@ def test_per_layer_and_per_group_overrides():
     assert opt.describe()["layers.1.WO"] == "bfloat16"
 
 
+def test_a_config_name_with_overrides_is_the_config_override_gives():
+    opt = ModelOptimizations.performance("Llama-3.1-8B").override("FF1_FF3", "bfloat8_b").override("WO", "bfloat16", layer=2)
+    assert ModelOptimizations.named(opt.name, "Llama-3.1-8B") == opt
+    off = ModelOptimizations.named(opt.name + "+fidelity=off", "Llama-3.1-8B")
+    assert off == opt.fidelity_off() and off.get_math_fidelity("LI_FF1_FF3") is None
+    with pytest.raises(TTJaxError, match="tensor group 'FF4' is not one of"):
+        ModelOptimizations.named("accuracy+FF4=bfloat16")
+    with pytest.raises(TTJaxError, match="precision config 'fast' is not one of"):
+        ModelOptimizations.named("fast+WO=bfloat16")
+
+
 def test_override_parsing_errors():
     assert parse_overrides(["layers.3.wqkv=bfloat16", "FF1_FF3=bfloat8_b"]) == [(G.WQKV, P.BF16, 3), (G.FF1_FF3, P.BFP8, None)]
     with pytest.raises(TTJaxError, match="tensor group 'FF4' is not one of"):

@@ -7,8 +7,8 @@ devices of a column, 1: among the devices of a row); None means every device of 
 Two ways to call them:
 - on a mesh tensor ([rows, cols, *local]): the op runs as its own mesh program;
 - inside a mesh program (MeshDevice.shard_map, as the model runs), on per-device tensors.
-`dim` always indexes the per-device tensor, and negative dims count from its end (ttnn
-refuses dim=-1; this does not). topology and num_links do not change the result; they are
+`dim` always indexes the per-device tensor and, as in ttnn, is counted from 0: a negative dim is
+refused with the dimension to pass instead. topology and num_links do not change the result; they are
 checked and feed the communication cost model.
 """
 

@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("accuracy", help="top-1 / top-5 / perplexity and per-layer PCC of precision configs")
     a.add_argument("--json", action="store_true")
     a.add_argument("--model", default=None, help="checkpoint (default: shipped SmolLM2-135M)")
-    a.add_argument("--configs", default=None, help="comma list of float32, bfloat16, accuracy, performance, bfloat8_b, bfloat4_b")
+    a.add_argument("--configs", default=None, help="comma list of float32, bfloat16, accuracy, performance, bfloat8_b, bfloat4_b; "
+                   "each may end in +GROUP=DTYPE, +layers.N.GROUP=DTYPE or +fidelity=off")
     a.add_argument("--prefill-len", type=int, default=512)
     a.add_argument("--decode-steps", type=int, default=128)
     a.add_argument("--reference", choices=("transformers", "float32"), default="transformers")
