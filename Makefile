@@ -28,7 +28,7 @@ test: setup
 
 docs: setup
 	# The tech report: every figure from a measurement taken now (docs/figures.py: data in docs/data, plots in
-	# docs/figures, about 25 minutes on 2 cores), every snippet run, then docs/llms.md made from its template.
+	# docs/figures, about 40 minutes on 2 cores), every snippet run, then docs/llms.md made from its template.
 	$(PY) -m pip install --quiet -e '.[docs]'
 	$(PY) docs/figures.py
 	$(PY) docs/build.py --run-snippets

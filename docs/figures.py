@@ -3,7 +3,7 @@
 Every measurement writes its data to docs/data/NAME.json (with the command, the date and the machine), and every
 figure its plot to docs/figures/FIGURE.png, captioned with the same, so the report never carries a hand-typed figure.
 
-    python docs/figures.py [NAME ...]          # measure and plot: all of them by default (about 25 minutes)
+    python docs/figures.py [NAME ...]          # measure and plot: all of them by default (about 40 minutes)
     python docs/figures.py --plot-only [NAME]  # plot again from the data in docs/data
 """
 
@@ -98,7 +98,7 @@ def measure_bench() -> dict:
     """`ttjax bench --json`: decode tokens/s by batch for ttjax's configs and its peers (llama.cpp when installed), each
     with its read-bandwidth roofline."""
     argv = ["bench", "--json", "--precision", ",".join(BENCH_PRECISIONS), "--batch", ",".join(map(str, BENCH_BATCHES)),
-            "--prefill-lengths", "none", "--runs", "3", "--new-tokens", "32", "--peers", "transformers,llama.cpp"]
+            "--prefill-lengths", "none", "--runs", "3", "--new-tokens", "64", "--peers", "transformers,llama.cpp"]
     out = run_json(TTJAX + argv, "ttjax bench")  # its own command, date (ISO) and machine (with the read bandwidth)
     out["date"] = datetime.datetime.fromisoformat(out["date"]).strftime("%Y-%m-%d %H:%M UTC")
     return out
