@@ -115,19 +115,6 @@ def load_data() -> dict:
     return data
 
 
-def published_accuracy() -> list[dict]:
-    """PERF.md's top-1 / top-5 (performance mode), from the copy `ttjax perf-model --compare` reads."""
-    from model.tools.perf_model import PERF_TABLE
-
-    rows = []
-    with open(PERF_TABLE) as f:
-        for line in f:
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if len(cells) >= 4 and cells[0].startswith("Llama") and cells[2].isdigit():
-                rows.append({"model": cells[0], "device": cells[1], "top1": f"{cells[2]}%", "top5": f"{cells[3]}%"})
-    return rows
-
-
 def pct(x: float, digits: int = 1) -> str:
     return f"{x * 100:.{digits}f}%"
 
@@ -146,13 +133,15 @@ def values(data: dict) -> dict[str, str]:
     dm = data["device_model"]
     v["dm.median_error"] = pct(dm["median_abs_error"])
     v["dm.rows"] = str(len(dm["rows"]))
+    from model.tools.perf_model import published_rows
     from ttjax.device_model import system
 
     unfitted = [abs(1 / (1 / r["predicted"] - system(r["priced_as"]).host_step_s) / r["published"] - 1) for r in dm["rows"]]
     v["dm.median_error_unfitted"] = pct(statistics.median(unfitted))
     v["dm.host_step"] = f"{system('N150').host_step_s * 1e3:.1f} ms"
-    for row in published_accuracy():
-        v[f"tt.top1.{row['model']}.{row['device']}"], v[f"tt.top5.{row['model']}.{row['device']}"] = row["top1"], row["top5"]
+    for row in published_rows():  # PERF.md's top-1 / top-5, performance mode, from the copy perf-model compares with
+        if row["top1"] is not None:
+            v[f"tt.top1.{row['model']}.{row['device']}"], v[f"tt.top5.{row['model']}.{row['device']}"] = f"{row['top1']}%", f"{row['top5']}%"
     acc = data["accuracy"]
     v["acc.setup"] = (f"{acc['prefill_len']} tokens prefilled and {acc['decode_steps']} decoded teacher-forced from "
                       f"{acc['text'].split(' (')[0]}")
@@ -175,7 +164,9 @@ def values(data: dict) -> dict[str, str]:
     ref = acc["reference_perplexity"]
     for step in PCC_STEPS:  # what the configs whose worst layer reaches a PCC kept, at the least
         held = [c for c in decoder_points(acc) if min(c["layer_pcc"]) >= step]
-        if held:
+        if not held:
+            v[f"pcc.at.{step}"] = "nothing: no config here reached it"
+        else:
             top5 = min(c["top5"] for c in held)
             v[f"pcc.at.{step}"] = (f"top-1 of at least {pct(min(c['top1'] for c in held))}, "
                                    + ("every top-5" if top5 == 1.0 else f"top-5 of at least {pct(top5)}")
@@ -189,7 +180,10 @@ def values(data: dict) -> dict[str, str]:
     v["trace.async_verdict"] = ("the two are within each other's run-to-run spread" if overlap else
                                 "the asynchronous read is " + ("faster" if asyn["ms_per_step"] < sync["ms_per_step"] else "slower"))
     out = data["outliers"]
-    first = next(i for i, r in enumerate(out["layers"]) if r["top3_share"] >= 0.9)
+    shares = [r["top3_share"] for r in out["layers"]]
+    # the first layer where three channels carry most of the sum of squares (or, for a model without such outliers,
+    # the layer where they carry the most)
+    first = next((i for i, share in enumerate(shares) if share >= 0.9), shares.index(max(shares)))
     v["out.first_layer"] = str(first)
     v["out.share"] = pct(out["layers"][first]["top3_share"], 0)
     v["out.ratio"] = f"{out['layers'][first]['max_abs'] / out['layers'][first]['median_abs']:,.0f}"
@@ -342,6 +336,10 @@ def render(template: str, data: dict) -> str:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    unknown = [a for a in argv if a != "--run-snippets"]
+    if unknown:
+        print(f"build.py: error: unknown argument {unknown[0]!r}; the only one is --run-snippets.", file=sys.stderr)
+        return 2
     if "--run-snippets" in argv:
         run_snippets()
     with open(TEMPLATE) as f:

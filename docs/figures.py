@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -34,14 +33,10 @@ BENCH_BATCHES = (1, 4, 8, 16, 32)
 
 
 def machine() -> str:
-    """The CPU and core count, as the captions name them."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores"
+    """The CPU and core count, as the captions name them (the CPU as `ttjax bench` names it)."""
+    from model.tools.bench import cpu_name
+
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def stamp() -> dict:

@@ -79,3 +79,8 @@ def test_an_unknown_placeholder_is_refused():
     for bad in ("{{value:acc.top1.nope}}", "{{figure:nope}}", "{{table:nope}}", "{{section:9.9}}", "{{snippet:nope}}"):
         with pytest.raises(SystemExit):
             build.render(bad, data)
+
+
+def test_an_unknown_argument_is_one_line(capsys):
+    assert build.main(["--snippets"]) == 2
+    assert "unknown argument '--snippets'" in capsys.readouterr().err

@@ -209,11 +209,20 @@ def run(opts) -> int:
     return 0
 
 
-def machine(bandwidth: dict) -> dict:
-    cpu = "unknown"
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what platform knows."""
+    import platform
+
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+        if name:
+            return name
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine(bandwidth: dict) -> dict:
+    cpu = cpu_name()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9 if hasattr(os, "sysconf") else None
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": memory, "read_gb_s": bandwidth["gb_s"],
             "read_gb_s_runs": bandwidth["runs_gb_s"], "read_method": bandwidth["method"]}

@@ -33,14 +33,16 @@ DATA_PARALLEL = {("T3K", 4): "N300", ("T3K", 8): "N150", ("TG", 4): "T3K"}
 
 
 def published_rows(path: str = PERF_TABLE) -> list[dict]:
-    """PERF.md's Llama rows: model, device, data-parallel factor and decode tokens/s/user."""
+    """PERF.md's Llama rows: model, device, data-parallel factor, decode tokens/s/user, and top-1 / top-5 in percent
+    (None where the row gives none)."""
     rows = []
     for line in open(path):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) < 5 or not cells[0].startswith("Llama"):
             continue
         m = re.match(r"(\w+)\s*(?:\(DP=(\d+)\))?$", cells[1])
-        rows.append({"model": cells[0], "device": m.group(1), "data_parallel": int(m.group(2) or 1), "published": float(cells[4])})
+        rows.append({"model": cells[0], "device": m.group(1), "data_parallel": int(m.group(2) or 1), "published": float(cells[4]),
+                     "top1": int(cells[2]) if cells[2] else None, "top5": int(cells[3]) if cells[3] else None})
     return rows
 
 
