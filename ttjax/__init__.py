@@ -43,6 +43,7 @@ from ttjax.matrix_engine import MathFidelity, WormholeComputeKernelConfig
 from ttjax.norm import rms_norm, rms_norm_post_all_gather, rms_norm_pre_all_gather
 from ttjax.tensor import as_tensor, from_numpy, to_numpy
 from ttjax.rotary import get_rot_transformation_mat, rotary_embedding_llama, rotate_pairs
+from ttjax import sfpu
 
 __all__ = [
     "BlockFloatTensor",
@@ -89,6 +90,7 @@ __all__ = [
     "get_rot_transformation_mat",
     "rotary_embedding_llama",
     "rotate_pairs",
+    "sfpu",
     "SDPAProgramConfig",
     "check_page_table",
     "chunked_scaled_dot_product_attention",
