@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile tests/ttnn_wheel.py $(wildcard ttjax/csrc/*.cc)
+$(STAMP): pyproject.toml Makefile tests/ttnn_wheel.py $(wildcard ttjax/csrc/*)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,serve,docs]'

@@ -24,7 +24,8 @@ from model.ccl import gather_heads, gather_users, reduce_qkv, reduce_row_paralle
 from model.config import ModelArgs
 from model.errors import ConfigError, KVCacheError
 from model.params import AttentionParams
-from model.precision import OpGroup, OutputSite, TensorGroup, compute_kernel_config, output_dtype, to_output, weight_dtype
+from model.precision import (OpGroup, OutputSite, TensorGroup, compute_kernel_config, emulation_kwargs, output_dtype, to_output,
+                             weight_dtype)
 from ttjax.blockfloat import block_format
 from model.model_config import sdpa_decode_program_config, sdpa_program_config
 from model.rope import RotMats, decode_rot_mats, prefill_rot_mats
@@ -87,11 +88,12 @@ def attention(
             k_cache = ttjax.paged_fill_cache(k_cache, k, page_table, user_id, start)
             v_cache = ttjax.paged_fill_cache(v_cache, v, page_table, user_id, start)
         cfg = sdpa_program_config(s)
+        kernel = emulation_kwargs(args, OpGroup.SDPA_PREFILL)  # the kernel's fidelity, Dst, exp and reciprocal
         if chunk_start_idx is None:
-            out = ttjax.scaled_dot_product_attention(q, k, v, is_causal=True, program_config=cfg)
+            out = ttjax.scaled_dot_product_attention(q, k, v, is_causal=True, program_config=cfg, **kernel)
         else:
             row = jax.lax.dynamic_index_in_dim(page_table, user_id, axis=0)
-            out = ttjax.chunked_scaled_dot_product_attention(q, k_cache, v_cache, row, start, program_config=cfg)
+            out = ttjax.chunked_scaled_dot_product_attention(q, k_cache, v_cache, row, start, program_config=cfg, **kernel)
         out = out.transpose(0, 2, 1, 3).reshape(b, s, -1)
     elif mode == "decode":
         cos, sin = decode_rot_mats(rot, current_pos)
@@ -105,15 +107,17 @@ def attention(
             k_cache, v_cache = ttjax.update_cache(k_cache, k, write_pos), ttjax.update_cache(v_cache, v, write_pos)
             own_k, own_v = group.rows(k_cache), group.rows(v_cache)
             cfg = sdpa_decode_program_config(k_cache.shape[2])
-            out = ttjax.scaled_dot_product_attention_decode(q, own_k, own_v, current_pos, program_config=cfg)
+            out = ttjax.scaled_dot_product_attention_decode(q, own_k, own_v, current_pos, program_config=cfg,
+                                                            **emulation_kwargs(args, OpGroup.SDPA_DECODE))
         else:
             k_cache = ttjax.paged_update_cache(k_cache, k, write_pos, page_table)
             v_cache = ttjax.paged_update_cache(v_cache, v, write_pos, page_table)
             page_table = group.rows(page_table)
-            sdpa = compute_kernel_config(args, OpGroup.SDPA_DECODE)  # the paged op's chunk cap depends on the Dst size
+            sdpa = args.optimizations.emulation(OpGroup.SDPA_DECODE)  # the paged op's chunk cap depends on the Dst size
             cfg = sdpa_decode_program_config(page_table.shape[1] * k_cache.shape[2], paged=True,
-                                             fp32_dest_acc_en=sdpa is None or sdpa.fp32_dest_acc_en)
-            out = ttjax.paged_scaled_dot_product_attention_decode(q, k_cache, v_cache, current_pos, page_table, program_config=cfg)
+                                             fp32_dest_acc_en=sdpa is None or sdpa.config.fp32_dest_acc_en)
+            out = ttjax.paged_scaled_dot_product_attention_decode(q, k_cache, v_cache, current_pos, page_table, program_config=cfg,
+                                                                  **emulation_kwargs(args, OpGroup.SDPA_DECODE))
         out = gather_users(out.reshape(group.size, 1, -1), args) if group.n > 1 else out.reshape(b, 1, -1)
     else:
         raise ConfigError(f"mode must be 'prefill' or 'decode', got {mode!r}.")

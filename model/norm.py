@@ -13,6 +13,7 @@ import jax
 import ttjax
 from model.ccl import tt_all_gather
 from model.config import ModelArgs
+from model.precision import OpGroup, emulation_kwargs
 
 
 def uses_distributed_norm(args: ModelArgs, mode: str) -> bool:
@@ -33,11 +34,13 @@ def norm_for_matmul(x, weight, args: ModelArgs, mode: str):
     meshes (K whole), fractured over the columns on 2D meshes (K split)."""
     lay = args.layout
     axis = lay.residual_axis
+    kernel = emulation_kwargs(args, OpGroup.NORM)  # the norm kernel's config: fidelity, Dst, rsqrt's approx mode
     if lay.axis_size(axis) == 1:
-        return ttjax.rms_norm(x, weight, epsilon=args.norm_eps)
+        return ttjax.rms_norm(x, weight, epsilon=args.norm_eps, **kernel)
     if not uses_distributed_norm(args, mode):
-        return ttjax.rms_norm(tt_all_gather(x, args, x.ndim - 1, axis), weight, epsilon=args.norm_eps)
-    partial = ttjax.rms_norm_pre_all_gather(x)
+        return ttjax.rms_norm(tt_all_gather(x, args, x.ndim - 1, axis), weight, epsilon=args.norm_eps, **kernel)
+    partial = ttjax.rms_norm_pre_all_gather(x, **kernel)  # bfloat16 sums with a config, as tt all-gathers them
     stats = tt_all_gather(partial, args, partial.ndim - 1, axis)
-    y = ttjax.rms_norm_post_all_gather(x, stats, _local_slice(weight, args, axis), epsilon=args.norm_eps, dim=args.dim)
+    y = ttjax.rms_norm_post_all_gather(x, stats, _local_slice(weight, args, axis), epsilon=args.norm_eps, dim=args.dim,
+                                       **kernel)
     return y if args.model_config.is_2d else tt_all_gather(y, args, y.ndim - 1, axis)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from model.errors import ConfigError
 
@@ -56,6 +56,8 @@ class OpGroup(str, enum.Enum):
     LI_O_PREFILL = "LI_O_PREFILL"
     SDPA_PREFILL = "SDPA_PREFILL"
     LM_HEAD = "LM_HEAD"  # lm_head.py hard-codes HiFi2 without FP32 accumulation
+    NORM = "NORM"  # models/common/rmsnorm.py builds its own config (distributed_norm.py another on TG)
+    MLP_MUL = "MLP_MUL"  # ttnn.mul(w1_out, w3_out, input_tensor_a_activations=[SILU]) takes binary_ng's defaults
 
 
 class MathFidelitySetting(str, enum.Enum):
@@ -65,6 +67,10 @@ class MathFidelitySetting(str, enum.Enum):
     HIFI2_FP16 = "hifi2fp16"  # fp32_dest_acc_en=False
     HIFI4 = "hifi4"
     HIFI4_FP32 = "hifi4fp32"
+    # Not tt_transformers' settings: the configs its code passes (or leaves) for ops outside its OpGroup enum.
+    RMSNORM = "rmsnorm"  # models/common/rmsnorm.py: HiFi2, math_approx_mode False, FP32 Dst, packer_l1_acc
+    RMSNORM_TG = "rmsnorm_tg"  # tt_transformers distributed_norm.py's ln_cfg on a Galaxy: the same with a 16-bit Dst
+    BINARY = "binary"  # binary_ng's own config (no compute_kernel_config given): HiFi4, a 16-bit Dst for bf16 / bfp8
 
 
 class OutputSite(str, enum.Enum):
@@ -93,6 +99,9 @@ def kernel_config(setting: MathFidelitySetting):
         MathFidelitySetting.HIFI2_FP16: C(F.HiFi2, math_approx_mode=False, fp32_dest_acc_en=False, packer_l1_acc=True),
         MathFidelitySetting.HIFI4: C(F.HiFi4, math_approx_mode=False, fp32_dest_acc_en=True, packer_l1_acc=True),
         MathFidelitySetting.HIFI4_FP32: C(F.HiFi4, math_approx_mode=True, fp32_dest_acc_en=True, packer_l1_acc=True),
+        MathFidelitySetting.RMSNORM: C(F.HiFi2, math_approx_mode=False, fp32_dest_acc_en=True, packer_l1_acc=True),
+        MathFidelitySetting.RMSNORM_TG: C(F.HiFi2, math_approx_mode=False, fp32_dest_acc_en=False, packer_l1_acc=False),
+        MathFidelitySetting.BINARY: C(F.HiFi4, math_approx_mode=False, fp32_dest_acc_en=False, packer_l1_acc=False),
     }[setting]
 
 
@@ -122,7 +131,8 @@ DEFAULT_FIDELITY = {
     OpGroup.LI_QKV_DECODE: MathFidelitySetting.HIFI2, OpGroup.SDPA_DECODE: MathFidelitySetting.HIFI2,
     OpGroup.LI_O_DECODE: MathFidelitySetting.HIFI2, OpGroup.LI_QKV_PREFILL: MathFidelitySetting.HIFI2,
     OpGroup.SDPA_PREFILL: MathFidelitySetting.HIFI4, OpGroup.LI_O_PREFILL: MathFidelitySetting.HIFI2,
-    OpGroup.LM_HEAD: MathFidelitySetting.HIFI2_FP16,
+    OpGroup.LM_HEAD: MathFidelitySetting.HIFI2_FP16, OpGroup.NORM: MathFidelitySetting.RMSNORM,
+    OpGroup.MLP_MUL: MathFidelitySetting.BINARY,
 }
 # mlp.py, attention.py, lm_head.py: the dtype= of each op off a Galaxy (None: the activation dtype)...
 DEFAULT_OUTPUTS = {
@@ -133,6 +143,8 @@ DEFAULT_OUTPUTS = {
 GALAXY_OUTPUTS = {site: PrecisionSetting.BFP8 for site in (OutputSite.FF1_FF3, OutputSite.FF2, OutputSite.QKV, OutputSite.WO_DECODE)}
 ATTENTION_OPS = (OpGroup.LI_QKV_DECODE, OpGroup.LI_QKV_PREFILL, OpGroup.SDPA_DECODE, OpGroup.SDPA_PREFILL, OpGroup.LI_O_DECODE, OpGroup.LI_O_PREFILL)
 FIDELITY_OFF = "+fidelity=off"
+SFPU_OFF = "+sfpu=off"
+EMULATION_SWITCHES = (FIDELITY_OFF, SFPU_OFF)
 LARGE_MODELS = ("Llama-3.1-70B", "Llama-3.2-90B", "DeepSeek-R1-Distill-Llama-70B", "Qwen2.5-72B")
 
 
@@ -152,6 +164,8 @@ class ModelOptimizations:
     layer_overrides: tuple[tuple[int, TensorGroup, PrecisionSetting], ...] = field(default=())
     fidelity: tuple[tuple[OpGroup, MathFidelitySetting], ...] = field(default=())
     outputs: tuple[tuple[OutputSite, PrecisionSetting], ...] = field(default=())
+    fpu: bool = True  # emulate the matrix engine (fidelity phases, Dst rounding) under each op's config
+    sfpu: bool = True  # emulate the SFPU functions (exp, reciprocal, rsqrt, SiLU) as the kernels compute them
 
     @classmethod
     def make(cls, name: str, default=None, *, fidelity=None, outputs=None, **groups) -> ModelOptimizations:
@@ -208,10 +222,13 @@ class ModelOptimizations:
     @classmethod
     def named(cls, name: str, model_name: str = "") -> ModelOptimizations:
         """A config by name; accuracy and performance depend on the model (its name, as tt_transformers matches it).
-        A name ending in "+fidelity=off" is that config with exact float matmuls (fidelity_off); one ending in
-        "+GROUP=DTYPE" or "+layers.N.GROUP=DTYPE" is that config with the override, the names override() gives."""
+        A name ending in "+fidelity=off" is that config with exact float matrix-engine math (fidelity_off), one
+        ending in "+sfpu=off" with exact float SFPU functions (sfpu_off); one ending in "+GROUP=DTYPE" or
+        "+layers.N.GROUP=DTYPE" is that config with the override, the names override() gives."""
         if name.endswith(FIDELITY_OFF):
             return cls.named(name.removesuffix(FIDELITY_OFF), model_name).fidelity_off()
+        if name.endswith(SFPU_OFF):
+            return cls.named(name.removesuffix(SFPU_OFF), model_name).sfpu_off()
         base, plus, last = name.rpartition("+")
         if plus:
             ((group, setting, layer),) = parse_overrides([last])
@@ -230,14 +247,19 @@ class ModelOptimizations:
         g, s = _group(group), _setting(setting)
         if layer is None:
             groups = tuple(sorted({**dict(self.groups), g: s}.items()))
-            return ModelOptimizations(f"{self.name}+{g.value}={s.value}", groups, self.layer_overrides, self.fidelity, self.outputs)
+            return replace(self, name=f"{self.name}+{g.value}={s.value}", groups=groups)
         over = tuple(o for o in self.layer_overrides if o[:2] != (layer, g)) + ((layer, g, s),)
-        return ModelOptimizations(f"{self.name}+layers.{layer}.{g.value}={s.value}", self.groups, over, self.fidelity, self.outputs)
+        return replace(self, name=f"{self.name}+layers.{layer}.{g.value}={s.value}", layer_overrides=over)
 
     def fidelity_off(self) -> ModelOptimizations:
-        """The same config with exact float matmuls (its dtypes and activation formats kept): the cost of fidelity
-        alone is the difference."""
-        return ModelOptimizations(self.name + FIDELITY_OFF, self.groups, self.layer_overrides, (), self.outputs)
+        """The same config with exact float math on the matrix engine (its dtypes, activation formats and SFPU kept):
+        the cost of fidelity alone is the difference."""
+        return replace(self, name=self.name + FIDELITY_OFF, fpu=False)
+
+    def sfpu_off(self) -> ModelOptimizations:
+        """The same config with exact float32 SFPU functions (exp, reciprocal, rsqrt, SiLU) in softmax, the norms and
+        the MLP: the cost of the SFPU alone is the difference."""
+        return replace(self, name=self.name + SFPU_OFF, sfpu=False)
 
     def get_tensor_dtype(self, group, decoder_id: int | None = None) -> PrecisionSetting:
         g = _group(group)
@@ -248,11 +270,20 @@ class ModelOptimizations:
 
     def get_math_fidelity(self, op: OpGroup) -> MathFidelitySetting | None:
         """The op's setting; None when the matmuls are exact float math (float32, or fidelity off)."""
-        return dict(self.fidelity).get(OpGroup(op))
+        return dict(self.fidelity).get(OpGroup(op)) if self.fpu else None
 
     def compute_kernel_config(self, op: OpGroup):
+        """The matmul config of an op: what the matrix engine is emulated at (None: exact float math)."""
         setting = self.get_math_fidelity(op)
         return None if setting is None else kernel_config(setting)
+
+    def emulation(self, op: OpGroup) -> "Emulation | None":
+        """For ops that run both halves of a Tensix (the norms, SDPA, the MLP multiply): the op's config and which
+        halves are emulated under it; None for an op without a config (float32: exact float math throughout)."""
+        setting = dict(self.fidelity).get(OpGroup(op))
+        if setting is None or not (self.fpu or self.sfpu):
+            return None
+        return Emulation(kernel_config(setting), self.fpu, self.sfpu)
 
     def output_setting(self, site: OutputSite, galaxy: bool = False) -> PrecisionSetting | None:
         """The format an op writes at this site (None: the activation dtype, unrounded)."""
@@ -268,7 +299,23 @@ class ModelOptimizations:
             | {f"layers.{layer}.{g.value}": s.value for layer, g, s in self.layer_overrides}
             | {f"op.{op.value}": s.value for op, s in self.fidelity}
             | {f"out.{site.value}": s.value for site, s in self.outputs}
+            | ({"emulated": "+".join(h for h, on in (("fpu", self.fpu), ("sfpu", self.sfpu)) if on) or "none"}
+               if self.fidelity else {})
         )
+
+
+@dataclass(frozen=True)
+class Emulation:
+    """An op's compute kernel config and which halves of the Tensix ttjax emulates under it: fpu (the matrix engine's
+    fidelity and Dst rounding) and sfpu (exp, reciprocal, rsqrt, SiLU as tt-llk computes them). The intermediate
+    formats of the op's kernel follow the config either way. Passed on to ttjax's ops as keyword arguments."""
+
+    config: object  # ttjax.WormholeComputeKernelConfig
+    fpu: bool = True
+    sfpu: bool = True
+
+    def kwargs(self) -> dict:
+        return {"compute_kernel_config": self.config, "fpu": self.fpu, "sfpu": self.sfpu}
 
 
 def parse_overrides(spec: list[str]) -> list[tuple[TensorGroup, PrecisionSetting, int | None]]:
@@ -305,6 +352,18 @@ def weight_dtype(args, group, layer: int | None = None):
 def compute_kernel_config(args, op: OpGroup):
     """ttjax.WormholeComputeKernelConfig for an op of this model (None: exact float math)."""
     return args.optimizations.compute_kernel_config(op)
+
+
+def emulation_kwargs(args, op: OpGroup) -> dict:
+    """compute_kernel_config / fpu / sfpu for a ttjax op that runs both halves of a Tensix ({} for exact float math).
+    The norm on a 2D mesh takes tt's Galaxy config (distributed_norm.py's ln_cfg: a 16-bit Dst)."""
+    em = args.optimizations.emulation(op)
+    if em is None:
+        return {}
+    if OpGroup(op) is OpGroup.NORM and args.model_config.is_2d and dict(args.optimizations.fidelity)[OpGroup.NORM] is \
+            MathFidelitySetting.RMSNORM:
+        em = Emulation(kernel_config(MathFidelitySetting.RMSNORM_TG), em.fpu, em.sfpu)
+    return em.kwargs()
 
 
 def output_dtype(args, site: OutputSite):

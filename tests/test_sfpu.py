@@ -25,7 +25,7 @@ def test_every_bfloat16_and_a_float32_stride_equal_the_numpy_transcription(name)
         xj = jnp.asarray(x, jnp.bfloat16 if src == "bfloat16" else jnp.float32)
         for approx in (False, True):
             for fp32 in (False, True):
-                got = jax.jit(lambda v: sfpu.FUNCTIONS[name](v, approx=approx, fp32_dest_acc_en=fp32))(xj)
+                got = jax.jit(lambda v: sfpu.FUNCTIONS[name](v, approx=approx, fp32_dest_acc_en=fp32, native=False))(xj)
                 assert got.dtype == (jnp.float32 if fp32 else jnp.bfloat16)
                 want = ref.run(name, x, approx, fp32, src_is_bf16=src == "bfloat16")
                 diff = np.nonzero(_bits(np.asarray(got, np.float32)) != _bits(want))[0]
@@ -102,3 +102,45 @@ def test_silu_is_not_jax_silu():
     exact = np.asarray(jax.nn.silu(x.astype(jnp.float32)).astype(jnp.bfloat16), np.float32)
     share = float(np.mean(ours != exact))
     assert 0.005 < share < 0.2, share
+
+
+NATIVE_FUNCTIONS = ("exp", "reciprocal", "rsqrt", "sqrt", "sigmoid", "silu")
+
+
+@pytest.mark.skipif(not __import__("ttjax.native", fromlist=["x"]).available(), reason="native kernels not built")
+@pytest.mark.parametrize("name", NATIVE_FUNCTIONS)
+def test_native_kernel_equals_the_jax_lanes_at_every_isa_level(name):
+    """ttjax/csrc's SFPU (one custom call per function) against the pure-JAX lanes, bit for bit."""
+    from ttjax import native
+
+    x = np.concatenate([bf16_stimuli(), fp32_stimuli(), [np.inf, -np.inf, 0.0, -0.0]]).astype(np.float32)
+    for fp32 in (False, True):
+        dst = sfpu.to_dst(jnp.asarray(x), fp32)
+        for approx in (False, True):
+            if name == "sigmoid" and approx:
+                continue  # the LUT form stays in JAX
+            want = _bits(jax.jit(lambda d: sfpu.run_on_dst(d, name, fp32=fp32, approx=approx, native=False))(dst))
+            for isa in native.isa_levels():
+                got = _bits(jax.jit(lambda d: sfpu.run_on_dst(d, name, fp32=fp32, approx=approx, isa=isa))(dst))
+                diff = np.nonzero(got != want)[0]
+                assert not diff.size, f"{name} fp32={fp32} approx={approx} {isa}: {diff.size} lanes, e.g. x={x[diff[0]]}"
+
+
+@pytest.mark.skipif(not __import__("ttjax.native", fromlist=["x"]).available(), reason="native kernels not built")
+def test_native_kernel_equals_the_jax_lanes_on_the_kernels_own_steps():
+    """The SDPA and norm kernels' steps: a scaled Schraudolph exp, the polynomial exp, the scaled accurate exp, the
+    reciprocal's iterations, the FP32 product."""
+    from ttjax import native
+
+    x = np.concatenate([bf16_stimuli(), fp32_stimuli()]).astype(np.float32)
+    cases = [("exp_schraudolph", dict(scale=0.125, clamp_negative=False)), ("exp_schraudolph", dict(scale=0.088, clamp_negative=True)),
+             ("exp_polynomial", dict(scale_bf16=0x3E00)), ("exp_accurate_scaled", dict(scale_bf16=0x3DB5)),
+             ("reciprocal_iter", dict(iterations=1)), ("reciprocal_iter", dict(iterations=2)),
+             ("reciprocal_iter", dict(iterations=1, round_to_bf16=True)), ("mul_scalar", dict(constant=1 / 576))]
+    for fp32 in (False, True):
+        dst = sfpu.to_dst(jnp.asarray(x), fp32)
+        for name, params in cases:
+            want = _bits(jax.jit(lambda d: sfpu.run_on_dst(d, name, fp32=fp32, native=False, **params))(dst))
+            for isa in native.isa_levels():
+                got = _bits(jax.jit(lambda d: sfpu.run_on_dst(d, name, fp32=fp32, isa=isa, **params))(dst))
+                assert (got == want).all(), f"{name} {params} fp32={fp32} {isa}"

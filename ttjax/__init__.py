@@ -14,6 +14,7 @@ from ttjax.flash_attention import SDPAProgramConfig, chunked_scaled_dot_product_
 from ttjax.flash_decode import paged_scaled_dot_product_attention_decode, scaled_dot_product_attention_decode
 from ttjax.paged_cache import check_page_table, paged_fill_cache, paged_update_cache
 from ttjax.embedding import embedding
+from ttjax.eltwise import mul
 from mesh.errors import TTJaxError
 from ttjax.kv_cache import fill_cache, update_cache
 from ttjax.linear import linear, matmul
@@ -79,6 +80,7 @@ __all__ = [
     "MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig",
     "MatmulMultiCoreReuseMultiCastProgramConfig",
     "embedding",
+    "mul",
     "fill_cache",
     "linear",
     "matmul",

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from mesh.errors import TTJaxError
 from ttjax.memory_config import CoreCoord
 from ttjax.op_validation import validate_sdpa
+import ttjax.sdpa_kernel as sdpa_kernel
 
 MASK_VALUE = -1e9
 TILE = 32
@@ -75,11 +76,13 @@ def _pad_to(x, axis: int, multiple: int):
     return jnp.pad(x, widths)
 
 
-def flash_attention(qg, load_kv, n_k_chunks: int, k_chunk: int, q_start, *, is_causal: bool, q_chunk: int, n_keys=None):
-    """The online-softmax walk. qg [B, KV, G, Sq, d] float32, already scaled, Sq a multiple of q_chunk;
-    load_kv(j) -> (k, v), each [B, KV, k_chunk, d] float32, for key rows [j * k_chunk, (j + 1) * k_chunk).
-    Query row i is at position q_start + i; keys from n_keys on (padding) are masked. Returns
-    [B, KV, G, Sq, d] float32."""
+def flash_attention(qg, load_kv, n_k_chunks: int, k_chunk: int, q_start, *, is_causal: bool, q_chunk: int, n_keys=None,
+                    kernel=None, out_dtype=jnp.float32):
+    """The online-softmax walk. qg [B, KV, G, Sq, d] float32, already scaled (unscaled with a kernel, which scales
+    inside its exp), Sq a multiple of q_chunk; load_kv(j) -> (k, v), each [B, KV, k_chunk, d] float32, for key rows
+    [j * k_chunk, (j + 1) * k_chunk). Query row i is at position q_start + i; keys from n_keys on (padding) are
+    masked. kernel: a ttjax.sdpa_kernel.KernelMath to walk as tt-metal's kernel does (its output packed to
+    out_dtype). Returns [B, KV, G, Sq, d] float32."""
     b, n_kv, g, sq, d = qg.shape
     n_q_chunks = sq // q_chunk
 
@@ -87,15 +90,19 @@ def flash_attention(qg, load_kv, n_k_chunks: int, k_chunk: int, q_start, *, is_c
         q = jax.lax.dynamic_slice_in_dim(qg, i * q_chunk, q_chunk, axis=3)
         q_pos = q_start + i * q_chunk + jnp.arange(q_chunk)
 
+        def allowed(j):
+            k_pos = j * k_chunk + jnp.arange(k_chunk)
+            keep = jnp.ones((q_chunk, k_chunk), bool)
+            if is_causal:
+                keep = k_pos[None, :] <= q_pos[:, None]
+            if n_keys is not None:
+                keep = keep & (k_pos < n_keys)
+            return keep
+
         def step(j, carry):
             m, l, acc = carry
             k, v = load_kv(j)
-            s = jnp.einsum("bkgqd,bksd->bkgqs", q, k)
-            k_pos = j * k_chunk + jnp.arange(k_chunk)
-            if is_causal:
-                s = jnp.where(k_pos[None, :] <= q_pos[:, None], s, MASK_VALUE)
-            if n_keys is not None:
-                s = jnp.where(k_pos < n_keys, s, MASK_VALUE)
+            s = jnp.where(allowed(j), jnp.einsum("bkgqd,bksd->bkgqs", q, k), MASK_VALUE)
             m_new = jnp.maximum(m, s.max(-1))
             p = jnp.exp(s - m_new[..., None])
             rescale = jnp.exp(m - m_new)
@@ -106,6 +113,8 @@ def flash_attention(qg, load_kv, n_k_chunks: int, k_chunk: int, q_start, *, is_c
         # Causal: key chunks past this query chunk's last position are skipped, not masked.
         last = q_start + (i + 1) * q_chunk - 1
         stop = jnp.minimum(n_k_chunks, last // k_chunk + 1) if is_causal else n_k_chunks
+        if kernel is not None:
+            return _kernel_walk(kernel, q, load_kv, allowed, stop, out_dtype)
         init = (jnp.full((b, n_kv, g, q_chunk), -jnp.inf), jnp.zeros((b, n_kv, g, q_chunk)), jnp.zeros((b, n_kv, g, q_chunk, d)))
         _, l, acc = jax.lax.fori_loop(0, stop, step, init)
         return acc / l[..., None]
@@ -114,11 +123,36 @@ def flash_attention(qg, load_kv, n_k_chunks: int, k_chunk: int, q_start, *, is_c
     return jnp.moveaxis(out, 0, 3).reshape(b, n_kv, g, sq, d)
 
 
-def scaled_dot_product_attention(q, k, v, *, is_causal: bool = True, scale: float | None = None, program_config=None):
+def _kernel_walk(kernel, q, load_kv, allowed, stop, out_dtype):
+    """The key chunks of one query chunk as the SDPA kernel walks them (ttjax.sdpa_kernel): the G query heads of a KV
+    head stacked as rows of one Q block, the first chunk peeled (it has no previous max or sums to correct)."""
+    b, n_kv, g, q_chunk, d = q.shape
+    rows = q.reshape(b, n_kv, g * q_chunk, d)
+
+    def chunk(j, state, first):
+        k, v = load_kv(j)
+        keep = jnp.tile(allowed(j), (g, 1))  # [G * q_chunk, k_chunk]
+        return sdpa_kernel.prefill_chunk(kernel, rows, k, v, keep, first, state)
+
+    state = chunk(0, None, True)  # every query chunk reads key chunk 0
+    state = jax.lax.fori_loop(1, stop, lambda j, st: chunk(j, st, False), state)
+    return sdpa_kernel.prefill_finish(kernel, state, out_dtype).reshape(b, n_kv, g, q_chunk, d)
+
+
+def kernel_math(cfg: SDPAProgramConfig, scale: float, compute_kernel_config, fpu: bool, sfpu: bool):
+    """The kernel's arithmetic for a compute kernel config (None: float32 math, the reference)."""
+    if compute_kernel_config is None:
+        return None
+    return sdpa_kernel.KernelMath(compute_kernel_config, float(scale), cfg.exp_approx_mode, fpu, sfpu)
+
+
+def scaled_dot_product_attention(q, k, v, *, is_causal: bool = True, scale: float | None = None, program_config=None,
+                                 compute_kernel_config=None, fpu: bool = True, sfpu: bool = True):
     """q [B, H, Sq, d], k/v [B, KV, Sk, d] -> [B, H, Sq, d], flash attention in program_config's chunks.
 
     Causal attention needs Sq == Sk. Lengths that are not chunk multiples are zero-padded here and the
-    padding masked (ttnn wants tile-padded inputs; here any length runs)."""
+    padding masked (ttnn wants tile-padded inputs; here any length runs). With a compute_kernel_config the walk is
+    the SDPA kernel's (ttjax.sdpa_kernel; fpu / sfpu: which halves of the Tensix to emulate)."""
     cfg = program_config or SDPAProgramConfig()
     b, h, sq, d = q.shape
     if program_config is not None:
@@ -126,25 +160,30 @@ def scaled_dot_product_attention(q, k, v, *, is_causal: bool = True, scale: floa
     sk = k.shape[2]
     if is_causal and sk != sq:
         raise TTJaxError(f"causal attention needs as many keys as queries, got {sk} keys for {sq} queries.")
-    q_chunk, k_chunk = min(cfg.q_chunk_size, sq), min(cfg.k_chunk_size, sk)
     scale = d**-0.5 if scale is None else scale
-    qg = _pad_to(group_heads(q, k.shape[1]).astype(jnp.float32) * scale, 3, q_chunk)
+    kernel = kernel_math(cfg, scale, compute_kernel_config, fpu, sfpu)
+    tiled = -(-sk // TILE) * TILE if kernel is not None else sk  # the kernel reads whole tiles of keys
+    q_chunk, k_chunk = min(cfg.q_chunk_size, sq), min(cfg.k_chunk_size, tiled)
+    qg = _pad_to(group_heads(q, k.shape[1]).astype(jnp.float32) * (1.0 if kernel else scale), 3, q_chunk)
     kf, vf = (_pad_to(t.astype(jnp.float32), 2, k_chunk) for t in (k, v))
 
     def load_kv(j):
         return (jax.lax.dynamic_slice_in_dim(kf, j * k_chunk, k_chunk, axis=2), jax.lax.dynamic_slice_in_dim(vf, j * k_chunk, k_chunk, axis=2))
 
     n_keys = None if sk % k_chunk == 0 else sk
-    out = flash_attention(qg, load_kv, kf.shape[2] // k_chunk, k_chunk, 0, is_causal=is_causal, q_chunk=q_chunk, n_keys=n_keys)
+    out = flash_attention(qg, load_kv, kf.shape[2] // k_chunk, k_chunk, 0, is_causal=is_causal, q_chunk=q_chunk, n_keys=n_keys,
+                          kernel=kernel, out_dtype=q.dtype)
     return out[..., :sq, :].reshape(b, h, sq, d).astype(q.dtype)
 
 
-def chunked_scaled_dot_product_attention(q, k_cache, v_cache, page_table, chunk_start_idx, *, scale=None, program_config=None):
+def chunked_scaled_dot_product_attention(q, k_cache, v_cache, page_table, chunk_start_idx, *, scale=None, program_config=None,
+                                         compute_kernel_config=None, fpu: bool = True, sfpu: bool = True):
     """Causal attention of one user's query chunk against its paged cache.
 
     q [1, H, S, d] holds positions chunk_start_idx .. chunk_start_idx + S - 1 (its K/V already written);
     caches [max_num_blocks, KV, block_size, d]; page_table [1, blocks_per_user] (or [blocks_per_user]).
-    chunk_start_idx may be traced: one program serves every chunk of a prompt."""
+    chunk_start_idx may be traced: one program serves every chunk of a prompt. compute_kernel_config, fpu, sfpu: as
+    scaled_dot_product_attention's."""
     cfg = program_config or SDPAProgramConfig()
     _, h, s, d = q.shape
     if program_config is not None:
@@ -161,7 +200,8 @@ def chunked_scaled_dot_product_attention(q, k_cache, v_cache, page_table, chunk_
         raise TTJaxError(f"the query chunk of {s} rows is not a multiple of q_chunk_size = {q_chunk}.")
     per_chunk = k_chunk // block
     scale = d**-0.5 if scale is None else scale
-    qg = group_heads(q, n_kv).astype(jnp.float32) * scale
+    kernel = kernel_math(cfg, scale, compute_kernel_config, fpu, sfpu)
+    qg = group_heads(q, n_kv).astype(jnp.float32) * (1.0 if kernel else scale)
 
     def load_kv(j):
         blocks = jax.lax.dynamic_slice_in_dim(row, j * per_chunk, per_chunk)
@@ -172,5 +212,6 @@ def chunked_scaled_dot_product_attention(q, k_cache, v_cache, page_table, chunk_
 
         return read(k_cache), read(v_cache)
 
-    out = flash_attention(qg, load_kv, row.shape[0] // per_chunk, k_chunk, chunk_start_idx, is_causal=True, q_chunk=q_chunk)
+    out = flash_attention(qg, load_kv, row.shape[0] // per_chunk, k_chunk, chunk_start_idx, is_causal=True, q_chunk=q_chunk,
+                          kernel=kernel, out_dtype=q.dtype)
     return out.reshape(1, h, s, d).astype(q.dtype)

@@ -41,16 +41,20 @@ import jax.numpy as jnp
 
 from mesh.errors import TTJaxError
 import ttjax.native as native
-from ttjax.flash_attention import MASK_VALUE, SDPAProgramConfig
+from ttjax.flash_attention import MASK_VALUE, SDPAProgramConfig, kernel_math
+import ttjax.sdpa_kernel as sdpa_kernel
 
 
-def _flash_decode(q, load_kv, cur_pos, n_kv: int, n_chunks: int, k_chunk: int, scale):
+def _flash_decode(q, load_kv, cur_pos, n_kv: int, n_chunks: int, k_chunk: int, scale, kernel=None):
     """q [B, H, d]; load_kv(j) -> (k, v), each [B * KV, k_chunk, d] (any dtype): key chunk j of every
-    (user, KV head), 0 <= j < n_chunks. Returns [B, H, d] float32."""
+    (user, KV head), 0 <= j < n_chunks. kernel: a ttjax.sdpa_kernel.KernelMath to walk the chunks as tt-metal's
+    decode kernel does. Returns [B, H, d] float32."""
     b, h, d = q.shape
     n = b * n_kv
-    qf = q.reshape(n, h // n_kv, d).astype(jnp.float32) * scale
+    qf = q.reshape(n, h // n_kv, d).astype(jnp.float32) * (1.0 if kernel is not None else scale)
     pos = jnp.repeat(cur_pos.astype(jnp.int32), n_kv)[:, None]  # [B * KV, 1]
+    if kernel is not None:
+        return _kernel_walk(kernel, qf, load_kv, pos, n_chunks, k_chunk, jnp.dtype(q.dtype), h).reshape(b, h, d)
 
     def step(j, carry):
         m, l, o = carry
@@ -75,6 +79,24 @@ def _flash_decode(q, load_kv, cur_pos, n_kv: int, n_chunks: int, k_chunk: int, s
     return (o / l[..., None]).reshape(b, h, d)
 
 
+def _kernel_walk(kernel, qf, load_kv, pos, n_chunks: int, k_chunk: int, q_dtype, n_heads: int):
+    """The chunks as sdpa_flash_decode.cpp walks them on one core (ttjax.sdpa_kernel.decode_chunk), up to the
+    furthest user's chunk; an empty slot (cur_pos < 0, skipped by the op) gives zeros."""
+    approx = kernel.exp_approx or sdpa_kernel.half_tile_queries(n_heads, q_dtype, is_causal=True)
+
+    def chunk(j, state, first):
+        k, v = load_kv(j)
+        allowed = (j * k_chunk + jnp.arange(k_chunk) <= pos)[:, None]  # [B * KV, 1, k_chunk]
+        return sdpa_kernel.decode_chunk(kernel, qf, k.astype(jnp.float32), v.astype(jnp.float32), allowed, first, state,
+                                        approx)
+
+    stop = jnp.clip((pos.max() + k_chunk) // k_chunk, 1, n_chunks)
+    state = chunk(0, None, True)
+    state = jax.lax.fori_loop(1, stop, lambda j, st: chunk(j, st, False), state)
+    out = sdpa_kernel.decode_finish(kernel, state, q_dtype)
+    return jnp.where(pos[:, :, None] >= 0, out, 0.0)
+
+
 # Positions read per loop step: a chunk of the program config longer than this is read in pieces of this size.
 # TT splits the sequence across cores, so a long chunk costs it little; here the steps run one after another and
 # the last one is read whole, so a 512-row chunk would read up to 511 rows past a user's position (at max_seq_len
@@ -96,13 +118,18 @@ def read_rows(k_chunk: int) -> int:
     return READ_ROWS if k_chunk > READ_ROWS and k_chunk % READ_ROWS == 0 else k_chunk
 
 
-def scaled_dot_product_attention_decode(q, k_cache, v_cache, cur_pos, *, scale=None, program_config=None):
-    """q [B, H, d], caches [B, KV, S, d], cur_pos [B] int32 -> [B, H, d]."""
+def scaled_dot_product_attention_decode(q, k_cache, v_cache, cur_pos, *, scale=None, program_config=None,
+                                        compute_kernel_config=None, fpu: bool = True, sfpu: bool = True):
+    """q [B, H, d], caches [B, KV, S, d], cur_pos [B] int32 -> [B, H, d]. With a compute_kernel_config the chunks
+    are the program config's and walked as the decode kernel does (ttjax.sdpa_kernel; fpu / sfpu: which halves of
+    the Tensix to emulate)."""
     b, n_kv, s, d = k_cache.shape
     if q.shape[0] != b:
         raise TTJaxError(f"q has {q.shape[0]} users but the cache has {b} slots.")
-    k_chunk = read_rows(decode_k_chunk(s, program_config))
     scale = d**-0.5 if scale is None else scale
+    kernel = kernel_math(program_config or SDPAProgramConfig(), scale, compute_kernel_config, fpu, sfpu)
+    k_chunk = decode_k_chunk(s, program_config)
+    k_chunk = k_chunk if kernel is not None else read_rows(k_chunk)
     k, v = (c.reshape(b * n_kv, s, d) for c in (k_cache, v_cache))
 
     def load_kv(j):  # rows j * k_chunk .. (j + 1) * k_chunk - 1; j < n_chunks, so the start is never clamped
@@ -111,18 +138,22 @@ def scaled_dot_product_attention_decode(q, k_cache, v_cache, cur_pos, *, scale=N
             return native.gather_rows(k_cache, rows), native.gather_rows(v_cache, rows)
         return tuple(jax.lax.dynamic_slice_in_dim(c, j * k_chunk, k_chunk, axis=1) for c in (k, v))
 
-    return _flash_decode(q, load_kv, jnp.asarray(cur_pos), n_kv, s // k_chunk, k_chunk, scale).astype(q.dtype)
+    return _flash_decode(q, load_kv, jnp.asarray(cur_pos), n_kv, s // k_chunk, k_chunk, scale, kernel).astype(q.dtype)
 
 
-def paged_scaled_dot_product_attention_decode(q, k_cache, v_cache, cur_pos, page_table, *, scale=None, program_config=None):
+def paged_scaled_dot_product_attention_decode(q, k_cache, v_cache, cur_pos, page_table, *, scale=None, program_config=None,
+                                              compute_kernel_config=None, fpu: bool = True, sfpu: bool = True):
     """q [B, H, d], paged caches [max_num_blocks, KV, block_size, d], page_table [B, blocks_per_user] int32,
-    cur_pos [B] -> [B, H, d]. Each user's blocks are read through its page-table row, in order."""
+    cur_pos [B] -> [B, H, d]. Each user's blocks are read through its page-table row, in order.
+    compute_kernel_config, fpu, sfpu: as scaled_dot_product_attention_decode's."""
     b, blocks_per_user = page_table.shape
     k_cache, v_cache = jnp.asarray(k_cache), jnp.asarray(v_cache)
     _, n_kv, block, d = k_cache.shape
     s = blocks_per_user * block
-    k_chunk = read_rows(decode_k_chunk(s, program_config))
     scale = d**-0.5 if scale is None else scale
+    kernel = kernel_math(program_config or SDPAProgramConfig(), scale, compute_kernel_config, fpu, sfpu)
+    k_chunk = decode_k_chunk(s, program_config)
+    k_chunk = k_chunk if kernel is not None else read_rows(k_chunk)
     # The blocks one chunk can touch: k_chunk // block when blocks tile chunks, one when chunks tile blocks,
     # else one more for a chunk that starts inside a block. The table is padded so that slicing it never clamps.
     per_chunk = -(-(k_chunk + block - math.gcd(k_chunk, block)) // block)
@@ -146,4 +177,4 @@ def paged_scaled_dot_product_attention_decode(q, k_cache, v_cache, cur_pos, page
 
         return read(k_cache), read(v_cache)
 
-    return _flash_decode(q, load_kv, jnp.asarray(cur_pos), n_kv, s // k_chunk, k_chunk, scale).astype(q.dtype)
+    return _flash_decode(q, load_kv, jnp.asarray(cur_pos), n_kv, s // k_chunk, k_chunk, scale, kernel).astype(q.dtype)

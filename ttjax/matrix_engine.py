@@ -267,3 +267,56 @@ def pack(dst, dtype, fp32_dest_acc_en: bool):
     if dtype == jnp.bfloat16:
         return (flush_denormals(round_away(dst, 16)) if fp32_dest_acc_en else dst).astype(jnp.bfloat16)
     raise TTJaxError(f"output dtype {dtype} is not one a matmul packs to: float32, bfloat16, bfloat8_b, bfloat4_b.")
+
+
+# ---------------------------------------------------------------------------------------------------- element-wise
+# The matrix engine's element-wise instructions, as ttnn's eltwise and bcast kernels and the norms' and SDPA's compute
+# kernels drive them (ISA: ELWMUL.md, ELWADD.md, GAPOOL.md). The first operand is unpacked to SrcA, the second
+# (the broadcast one) to SrcB. A float32 circular buffer is read into Src as TF32; a bfloat16 or block-float one as
+# BF16. SrcA's format sets how both are read: TF32 when SrcA holds TF32, else BF16 (a TF32 value in SrcB then loses
+# its three low mantissa bits).
+
+
+def read_src(x, from_float32: bool):
+    """Values of a circular buffer as the unpacker writes them to Src: float32 data truncated to TF32, bfloat16 and
+    block-float data as they are; denormals flushed."""
+    return unpack(jnp.asarray(x).astype(jnp.float32), tf32=True) if from_float32 else flush_denormals(
+        jnp.asarray(x).astype(jnp.float32))
+
+
+def _src_pair(a, b, a_float32: bool, b_float32: bool):
+    a, b = read_src(a, a_float32), read_src(b, b_float32)
+    if not a_float32:  # BF16 style: SrcB read as BF16 too
+        b = _mask(b, 0xFFFF0000)
+    return a, b
+
+
+def elwmul(a, b, config: WormholeComputeKernelConfig, *, a_float32: bool = False, b_float32: bool = False):
+    """ELWMUL: a * b element-wise (b broadcast as numpy broadcasts), as Dst values: each fidelity phase's product of
+    SrcA's and SrcB's bits added into Dst (zeroed first), FP32 or rounded to BF16 at every add."""
+    a, b = _src_pair(a, b, a_float32, b_float32)
+    dst_write = (lambda v: v) if config.fp32_dest_acc_en else dst_bf16
+    dst = jnp.zeros(jnp.broadcast_shapes(a.shape, b.shape), jnp.float32)
+    for p in config.math_fidelity.phases:
+        dst = dst_write(dst + src_a_bits(a, p) * src_b_bits(b, p))
+    return dst
+
+
+def elwadd(a, b, config: WormholeComputeKernelConfig, *, a_float32: bool = False, b_float32: bool = False,
+           subtract: bool = False):
+    """ELWADD / ELWSUB: a + b (or a - b) element-wise as Dst values; no fidelity phases (one pass), FP32 or rounded to
+    BF16."""
+    a, b = _src_pair(a, b, a_float32, b_float32)
+    out = a - b if subtract else a + b
+    return out if config.fp32_dest_acc_en else dst_bf16(out)
+
+
+def reduce_rows(x, scaler, config: WormholeComputeKernelConfig, *, from_float32: bool):
+    """reduce_tile<SUM/AVG, REDUCE_ROW>: for each row of x [..., W], the sum over W of x * scaler, on the matrix
+    engine (GAPOOL: Dst += SrcB @ SrcA, the scaler row in SrcB, x in SrcA) at the config's fidelity and Dst, K in
+    16-deep steps as tensix_matmul orders them. Returns [..., 1] Dst values."""
+    lead, w = x.shape[:-1], x.shape[-1]
+    rows = x.reshape(-1, w).astype(jnp.float32).T  # [W, R]: SrcA
+    ones = jnp.full((1, w), scaler, jnp.float32)  # SrcB
+    out = tensix_matmul(ones, rows, config, weight_is_float32=from_float32)
+    return out.reshape(*lead, 1)

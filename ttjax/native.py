@@ -27,6 +27,10 @@ TENSIX_MATMUL = "ttjax_tensix_matmul"
 TENSIX_MATMUL_BFP = "ttjax_tensix_matmul_block_float"
 GATHER_ROWS = "ttjax_gather_rows"
 SCATTER_ROWS = "ttjax_scatter_rows"
+SFPU = "ttjax_sfpu"
+# ttjax/csrc/sfpu.cc's functions (its enum Fn)
+SFPU_FUNCTIONS = {"exp": 0, "reciprocal": 1, "rsqrt": 2, "sqrt": 3, "sigmoid": 4, "silu": 5, "mul_scalar": 6,
+                  "exp_schraudolph": 7, "exp_polynomial": 8, "exp_accurate_scaled": 9, "reciprocal_iter": 10}
 ISA_LEVELS = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3}
 
 
@@ -58,6 +62,7 @@ def _load():
         jax.ffi.register_ffi_target(TENSIX_MATMUL_BFP, jax.ffi.pycapsule(lib.TtjaxTensixMatmulBlockFloat), platform="cpu")
         jax.ffi.register_ffi_target(GATHER_ROWS, jax.ffi.pycapsule(lib.TtjaxGatherRows), platform="cpu")
         jax.ffi.register_ffi_target(SCATTER_ROWS, jax.ffi.pycapsule(lib.TtjaxScatterRows), platform="cpu")
+        jax.ffi.register_ffi_target(SFPU, jax.ffi.pycapsule(lib.TtjaxSfpu), platform="cpu")
         lib.TtjaxIsaLevels.restype = ctypes.c_int64
     except (OSError, AttributeError) as e:
         print(f"ttjax: {LIBRARY.name} did not load ({e}); the pure-JAX path will be used", file=sys.stderr)
@@ -100,6 +105,17 @@ def tensix_matmul(x: jax.Array, w, phases: int, fp32_dest: bool, tf32: bool = Fa
         w = w.astype(jnp.float32)
     out = jax.ShapeDtypeStruct((x.shape[0], w.shape[1]), jnp.float32)
     return jax.ffi.ffi_call(TENSIX_MATMUL, out)(x.astype(jnp.float32), w, tf32=bool(tf32), **modes)
+
+
+def sfpu(dst: jax.Array, fn: str, *, fp32: bool, approx: bool = False, p0: int = 0, p1: int = 0, flag: int = 0,
+         isa: str = "auto") -> jax.Array:
+    """An SFPU function over Dst values (float32 arrays, any shape): loaded, computed and stored as
+    ttjax.sfpu.run_on_dst describes; call only when available(). fn: one of SFPU_FUNCTIONS; p0, p1, flag: its
+    constants (see ttjax/csrc/sfpu.cc)."""
+    out = jax.ShapeDtypeStruct(dst.shape, jnp.float32)
+    return jax.ffi.ffi_call(SFPU, out, vmap_method="expand_dims")(
+        dst.astype(jnp.float32), fn=np.int64(SFPU_FUNCTIONS[fn]), fp32=bool(fp32), approx=bool(approx), p0=np.int64(p0),
+        p1=np.int64(p1), flag=np.int64(flag), isa=np.int64(ISA_LEVELS[isa]))
 
 
 def rows_kernels_for(cache) -> bool:

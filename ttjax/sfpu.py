@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import ttjax.native as native_lib
 import ttjax.vector_unit as vu
 from ttjax.vector_unit import f32_bits, mad, mul, add, sub, u32
 
@@ -325,9 +326,56 @@ def to_dst(x, fp32_dest_acc_en: bool):
     return x.astype(jnp.float32)
 
 
-def _unary(lanes_fn, x, fp32_dest_acc_en: bool):
-    dst = to_dst(x, fp32_dest_acc_en)
-    out = vu.store_dst(lanes_fn(vu.load_dst(dst, fp32_dest_acc_en)), fp32_dest_acc_en)
+def run_on_dst(dst, fn: str, *, fp32: bool, approx: bool = False, native: bool = True, isa: str = "auto", **params):
+    """An SFPU function over Dst values (float32 arrays of what Dst holds): each loaded as SFPLOAD reads it, put
+    through fn, stored as SFPSTORE writes it (truncated into a 16-bit Dst). fn: a public function's name (exp,
+    reciprocal, rsqrt, sqrt, sigmoid, silu, gelu) or one of the kernels' own steps: mul_scalar (constant=),
+    exp_schraudolph (scale=, clamp_negative=), exp_polynomial and exp_accurate_scaled (scale_bf16=, the BF16 scale's
+    16 bits), reciprocal_iter (iterations=, round_to_bf16=). Through ttjax's native kernel where it is built (gelu and
+    the approximate sigmoid stay in JAX), else the pure-JAX lanes, its reference."""
+    dst = jnp.asarray(dst, jnp.float32)
+    lanes_fn, native_args = _DST_FUNCTIONS[fn](fp32, approx, **params)
+    if native and native_args is not None and native_lib.available():
+        return native_lib.sfpu(dst, native_args[0], fp32=fp32, approx=approx, isa=isa, **native_args[1])
+    return vu.store_dst(lanes_fn(vu.load_dst(dst, fp32)), fp32)
+
+
+def _schraudolph_args(scale, clamp_negative):
+    scale = np.float32(scale)
+    a = vu.f32_bits(SCHRAUDOLPH_A * scale)
+    threshold = vu.f32_bits(SCHRAUDOLPH_THRESHOLD / scale)
+    return dict(p0=a, p1=threshold, flag=int(clamp_negative))
+
+
+# name -> (fp32, approx, params) -> (lanes function, (native name, native params) or None)
+_DST_FUNCTIONS = {
+    "exp": lambda fp32, approx: (lambda v: exp_lanes(v, approx=approx, fp32=fp32), ("exp", {})),
+    "reciprocal": lambda fp32, approx: (lambda v: reciprocal_lanes(v, approx=approx, fp32=fp32), ("reciprocal", {})),
+    "rsqrt": lambda fp32, approx: (lambda v: sqrt_lanes(v, approx=approx, fp32=fp32, reciprocal=True), ("rsqrt", {})),
+    "sqrt": lambda fp32, approx: (lambda v: sqrt_lanes(v, approx=approx, fp32=fp32, reciprocal=False), ("sqrt", {})),
+    "sigmoid": lambda fp32, approx: (lambda v: sigmoid_lanes(v, approx=approx, fp32=fp32),
+                                     None if approx else ("sigmoid", {})),
+    "silu": lambda fp32, approx: (lambda v: silu_lanes(v, fp32=fp32), ("silu", {})),
+    "gelu": lambda fp32, approx: (lambda v: gelu_lanes(v, approx=approx, fp32=fp32), None),
+    "mul_scalar": lambda fp32, approx, constant: (
+        lambda v: mul(v, np.asarray(constant, np.float32).view(np.uint32)),
+        ("mul_scalar", dict(p0=int(np.asarray(constant, np.float32).view(np.uint32))))),
+    "exp_schraudolph": lambda fp32, approx, scale=1.0, clamp_negative=True: (
+        lambda v: exp_schraudolph(v, fp32=fp32, scale=np.float32(scale), clamp_negative=clamp_negative),
+        ("exp_schraudolph", _schraudolph_args(scale, clamp_negative))),
+    "exp_polynomial": lambda fp32, approx, scale_bf16: (
+        lambda v: exp_polynomial(v, fp32=fp32, scale_bf16=scale_bf16), ("exp_polynomial", dict(p0=scale_bf16 << 16))),
+    "exp_accurate_scaled": lambda fp32, approx, scale_bf16: (
+        lambda v: exp_accurate_scaled(v, fp32=fp32, scale_bf16=scale_bf16),
+        ("exp_accurate_scaled", dict(p0=scale_bf16 << 16))),
+    "reciprocal_iter": lambda fp32, approx, iterations, round_to_bf16=False: (
+        lambda v: reciprocal_iter(v, iterations=iterations, round_to_bf16=round_to_bf16),
+        ("reciprocal_iter", dict(p0=int(round_to_bf16), flag=iterations))),
+}
+
+
+def _unary(name: str, x, approx: bool, fp32_dest_acc_en: bool, native: bool = True):
+    out = run_on_dst(to_dst(x, fp32_dest_acc_en), name, fp32=fp32_dest_acc_en, approx=approx, native=native)
     return out if fp32_dest_acc_en else as_bfloat16(out)
 
 
@@ -336,41 +384,74 @@ def as_bfloat16(x):
     return jax.lax.bitcast_convert_type((vu.bits(x) >> 16).astype(jnp.uint16), jnp.bfloat16)
 
 
-def exp(x, *, approx: bool = False, fp32_dest_acc_en: bool = False):
+def exp(x, *, approx: bool = False, fp32_dest_acc_en: bool = False, native: bool = True):
     """exp_tile: e^x as the Wormhole's SFPU computes it; see the module docstring for x and the result."""
-    return _unary(lambda v: exp_lanes(v, approx=approx, fp32=fp32_dest_acc_en), x, fp32_dest_acc_en)
+    return _unary("exp", x, approx, fp32_dest_acc_en, native)
 
 
-def reciprocal(x, *, approx: bool = False, fp32_dest_acc_en: bool = False):
+def reciprocal(x, *, approx: bool = False, fp32_dest_acc_en: bool = False, native: bool = True):
     """recip_tile: 1 / x."""
-    return _unary(lambda v: reciprocal_lanes(v, approx=approx, fp32=fp32_dest_acc_en), x, fp32_dest_acc_en)
+    return _unary("reciprocal", x, approx, fp32_dest_acc_en, native)
 
 
-def rsqrt(x, *, approx: bool = False, fp32_dest_acc_en: bool = False):
+def rsqrt(x, *, approx: bool = False, fp32_dest_acc_en: bool = False, native: bool = True):
     """rsqrt_tile (RsqrtMode::Default): 1 / sqrt(x)."""
-    return _unary(lambda v: sqrt_lanes(v, approx=approx, fp32=fp32_dest_acc_en, reciprocal=True), x, fp32_dest_acc_en)
+    return _unary("rsqrt", x, approx, fp32_dest_acc_en, native)
 
 
-def sqrt(x, *, approx: bool = False, fp32_dest_acc_en: bool = False):
+def sqrt(x, *, approx: bool = False, fp32_dest_acc_en: bool = False, native: bool = True):
     """sqrt_tile: sqrt(x)."""
-    return _unary(lambda v: sqrt_lanes(v, approx=approx, fp32=fp32_dest_acc_en, reciprocal=False), x, fp32_dest_acc_en)
+    return _unary("sqrt", x, approx, fp32_dest_acc_en, native)
 
 
-def sigmoid(x, *, approx: bool = False, fp32_dest_acc_en: bool = False):
+def sigmoid(x, *, approx: bool = False, fp32_dest_acc_en: bool = False, native: bool = True):
     """sigmoid_tile: 1 / (1 + e^-x); approx is SFPLUT's three-segment line."""
-    return _unary(lambda v: sigmoid_lanes(v, approx=approx, fp32=fp32_dest_acc_en), x, fp32_dest_acc_en)
+    return _unary("sigmoid", x, approx, fp32_dest_acc_en, native)
 
 
-def silu(x, *, approx: bool = False, fp32_dest_acc_en: bool = False):
+def silu(x, *, approx: bool = False, fp32_dest_acc_en: bool = False, native: bool = True):
     """silu_tile: x * sigmoid(x). The kernel has no approximate form: approx changes nothing."""
-    del approx
-    return _unary(lambda v: silu_lanes(v, fp32=fp32_dest_acc_en), x, fp32_dest_acc_en)
+    return _unary("silu", x, False, fp32_dest_acc_en, native)
 
 
-def gelu(x, *, approx: bool = False, fp32_dest_acc_en: bool = False):
+def gelu(x, *, approx: bool = False, fp32_dest_acc_en: bool = False, native: bool = True):
     """gelu_tile: x * Phi(x) (the erf form); approx is SFPLUTFP32's six-segment line plus x / 2."""
-    return _unary(lambda v: gelu_lanes(v, approx=approx, fp32=fp32_dest_acc_en), x, fp32_dest_acc_en)
+    return _unary("gelu", x, approx, fp32_dest_acc_en, native)
 
 
 FUNCTIONS = {"exp": exp, "reciprocal": reciprocal, "rsqrt": rsqrt, "sqrt": sqrt, "sigmoid": sigmoid, "silu": silu,
              "gelu": gelu}
+
+
+# ---------------------------------------------------------------------------------------------------- SDPA's own
+# ckernel_sfpu_sdpa.h: the correction factor exp(scale * (m_old - m_new)) of flash attention's running sums.
+EXP_POLY = {4: [F(c) for c in ("1.0000001510806179002040134468008959160576106495165", "0.99996228117047652035114096488703457970402030983204",
+                               "0.49998365704615426417337683145647067790385638465486", "0.16792157982882225102649214918047336097544632172075",
+                               "4.1959439860014343843000081999668024587178974865521e-2")],
+            2: [F(c) for c in ("0.999848792924395313327307061545061386175496934006", "1.01508760098521056684783640695492761469306929535975",
+                               "0.50628367056745568861842335616023694454759126020461")]}
+
+
+def exp_polynomial(v, *, fp32: bool, scale_bf16: int | None):
+    """calculate_exponential_polynomial: k = round(v / ln2) to an 8-bit integer, r = v - k ln2, a degree-4 (FP32 Dst)
+    or degree-2 polynomial in r, times 2^k built by SFPSETEXP; 0 where k = -127; rounded to BF16 for a 16-bit Dst."""
+    if scale_bf16 is not None:
+        v = mul(v, np.uint32(scale_bf16 << 16))
+    k = vu.round_int(mul(v, F("1.44269504088896340736")), keep_sign=True, max_magnitude=127)
+    kf = vu.cast_sm32(k)
+    r = mad(kf, F("-0.69314718055994530942"), v)
+    coeffs = EXP_POLY[4 if fp32 else 2]
+    p = u32(coeffs[-1])
+    for c in reversed(coeffs[:-1]):
+        p = mad(r, p, c)
+    biased = mad(F("127.0"), ONE, kf)  # SFPADDI 127.0
+    two_k = vu.setexp(u32(0), vu.round_int(biased, keep_sign=False, max_magnitude=255))
+    y = jnp.where((biased << 1) == 0, u32(0), mul(p, two_k))
+    return y if fp32 else vu.round_bf16(y)
+
+
+def exp_accurate_scaled(v, *, fp32: bool, scale_bf16: int):
+    """_ckernel_sfpu_exp_accurate_<SCALE_EN>: v times a BF16 scale, then the accurate exp (FP32 Dst) or exp_21f
+    rounded to BF16."""
+    v = mul(v, np.uint32(scale_bf16 << 16))
+    return exp_fp32_accurate(v) if fp32 else exp_21f(v, consts=EXP21F, round_to_bf16=True)

@@ -2,7 +2,7 @@
 
     ttjax generate --prompt TEXT --max-new-tokens N [--json] [--model PATH] [--chat] [--mesh 1x8]
     ttjax comm-report --mesh 2x4 --mode decode [--json] [--model PATH | --model-name Llama-3.1-70B]
-    ttjax accuracy [--json] [--configs float32,bfloat16,accuracy,performance] [--debug-pcc] [--fidelity off]
+    ttjax accuracy [--json] [--configs float32,bfloat16,accuracy,performance] [--debug-pcc] [--fidelity off] [--sfpu off]
     ttjax precision --model-name Llama-3.1-70B --mode accuracy [--galaxy] [--json]
     ttjax bench [--json] [--model PATH] [--precision float32,accuracy] [--batch 1,32] [--mesh 1x2] [--profile DIR]
     ttjax serve [--host 127.0.0.1] [--port 8000] [--model PATH] [--mesh 1x8] [--max-batch-size 32] [--paged] [--api-key KEY]
@@ -71,7 +71,8 @@ def run_generate(opts) -> int:
     from model.serving.streaming import TextStreamer
 
     mesh_device = mesh_device_for(opts.mesh)
-    precision = (opts.precision or opts.dtype) + ("+fidelity=off" if opts.fidelity == "off" else "")
+    precision = (opts.precision or opts.dtype) + ("+fidelity=off" if opts.fidelity == "off" else "") + (
+        "+sfpu=off" if opts.sfpu == "off" else "")
     options = dict(precision=precision, overrides=parse_overrides(opts.override or []),
                    allow_past_context=opts.allow_past_context, **_mesh_options(opts))
     if opts.model_name and opts.model:
@@ -174,8 +175,9 @@ def run_accuracy(opts) -> int:
     configs = DEFAULT_CONFIGS if opts.configs is None else [c.strip() for c in opts.configs.split(",") if c.strip()]
     if not configs:
         raise ConfigError(f"--configs {opts.configs!r} names no precision config.")
-    if opts.fidelity == "off":
-        configs = [c if c.endswith("+fidelity=off") else c + "+fidelity=off" for c in configs]
+    for switch, value in (("+fidelity=off", opts.fidelity), ("+sfpu=off", opts.sfpu)):
+        if value == "off":
+            configs = [c if switch in c else c + switch for c in configs]
     if not -1 <= opts.pcc_threshold <= 1:  # also refuses nan
         raise ConfigError(f"--pcc-threshold {opts.pcc_threshold} is outside -1..1, the range of a PCC.")
     ck = load_checkpoint(opts.model, progress=not opts.json)
@@ -240,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--paged", action="store_true", help="paged KV cache (on by itself when the prompt needs chunked prefill)")
     g.add_argument("--fidelity", choices=("on", "off"), default="on",
                    help="off: exact float matmuls instead of the matrix engine's math fidelity and Dst (dtypes kept)")
+    g.add_argument("--sfpu", choices=("on", "off"), default="on",
+                   help="off: exact float32 exp, reciprocal, rsqrt and SiLU instead of the SFPU's (formats kept)")
     _add_mesh_options(g)
     g.set_defaults(func=run_generate)
 
@@ -260,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true")
     a.add_argument("--model", default=None, help="checkpoint (default: shipped SmolLM2-135M)")
     a.add_argument("--configs", default=None, help="comma list of float32, bfloat16, accuracy, performance, bfloat8_b, bfloat4_b; "
-                   "each may end in +GROUP=DTYPE, +layers.N.GROUP=DTYPE or +fidelity=off")
+                   "each may end in +GROUP=DTYPE, +layers.N.GROUP=DTYPE, +fidelity=off or +sfpu=off")
     a.add_argument("--prefill-len", type=int, default=512)
     a.add_argument("--decode-steps", type=int, default=128)
     a.add_argument("--reference", choices=("transformers", "float32"), default="transformers")
@@ -268,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--pcc-threshold", type=float, default=0.99, help="PCC debugger threshold (default 0.99)")
     a.add_argument("--debug-pcc", action="store_true", help="print every layer's PCC and the first below the threshold")
     a.add_argument("--fidelity", choices=("on", "off"), default="on", help="off: every config with exact float matmuls")
+    a.add_argument("--sfpu", choices=("on", "off"), default="on",
+                   help="off: every config with exact float32 SFPU functions (exp, reciprocal, rsqrt, SiLU)")
     a.set_defaults(func=run_accuracy)
 
     pr = sub.add_parser("precision", help="the per-op precision table of a model, as tt_transformers' model_config sets it")
