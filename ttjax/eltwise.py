@@ -16,12 +16,11 @@ import jax
 import jax.numpy as jnp
 
 import ttjax.sfpu as sfpu_fns
-import ttjax.vector_unit as vu
 from ttjax.blockfloat import block_format, quantize
 from mesh.errors import TTJaxError
 from ttjax.matrix_engine import WormholeComputeKernelConfig, elwmul, pack
 
-ACTIVATIONS = {"silu": (sfpu_fns.silu_lanes, jax.nn.silu)}
+ACTIVATIONS = {"silu": jax.nn.silu}  # the exact form; the SFPU's is ttjax.sfpu's function of the same name
 
 
 def mul(a: jax.Array, b: jax.Array, *, input_tensor_a_activations: tuple[str, ...] = (), dtype=None,
@@ -37,16 +36,15 @@ def mul(a: jax.Array, b: jax.Array, *, input_tensor_a_activations: tuple[str, ..
     out_format = dtype if dtype is not None else a.dtype
     if compute_kernel_config is None:
         for name in input_tensor_a_activations:
-            a = ACTIVATIONS[name][1](a)
+            a = ACTIVATIONS[name](a)
         out = a * b
         return (quantize(out, out_format, device=True) if block_format(out_format) is not None else out).astype(held)
     fp32 = compute_kernel_config.fp32_dest_acc_en
     if input_tensor_a_activations:
-        lanes = vu.load_dst(sfpu_fns.to_dst(a, fp32), fp32)  # copy_tile: a into Dst
+        dst = sfpu_fns.to_dst(a, fp32)  # copy_tile: a into Dst
         for name in input_tensor_a_activations:
-            exact = ACTIVATIONS[name][1]
-            lanes = ACTIVATIONS[name][0](lanes, fp32=fp32) if sfpu else vu.bits(exact(vu.value(lanes)))
+            dst = sfpu_fns.run_on_dst(dst, name, fp32=fp32) if sfpu else ACTIVATIONS[name](dst)
         # packed to the intermediate buffer in a's format
-        a = pack(vu.store_dst(lanes, fp32), input_tensor_a_dtype or a.dtype, fp32).astype(jnp.float32)
+        a = pack(dst, input_tensor_a_dtype or a.dtype, fp32).astype(jnp.float32)
     dst = elwmul(a, b, compute_kernel_config) if fpu else a.astype(jnp.float32) * b.astype(jnp.float32)
     return pack(dst, out_format, fp32).astype(held)

@@ -23,11 +23,15 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mesh.errors import TTJaxError
 from ttjax.memory_config import CoreCoord
 from ttjax.op_validation import validate_sdpa
+import ttjax.native as native
 import ttjax.sdpa_kernel as sdpa_kernel
+import ttjax.sfpu as sfpu_fns
+from ttjax.matrix_engine import pack
 
 MASK_VALUE = -1e9
 TILE = 32
@@ -139,6 +143,24 @@ def _kernel_walk(kernel, q, load_kv, allowed, stop, out_dtype):
     return sdpa_kernel.prefill_finish(kernel, state, out_dtype).reshape(b, n_kv, g, q_chunk, d)
 
 
+def _native_walk(kernel, qg, k, v, page_row, q_start, *, q_chunk: int, k_chunk: int, seq: int, block: int, n_keys: int,
+                 is_causal: bool):
+    """The prefill kernel's walk in one native call (ttjax/csrc/sdpa_prefill.inc, the same bits as _kernel_walk): qg
+    [B, KV, G, Sq, d] unscaled; k, v contiguous [B, KV, seq, d] or a paged cache. Returns [B, KV, G, Sq, d] packed
+    values, or None where the native kernels do not apply."""
+    if kernel is None or not (kernel.fpu and kernel.sfpu and native.available()):
+        return None
+    b, n_kv, g, sq, d = qg.shape
+    a_bits = np.asarray(sfpu_fns.SCHRAUDOLPH_A * np.float32(kernel.scale), np.float32).view(np.uint32)
+    out = native.sdpa_prefill(
+        qg.reshape(b * n_kv, g, sq, d), k, v, jnp.zeros((0,), jnp.int32) if page_row is None else page_row, q_start,
+        block=block, seq=seq, q_chunk=q_chunk, k_chunk=k_chunk, n_keys=n_keys, causal=is_causal,
+        phases=len(kernel.config.math_fidelity.phases), fp32=kernel.fp32, exp_approx=kernel.exp_approx or not kernel.fp32,
+        corr_approx=kernel.exp_approx, recip_approx=kernel.config.math_approx_mode, scale_bits=int(kernel.scale_bits),
+        a_bits=int(a_bits))
+    return out.reshape(b, n_kv, g, sq, d)
+
+
 def kernel_math(cfg: SDPAProgramConfig, scale: float, compute_kernel_config, fpu: bool, sfpu: bool):
     """The kernel's arithmetic for a compute kernel config (None: float32 math, the reference)."""
     if compute_kernel_config is None:
@@ -171,8 +193,13 @@ def scaled_dot_product_attention(q, k, v, *, is_causal: bool = True, scale: floa
         return (jax.lax.dynamic_slice_in_dim(kf, j * k_chunk, k_chunk, axis=2), jax.lax.dynamic_slice_in_dim(vf, j * k_chunk, k_chunk, axis=2))
 
     n_keys = None if sk % k_chunk == 0 else sk
-    out = flash_attention(qg, load_kv, kf.shape[2] // k_chunk, k_chunk, 0, is_causal=is_causal, q_chunk=q_chunk, n_keys=n_keys,
-                          kernel=kernel, out_dtype=q.dtype)
+    out = _native_walk(kernel, qg, kf, vf, None, 0, q_chunk=q_chunk, k_chunk=k_chunk, seq=kf.shape[2], block=1,
+                       n_keys=sk if n_keys is None else n_keys, is_causal=is_causal)
+    if out is not None:
+        out = pack(out, q.dtype, kernel.fp32).astype(jnp.float32)
+    else:
+        out = flash_attention(qg, load_kv, kf.shape[2] // k_chunk, k_chunk, 0, is_causal=is_causal, q_chunk=q_chunk,
+                              n_keys=n_keys, kernel=kernel, out_dtype=q.dtype)
     return out[..., :sq, :].reshape(b, h, sq, d).astype(q.dtype)
 
 
@@ -212,6 +239,11 @@ def chunked_scaled_dot_product_attention(q, k_cache, v_cache, page_table, chunk_
 
         return read(k_cache), read(v_cache)
 
-    out = flash_attention(qg, load_kv, row.shape[0] // per_chunk, k_chunk, chunk_start_idx, is_causal=True, q_chunk=q_chunk,
-                          kernel=kernel, out_dtype=q.dtype)
+    out = _native_walk(kernel, qg, k_cache, v_cache, row, chunk_start_idx, q_chunk=q_chunk, k_chunk=k_chunk,
+                       seq=row.shape[0] * block, block=block, n_keys=row.shape[0] * block, is_causal=True)
+    if out is not None:
+        out = pack(out, q.dtype, kernel.fp32).astype(jnp.float32)
+    else:
+        out = flash_attention(qg, load_kv, row.shape[0] // per_chunk, k_chunk, chunk_start_idx, is_causal=True,
+                              q_chunk=q_chunk, kernel=kernel, out_dtype=q.dtype)
     return out.reshape(1, h, s, d).astype(q.dtype)

@@ -40,7 +40,11 @@ import jax
 import jax.numpy as jnp
 
 from mesh.errors import TTJaxError
+import numpy as np
+
 import ttjax.native as native
+import ttjax.sfpu as sfpu_fns
+from ttjax.matrix_engine import pack
 from ttjax.flash_attention import MASK_VALUE, SDPAProgramConfig, kernel_math
 import ttjax.sdpa_kernel as sdpa_kernel
 
@@ -79,6 +83,23 @@ def _flash_decode(q, load_kv, cur_pos, n_kv: int, n_chunks: int, k_chunk: int, s
     return (o / l[..., None]).reshape(b, h, d)
 
 
+def _native_walk(kernel, q, k_cache, v_cache, cur_pos, page_table, k_chunk: int, seq: int, n_kv: int, block: int):
+    """The decode kernel's walk in one native call (ttjax/csrc/sdpa_decode.inc, the same bits as _kernel_walk), or
+    None where it does not apply (native kernels not built, or a half of the Tensix not emulated)."""
+    if not (kernel.fpu and kernel.sfpu and native.available()):
+        return None
+    b, h, d = q.shape
+    approx = kernel.exp_approx or sdpa_kernel.half_tile_queries(h, q.dtype, is_causal=True)
+    a_bits = np.asarray(sfpu_fns.SCHRAUDOLPH_A * np.float32(kernel.scale), np.float32).view(np.uint32)
+    out = native.sdpa_decode(
+        q.reshape(b * n_kv, h // n_kv, d).astype(jnp.float32), k_cache, v_cache,
+        jnp.repeat(jnp.asarray(cur_pos, jnp.int32), n_kv), jnp.zeros((0, 0), jnp.int32) if page_table is None else page_table,
+        n_kv=n_kv, block=block, seq=seq, k_chunk=k_chunk, phases=len(kernel.config.math_fidelity.phases),
+        fp32=kernel.fp32, exp_approx=approx, corr_approx=kernel.exp_approx, recip_approx=kernel.config.math_approx_mode,
+        scale_bits=int(kernel.scale_bits), a_bits=int(a_bits))
+    return pack(out, q.dtype, kernel.fp32).astype(jnp.float32).reshape(b, h, d)
+
+
 def _kernel_walk(kernel, qf, load_kv, pos, n_chunks: int, k_chunk: int, q_dtype, n_heads: int):
     """The chunks as sdpa_flash_decode.cpp walks them on one core (ttjax.sdpa_kernel.decode_chunk), up to the
     furthest user's chunk; an empty slot (cur_pos < 0, skipped by the op) gives zeros."""
@@ -90,9 +111,14 @@ def _kernel_walk(kernel, qf, load_kv, pos, n_chunks: int, k_chunk: int, q_dtype,
         return sdpa_kernel.decode_chunk(kernel, qf, k.astype(jnp.float32), v.astype(jnp.float32), allowed, first, state,
                                         approx)
 
+    def later(j, state):  # a user walks only its own chunks (the kernel's k_chunk_end): past them, its state stays
+        new = chunk(j, state, False)
+        mine = j * k_chunk <= pos  # [B * KV, 1]
+        return tuple(jnp.where(mine[..., None], n, o) for n, o in zip(new, state))
+
     stop = jnp.clip((pos.max() + k_chunk) // k_chunk, 1, n_chunks)
     state = chunk(0, None, True)
-    state = jax.lax.fori_loop(1, stop, lambda j, st: chunk(j, st, False), state)
+    state = jax.lax.fori_loop(1, stop, later, state)
     out = sdpa_kernel.decode_finish(kernel, state, q_dtype)
     return jnp.where(pos[:, :, None] >= 0, out, 0.0)
 
@@ -130,6 +156,10 @@ def scaled_dot_product_attention_decode(q, k_cache, v_cache, cur_pos, *, scale=N
     kernel = kernel_math(program_config or SDPAProgramConfig(), scale, compute_kernel_config, fpu, sfpu)
     k_chunk = decode_k_chunk(s, program_config)
     k_chunk = k_chunk if kernel is not None else read_rows(k_chunk)
+    if kernel is not None:
+        out = _native_walk(kernel, q, k_cache, v_cache, cur_pos, None, k_chunk, s, n_kv, s)
+        if out is not None:
+            return out.astype(q.dtype)
     k, v = (c.reshape(b * n_kv, s, d) for c in (k_cache, v_cache))
 
     def load_kv(j):  # rows j * k_chunk .. (j + 1) * k_chunk - 1; j < n_chunks, so the start is never clamped
@@ -154,6 +184,10 @@ def paged_scaled_dot_product_attention_decode(q, k_cache, v_cache, cur_pos, page
     kernel = kernel_math(program_config or SDPAProgramConfig(), scale, compute_kernel_config, fpu, sfpu)
     k_chunk = decode_k_chunk(s, program_config)
     k_chunk = k_chunk if kernel is not None else read_rows(k_chunk)
+    if kernel is not None:
+        out = _native_walk(kernel, q, k_cache, v_cache, cur_pos, page_table, k_chunk, s, n_kv, block)
+        if out is not None:
+            return out.astype(q.dtype)
     # The blocks one chunk can touch: k_chunk // block when blocks tile chunks, one when chunks tile blocks,
     # else one more for a chunk that starts inside a block. The table is padded so that slicing it never clamps.
     per_chunk = -(-(k_chunk + block - math.gcd(k_chunk, block)) // block)

@@ -28,6 +28,8 @@ TENSIX_MATMUL_BFP = "ttjax_tensix_matmul_block_float"
 GATHER_ROWS = "ttjax_gather_rows"
 SCATTER_ROWS = "ttjax_scatter_rows"
 SFPU = "ttjax_sfpu"
+SDPA_DECODE = "ttjax_sdpa_decode"
+SDPA_PREFILL = "ttjax_sdpa_prefill"
 # ttjax/csrc/sfpu.cc's functions (its enum Fn)
 SFPU_FUNCTIONS = {"exp": 0, "reciprocal": 1, "rsqrt": 2, "sqrt": 3, "sigmoid": 4, "silu": 5, "mul_scalar": 6,
                   "exp_schraudolph": 7, "exp_polynomial": 8, "exp_accurate_scaled": 9, "reciprocal_iter": 10}
@@ -63,6 +65,8 @@ def _load():
         jax.ffi.register_ffi_target(GATHER_ROWS, jax.ffi.pycapsule(lib.TtjaxGatherRows), platform="cpu")
         jax.ffi.register_ffi_target(SCATTER_ROWS, jax.ffi.pycapsule(lib.TtjaxScatterRows), platform="cpu")
         jax.ffi.register_ffi_target(SFPU, jax.ffi.pycapsule(lib.TtjaxSfpu), platform="cpu")
+        jax.ffi.register_ffi_target(SDPA_DECODE, jax.ffi.pycapsule(lib.TtjaxSdpaDecode), platform="cpu")
+        jax.ffi.register_ffi_target(SDPA_PREFILL, jax.ffi.pycapsule(lib.TtjaxSdpaPrefill), platform="cpu")
         lib.TtjaxIsaLevels.restype = ctypes.c_int64
     except (OSError, AttributeError) as e:
         print(f"ttjax: {LIBRARY.name} did not load ({e}); the pure-JAX path will be used", file=sys.stderr)
@@ -116,6 +120,36 @@ def sfpu(dst: jax.Array, fn: str, *, fp32: bool, approx: bool = False, p0: int =
     return jax.ffi.ffi_call(SFPU, out, vmap_method="expand_dims")(
         dst.astype(jnp.float32), fn=np.int64(SFPU_FUNCTIONS[fn]), fp32=bool(fp32), approx=bool(approx), p0=np.int64(p0),
         p1=np.int64(p1), flag=np.int64(flag), isa=np.int64(ISA_LEVELS[isa]))
+
+
+def sdpa_decode(q, k_cache, v_cache, pos, page_table, *, n_kv: int, block: int, seq: int, k_chunk: int, phases: int,
+                fp32: bool, exp_approx: bool, corr_approx: bool, recip_approx: bool, scale_bits: int, a_bits: int,
+                isa: str = "auto") -> jax.Array:
+    """Flash decode as tt-metal's kernel computes it (ttjax.sdpa_kernel's decode walk) in one call: q [N, G, d] float32
+    (N = users x KV heads), the caches contiguous [N, S, d] or paged [blocks, KV, block, d] with page_table
+    [B, blocks_per_user] (an empty array for a contiguous cache), pos [N] int32. Returns the final Dst [N, G, d]."""
+    out = jax.ShapeDtypeStruct(q.shape, jnp.float32)
+    return jax.ffi.ffi_call(SDPA_DECODE, out)(
+        q.astype(jnp.float32), k_cache, v_cache, pos.astype(jnp.int32), page_table.astype(jnp.int32), n_kv=np.int64(n_kv),
+        block=np.int64(block), seq=np.int64(seq), k_chunk=np.int64(k_chunk), phases=np.int64(phases), fp32=bool(fp32),
+        exp_approx=bool(exp_approx), corr_approx=bool(corr_approx), recip_approx=bool(recip_approx),
+        scale_bits=np.int64(scale_bits), a_bits=np.int64(a_bits), isa=np.int64(ISA_LEVELS[isa]))
+
+
+def sdpa_prefill(q, k_cache, v_cache, page_row, q_start, *, block: int, seq: int, q_chunk: int, k_chunk: int,
+                 n_keys: int, causal: bool, phases: int, fp32: bool, exp_approx: bool, corr_approx: bool,
+                 recip_approx: bool, scale_bits: int, a_bits: int, isa: str = "auto") -> jax.Array:
+    """Flash attention as tt-metal's prefill kernel computes it (ttjax.sdpa_kernel's prefill walk) in one call:
+    q [N, G, Sq, d] unscaled (N = users x KV heads), the keys contiguous [N, seq, d] (page_row empty) or a paged cache
+    [blocks, KV, block, d] read through page_row [blocks_per_user]; q_start: the position of query row 0 (an int32
+    scalar, may be traced). Returns the final Dst [N, G, Sq, d]."""
+    out = jax.ShapeDtypeStruct(q.shape, jnp.float32)
+    return jax.ffi.ffi_call(SDPA_PREFILL, out)(
+        q.astype(jnp.float32), k_cache, v_cache, page_row.astype(jnp.int32), jnp.asarray(q_start, jnp.int32).reshape(1),
+        block=np.int64(block), seq=np.int64(seq), q_chunk=np.int64(q_chunk), k_chunk=np.int64(k_chunk),
+        n_keys=np.int64(n_keys), causal=bool(causal), phases=np.int64(phases), fp32=bool(fp32),
+        exp_approx=bool(exp_approx), corr_approx=bool(corr_approx), recip_approx=bool(recip_approx),
+        scale_bits=np.int64(scale_bits), a_bits=np.int64(a_bits), isa=np.int64(ISA_LEVELS[isa]))
 
 
 def rows_kernels_for(cache) -> bool:

@@ -24,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import ttjax.sfpu as _sfpu
-import ttjax.vector_unit as vu
 from ttjax.matrix_engine import WormholeComputeKernelConfig, elwadd, elwmul, pack, reduce_rows
 
 
@@ -95,15 +94,12 @@ class _Kernel:
         """mul_unary_tile: an SFPMAD by an FP32 constant on Dst, stored back (truncated into a 16-bit Dst)."""
         if not self.sfpu:
             return dst * jnp.float32(c)
-        lanes = vu.load_dst(dst, self.fp32)
-        return vu.store_dst(vu.mul(lanes, np.asarray(c, np.float32).view(np.uint32)), self.fp32)
+        return _sfpu.run_on_dst(dst, "mul_scalar", fp32=self.fp32, constant=c)
 
     def rsqrt(self, dst):
         if not self.sfpu:
             return jax.lax.rsqrt(dst)
-        lanes = vu.load_dst(dst, self.fp32)
-        out = _sfpu.sqrt_lanes(lanes, approx=self.config.math_approx_mode, fp32=self.fp32, reciprocal=True)
-        return vu.store_dst(out, self.fp32)
+        return _sfpu.run_on_dst(dst, "rsqrt", fp32=self.fp32, approx=self.config.math_approx_mode)
 
     def normalize(self, x, mean, weight, epsilon):
         eps = _truncate_bf16(np.float32(epsilon))

@@ -111,37 +111,28 @@ class KernelMath:
         approximate exp with the scale folded into its constant and no input clamp (the packer's ReLU follows)."""
         if not self.sfpu:
             return jnp.exp(jnp.float32(self.scale) * diff)
-        lanes = vu.load_dst(diff, self.fp32)
         if approx:
-            out = sfpu_fns.exp_schraudolph(lanes, fp32=self.fp32, scale=np.float32(self.scale), clamp_negative=False)
-            return vu.store_dst(out, self.fp32)
-        lanes = vu.load_dst(vu.store_dst(vu.mul(lanes, self.scale_bits), self.fp32), self.fp32)  # mul_unary_tile
-        return vu.store_dst(sfpu_fns.exp_lanes(lanes, approx=False, fp32=self.fp32), self.fp32)
+            return sfpu_fns.run_on_dst(diff, "exp_schraudolph", fp32=self.fp32, scale=self.scale, clamp_negative=False)
+        scaled = sfpu_fns.run_on_dst(diff, "mul_scalar", fp32=self.fp32, constant=np.float32(self.scale))  # mul_unary_tile
+        return sfpu_fns.run_on_dst(scaled, "exp", fp32=self.fp32)
 
     def exp_correction(self, diff):
         """exp_tile_first_column: the correction factor exp(scale * diff), the scale truncated to BF16."""
         scale_bf16 = int(self.scale_bits >> 16)
         if not self.sfpu:
             return jnp.exp(jnp.float32(vu.value(np.uint32(scale_bf16 << 16))) * diff)
-        lanes = vu.load_dst(diff, self.fp32)
-        if self.exp_approx:
-            out = sfpu_fns.exp_accurate_scaled(lanes, fp32=self.fp32, scale_bf16=scale_bf16)
-        else:
-            out = sfpu_fns.exp_polynomial(lanes, fp32=self.fp32, scale_bf16=scale_bf16)
-        return vu.store_dst(out, self.fp32)
+        name = "exp_accurate_scaled" if self.exp_approx else "exp_polynomial"
+        return sfpu_fns.run_on_dst(diff, name, fp32=self.fp32, scale_bf16=scale_bf16)
 
     def reciprocal(self, dst):
-        """recip_tile_first_column (after sfpu_reciprocal_init's default seed)."""
+        """recip_tile_first_column (after sfpu_reciprocal_init's default seed): one Newton step with APPROX, two with
+        an FP32 Dst, else one rounded to BF16."""
         if not self.sfpu:
             return 1.0 / dst
-        lanes = vu.load_dst(dst, self.fp32)
         if self.config.math_approx_mode:
-            out = sfpu_fns.reciprocal_iter(lanes, iterations=1)
-        elif self.fp32:
-            out = sfpu_fns.reciprocal_iter(lanes, iterations=2)
-        else:
-            out = sfpu_fns.reciprocal_iter(lanes, iterations=1, round_to_bf16=True)
-        return vu.store_dst(out, self.fp32)
+            return sfpu_fns.run_on_dst(dst, "reciprocal_iter", fp32=self.fp32, iterations=1)
+        return sfpu_fns.run_on_dst(dst, "reciprocal_iter", fp32=self.fp32, iterations=2 if self.fp32 else 1,
+                                   round_to_bf16=not self.fp32)
 
     def accumulate_bf16(self, a, b):
         """The packer adding a bfloat16 value onto a bfloat16 buffer (L1 accumulation): a float32 sum, packed."""
