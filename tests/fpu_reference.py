@@ -39,7 +39,7 @@ def round_away(v: np.ndarray, bits: int) -> np.ndarray:
 
 
 def flush(v: np.ndarray) -> np.ndarray:
-    return np.where(np.abs(v) < 2.0**-126, 0.0 * v, v)
+    return np.where(np.abs(v) < 2.0**-126, np.copysign(0.0, v), v)
 
 
 def src_a(w, phase):  # weights: 5 significant bits, then the next 5

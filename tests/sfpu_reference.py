@@ -511,3 +511,55 @@ def run(name, x, approx, fp32_dest_acc_en, src_is_bf16):
     x = np.asarray(x, np.float32)
     dst = to_dst(x if not src_is_bf16 else x, fp32_dest_acc_en and not src_is_bf16)
     return STORE(KERNELS[name](LOAD(dst, fp32_dest_acc_en), approx, fp32_dest_acc_en), fp32_dest_acc_en)
+
+
+# ---------------------------------------------------------------------------------------------------- SDPA's steps
+def schraudolph_scaled(v, fp32, scale):
+    """The approximate exp with InputClamping::None and the scale folded into A (exp_init<true, scale, false>):
+    MAD, STOCHRND to INT16 (sign kept), SHFT2 left 15, SETSGN from the integer."""
+    A = (np.float32(256.0) * np.float32(1.4426950408889634) * np.float32(scale)).view(np.uint32).astype(np.uint64)
+    i = STOCHRND_INT(MAD(A, v, K("32500.818359375f")), True, 32767)
+    return SETSGN((i << 15) & M32, i)
+
+
+def exp_21f_sfpi_rounded(v):
+    """_sfpu_exp_21f_bf16_<false>: exp_21f_sfpi then SFPSTOCHRND to BF16."""
+    return STOCHRND_FP16B(exp_21f_sfpi(v))
+
+
+def exp_polynomial(v, fp32, scale_bf16):
+    """ckernel_sfpu_sdpa.h calculate_exponential_polynomial<SCALE_EN, ..., degree 4 (FP32) / 2, SCALE_BF16>."""
+    L2 = MAD(v, np.uint64(scale_bf16 << 16), 0)  # SFPMAD(LREG2, LREG0 = SFPLOADI bf16 scale, LCONST_0)
+    L0 = MAD(L2, K("1.44269504088896340736f"), 0)
+    L1 = CAST(STOCHRND_INT(L0, True, 127))  # FP32_TO_INT8, SFPCAST
+    L0 = MAD(L1, K("-0.69314718055994530942f"), L2)
+    if fp32:
+        c = [K(x) for x in ("1.0000001510806179002040134468008959160576106495165f", "0.99996228117047652035114096488703457970402030983204f",
+                            "0.49998365704615426417337683145647067790385638465486f", "0.16792157982882225102649214918047336097544632172075f",
+                            "4.1959439860014343843000081999668024587178974865521e-2")]
+        L2 = MAD(L0, c[4], c[3])
+        L2 = MAD(L0, L2, c[2])
+        L2 = MAD(L0, L2, c[1])
+        L0 = MAD(L0, L2, c[0])
+    else:
+        c = [K(x) for x in ("0.999848792924395313327307061545061386175496934006f", "1.01508760098521056684783640695492761469306929535975f",
+                            "0.50628367056745568861842335616023694454759126020461f")]
+        L2 = MAD(L0, c[2], c[1])
+        L0 = MAD(L0, L2, c[0])
+    L1 = MAD(np.uint64(0x42FE0000), ONE_, L1)  # SFPADDI 127.0
+    L2 = STOCHRND_INT(L1, False, 255)  # FP32_TO_UINT8
+    L2 = SETEXP_INT(np.uint64(0), L2)  # SFPSETEXP(0, LCONST_0, LREG2)
+    L2 = MAD(L0, L2, 0)
+    L2 = np.where(((L1 << 1) & M32) == 0, 0, L2).astype(np.uint64)  # SFPSETCC(LREG1 == 0): LREG2 = 0
+    return L2 if fp32 else STOCHRND_FP16B(L2)
+
+
+def exp_accurate_scaled(v, fp32, scale_bf16):
+    """_ckernel_sfpu_exp_accurate_<SCALE_EN=true>: times sFloat16b(scale), then the accurate exp or exp_21f rounded."""
+    v = MAD(v, np.uint64(scale_bf16 << 16), 0)
+    return exp_fp32_accurate(v) if fp32 else exp_21f_sfpi_rounded(v)
+
+
+def on_dst(dst, fp32, fn):
+    """An SFPU step over Dst values (float32): SFPLOAD, fn, SFPSTORE."""
+    return STORE(fn(LOAD(dst, fp32)), fp32)

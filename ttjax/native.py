@@ -3,7 +3,8 @@
 `make setup` builds them (ttjax.native.build()): g++ compiles ttjax/csrc/*.cc against the XLA FFI headers
 that jaxlib ships, into ttjax/_native.so. The vector ISA is chosen at run time from what the CPU has: AVX-512
 kernels written with intrinsics (weights decoded in registers), else the portable C++ compiled for AVX2 + FMA,
-else for the baseline; `isa=` picks a level explicitly (the tests run every level the machine can). Where the library is missing or does not load, or TTJAX_NATIVE=0 is set,
+else for the baseline; `isa=` (or TTJAX_NATIVE_ISA for every call) picks a level explicitly (the tests run
+every level the machine can). Where the library is missing or does not load, or TTJAX_NATIVE=0 is set,
 `available()` is False and callers use their pure-JAX path, which is the reference the kernels are tested
 against.
 """
@@ -74,6 +75,18 @@ def _load():
     return lib
 
 
+def _isa_code(isa: str) -> np.int64:
+    """The level a call runs at: isa, or where it is "auto" the TTJAX_NATIVE_ISA environment variable's (read when a
+    function is traced), else the best the CPU has."""
+    if isa == "auto":
+        isa = os.environ.get("TTJAX_NATIVE_ISA", "auto")
+    if isa not in ISA_LEVELS:
+        from mesh.errors import TTJaxError
+
+        raise TTJaxError(f"TTJAX_NATIVE_ISA / isa = {isa!r} is not one of {', '.join(ISA_LEVELS)}.")
+    return np.int64(ISA_LEVELS[isa])
+
+
 def available() -> bool:
     """The native kernels are built, loaded and not switched off (TTJAX_NATIVE=0)."""
     return _load() is not None
@@ -96,7 +109,7 @@ def tensix_matmul(x: jax.Array, w, phases: int, fp32_dest: bool, tf32: bool = Fa
     as TF32 when tf32, else BF16), or a 2-D ttjax.BlockFloatTensor whose padded rows are K; it is decoded and
     unpacked inside the kernel. exact: float32 math on x and the stored values as they are (no phases, no Dst
     rounding; the order of the sum is the kernel's). isa: one of ISA_LEVELS."""
-    modes = dict(phases=np.int64(phases), fp32_dest=bool(fp32_dest), exact=bool(exact), isa=np.int64(ISA_LEVELS[isa]))
+    modes = dict(phases=np.int64(phases), fp32_dest=bool(fp32_dest), exact=bool(exact), isa=_isa_code(isa))
     from ttjax.blockfloat import BlockFloatTensor
 
     if isinstance(w, BlockFloatTensor):
@@ -119,7 +132,7 @@ def sfpu(dst: jax.Array, fn: str, *, fp32: bool, approx: bool = False, p0: int =
     out = jax.ShapeDtypeStruct(dst.shape, jnp.float32)
     return jax.ffi.ffi_call(SFPU, out, vmap_method="expand_dims")(
         dst.astype(jnp.float32), fn=np.int64(SFPU_FUNCTIONS[fn]), fp32=bool(fp32), approx=bool(approx), p0=np.int64(p0),
-        p1=np.int64(p1), flag=np.int64(flag), isa=np.int64(ISA_LEVELS[isa]))
+        p1=np.int64(p1), flag=np.int64(flag), isa=_isa_code(isa))
 
 
 def sdpa_decode(q, k_cache, v_cache, pos, page_table, *, n_kv: int, block: int, seq: int, k_chunk: int, phases: int,
@@ -133,7 +146,7 @@ def sdpa_decode(q, k_cache, v_cache, pos, page_table, *, n_kv: int, block: int, 
         q.astype(jnp.float32), k_cache, v_cache, pos.astype(jnp.int32), page_table.astype(jnp.int32), n_kv=np.int64(n_kv),
         block=np.int64(block), seq=np.int64(seq), k_chunk=np.int64(k_chunk), phases=np.int64(phases), fp32=bool(fp32),
         exp_approx=bool(exp_approx), corr_approx=bool(corr_approx), recip_approx=bool(recip_approx),
-        scale_bits=np.int64(scale_bits), a_bits=np.int64(a_bits), isa=np.int64(ISA_LEVELS[isa]))
+        scale_bits=np.int64(scale_bits), a_bits=np.int64(a_bits), isa=_isa_code(isa))
 
 
 def sdpa_prefill(q, k_cache, v_cache, page_row, q_start, *, block: int, seq: int, q_chunk: int, k_chunk: int,
@@ -149,7 +162,7 @@ def sdpa_prefill(q, k_cache, v_cache, page_row, q_start, *, block: int, seq: int
         block=np.int64(block), seq=np.int64(seq), q_chunk=np.int64(q_chunk), k_chunk=np.int64(k_chunk),
         n_keys=np.int64(n_keys), causal=bool(causal), phases=np.int64(phases), fp32=bool(fp32),
         exp_approx=bool(exp_approx), corr_approx=bool(corr_approx), recip_approx=bool(recip_approx),
-        scale_bits=np.int64(scale_bits), a_bits=np.int64(a_bits), isa=np.int64(ISA_LEVELS[isa]))
+        scale_bits=np.int64(scale_bits), a_bits=np.int64(a_bits), isa=_isa_code(isa))
 
 
 def rows_kernels_for(cache) -> bool:
