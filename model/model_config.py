@@ -349,13 +349,13 @@ class TPLayout:
         return self
 
 
-# Op configs (tt-metal's model_config["SDPA_PROGCFG"] and ["SDPA_DECODE_PROGCFG"]).
+# Op configs (tt-metal's model_config["SDPA_PROGCFG"] and ["SDPA_DECODE_PROGCFG"], both with exp_approx_mode=False).
 
 
 def sdpa_program_config(seq_len: int) -> SDPAProgramConfig:
     """Flash-attention chunks for a prefill of seq_len rows: 256 from 2048 rows up, else 64."""
     size = 256 if seq_len >= 2048 else 64
-    return SDPAProgramConfig(q_chunk_size=size, k_chunk_size=size)
+    return SDPAProgramConfig(q_chunk_size=size, k_chunk_size=size, exp_approx_mode=False)
 
 
 # Decode SDPA. tt_transformers' SDPA_DECODE_PROGCFG gives q_chunk_size=0, k_chunk_size=0 (model_config.py), and
@@ -411,4 +411,4 @@ def sdpa_decode_program_config(max_seq_len: int, *, paged: bool = False, fp32_de
         size = sdpa_decode_k_chunk_size(max_seq_len)
     if size % TILE:
         size = TILE * -(-max_seq_len // TILE)  # one chunk (flash decode caps k_chunk_size at the cache length)
-    return SDPAProgramConfig(q_chunk_size=TILE, k_chunk_size=size)
+    return SDPAProgramConfig(q_chunk_size=TILE, k_chunk_size=size, exp_approx_mode=False)

@@ -47,12 +47,13 @@ PERFORMANCE = {  # Llama-3.1-8B and Llama-3.1-70B in performance mode, and 70B i
     "SDPA_DECODE": ("bfloat8_b", "-", "hifi2"), "SDPA_PREFILL": ("bfloat8_b", "-", "hifi4"),
     "LI_O_DECODE": ("bfloat8_b", "bfloat16", "hifi2"), "LI_O_PREFILL": ("bfloat8_b", "bfloat8_b", "hifi2"),
     "LM_HEAD": ("bfloat8_b", "bfloat8_b", "hifi2fp16"),
-    "MLP silu(w1) * w3": ("-", "bfloat8_b", "-"), "Q into SDPA_PREFILL": ("-", "bfloat8_b", "-"),
+    "NORM": ("-", "-", "rmsnorm"), "MLP_MUL": ("-", "bfloat8_b", "binary"), "Q into SDPA_PREFILL": ("-", "bfloat8_b", "-"),
 }
 ACCURACY_8B = PERFORMANCE | {"LI_FF1_FF3": ("bfloat8_b", "bfloat16", "hifi2fp16")}
 KERNELS = {  # setting -> (math_fidelity, fp32_dest_acc_en, packer_l1_acc, math_approx_mode)
     "lofi": ("LoFi", False, True, False), "hifi2": ("HiFi2", True, True, True),
     "hifi2fp16": ("HiFi2", False, True, False), "hifi4": ("HiFi4", True, True, False),
+    "rmsnorm": ("HiFi2", True, True, False), "binary": ("HiFi4", False, False, False),
 }
 
 
@@ -74,6 +75,23 @@ def test_precision_table_matches_tt_transformers(model_name, mode, expected, cap
         assert (row["weight"], row["output"], row["setting"]) == (weight, output, setting), op
         if setting in KERNELS:
             assert (row["math_fidelity"], row["fp32_dest_acc_en"], row["packer_l1_acc"], row["math_approx_mode"]) == KERNELS[setting], op
+
+
+def test_precision_table_marks_what_is_emulated():
+    from model.tools.precision_table import op_table
+
+    sfpu_ops = {"SDPA_DECODE", "SDPA_PREFILL", "NORM", "MLP_MUL"}
+    for name, with_sfpu, matmuls in (("accuracy", "fpu+sfpu", "fpu"), ("accuracy+sfpu=off", "fpu", "fpu"),
+                                     ("accuracy+fidelity=off", "sfpu", "none"), ("accuracy+fidelity=off+sfpu=off", "none", "none")):
+        rows = {r["op"]: r for r in op_table(ModelOptimizations.named(name, "Llama-3.1-8B"))}
+        for op, row in rows.items():
+            if "emulated" in row:
+                assert row["emulated"] == (with_sfpu if op in sfpu_ops else matmuls), (name, op)
+                assert (row["sfpu"] != "-") == (op in sfpu_ops)
+    rows = {r["op"]: r for r in op_table(ModelOptimizations.accuracy("Llama-3.1-8B"), galaxy=True)}
+    assert rows["NORM"]["setting"] == "rmsnorm_tg" and rows["NORM"]["fp32_dest_acc_en"] is False
+    assert "approx at <=16 Q heads" in rows["SDPA_DECODE"]["sfpu"] and "rsqrt accurate" in rows["NORM"]["sfpu"]
+    assert all("emulated" not in r for r in op_table(ModelOptimizations.float32()))
 
 
 def test_per_layer_and_per_group_overrides():
@@ -134,6 +152,25 @@ def test_accuracy_config_tracks_float32(generator, accuracy_generator, ckpt):
     k = np.asarray(cache[5][0][0, :, : len(ids)], np.float32)  # layer 5 keys written by prefill
     np.testing.assert_array_equal(typecast(k, bfloat8_b), k)  # the KV cache holds bfloat8_b values
     assert cache[5][0].dtype == jnp.bfloat16
+
+
+def test_tt_presets_run_the_sfpu(accuracy_generator, ckpt):
+    """Under the accuracy preset the norms, the MLP's SiLU and both SDPAs run tt-llk's SFPU functions: turning the SFPU
+    off (+sfpu=off) changes the logits of prefill and of a decode step, and leaves the formats alone."""
+    off = Generator(ckpt.params, ckpt.args.replace(optimizations=ModelOptimizations.named("accuracy+sfpu=off", "Llama-3.2-1B")),
+                    ckpt.tokenizer)
+    ids = ckpt.tokenizer.encode("The capital of France is")
+    logits = {}
+    for name, gen in (("on", accuracy_generator), ("off", off)):
+        cache = gen.allocate_kv_cache()
+        first, cache = gen.prefill_forward_text(ids, cache)
+        batch = cache[0][0].shape[0]
+        tokens, pos = np.zeros(batch, np.int32), np.full(batch, -1, np.int32)
+        tokens[0], pos[0] = int(jnp.argmax(first)), len(ids)
+        _, step, _, _ = gen.decode_forward(tokens, pos, cache)
+        logits[name] = (np.asarray(first, np.float32), np.asarray(step, np.float32)[..., 0, :])
+    for on, off_ in zip(logits["on"], logits["off"]):
+        assert (on != off_).any() and pcc(on, off_) > 0.99
 
 
 def test_sharded_block_float_equals_unsharded(ckpt):

@@ -41,12 +41,13 @@ TILE = 32
 class SDPAProgramConfig:
     """ttnn.SDPAProgramConfig: the chunk sizes (multiples of 32) and the core grid the chunks are spread over (on one
     JAX device they run in sequence; the grid and the chunks' circular buffers are checked as a Wormhole checks them,
-    ttjax.op_validation.validate_sdpa)."""
+    ttjax.op_validation.validate_sdpa). exp_approx_mode: the softmax's exp (and the correction's) approximate on the
+    SFPU, under a compute kernel config; tt_transformers sets it False."""
 
     q_chunk_size: int = 64
     k_chunk_size: int = 64
     compute_with_storage_grid_size: CoreCoord = CoreCoord(8, 8)
-    exp_approx_mode: bool = False
+    exp_approx_mode: bool = True  # ttnn's program factories take true when the config leaves it unset
 
     def __post_init__(self):
         for name in ("q_chunk_size", "k_chunk_size"):

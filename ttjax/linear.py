@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from ttjax.blockfloat import BlockFloatTensor, block_format
 from ttjax.matrix_engine import TILE, WormholeComputeKernelConfig, check_depth, pack, stored_matrix, tensix_matmul_stored
 from ttjax.memory_config import DRAM_MEMORY_CONFIG, MemoryConfig, TensorSpec
-from ttjax.native import available as native_available, tensix_matmul as native_tensix_matmul
+import ttjax.native as native_lib
 from ttjax.op_validation import validate_matmul
 
 
@@ -40,14 +40,14 @@ def exact_matmul(x: jax.Array, weight, *, native: bool = True, isa: str = "auto"
     the weight's stored values, summed in float32. native: through ttjax's kernel where it is built and the weight
     is stored compactly (bfloat16 or a block float; float32 weights go to XLA's dot, as fast at memory speed)."""
     compact = isinstance(weight, BlockFloatTensor) or weight.dtype == jnp.bfloat16
-    if native and compact and native_available():
+    if native and compact and native_lib.available():
         check_depth(x, weight)
         weight = stored_matrix(weight)
         if (weight.codes.ndim if isinstance(weight, BlockFloatTensor) else weight.ndim) == 2:
             k = x.shape[-1]
             depth = weight.codes.shape[-2] if isinstance(weight, BlockFloatTensor) else k + (-k % TILE)
             rows = jnp.pad(x.reshape(-1, k).astype(jnp.float32), ((0, 0), (0, depth - k)))
-            out = native_tensix_matmul(rows, weight, 1, True, exact=True, isa=isa)
+            out = native_lib.tensix_matmul(rows, weight, 1, True, exact=True, isa=isa)
             return out.reshape(*x.shape[:-1], out.shape[-1])
     w = weight.decode(x.dtype) if isinstance(weight, BlockFloatTensor) else weight.astype(x.dtype)
     return jnp.matmul(x, w, preferred_element_type=jnp.float32)

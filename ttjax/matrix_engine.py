@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 
 from mesh.errors import TTJaxError
-from ttjax.native import available as native_available, tensix_matmul as native_tensix_matmul
+import ttjax.native as native_lib
 
 TILE = 32
 FACE = 16
@@ -147,7 +147,7 @@ def tensix_matmul(x, w, config: WormholeComputeKernelConfig, *, weight_is_float3
     x and w are float32 arrays holding the operand values; weight_is_float32 says w came as float32 (then TF32
     with fp32_dest_acc_en), not bfloat16 or a block float. native: use the compiled kernel (ttjax.native) where
     it is built (at ISA level `isa`, ttjax.native.ISA_LEVELS); the pure-JAX schedules below are its reference."""
-    if native and native_available():
+    if native and native_lib.available():
         return tensix_matmul_stored(x, w.astype(jnp.float32), config, weight_is_float32=weight_is_float32, isa=isa)
     r, k = x.shape
     n = w.shape[1]
@@ -178,14 +178,14 @@ def tensix_matmul_stored(x, weight, config: WormholeComputeKernelConfig, *, weig
     if weight_is_float32 is None:
         weight_is_float32 = not block and weight.dtype == jnp.float32
     weight = stored_matrix(weight)
-    if not native_available() or (block and weight.codes.ndim != 2):
+    if not native_lib.available() or (block and weight.codes.ndim != 2):
         values = weight.decode(jnp.float32) if block else weight
         return tensix_matmul(x, values, config, weight_is_float32=weight_is_float32, native=False)
     tf32 = config.fp32_dest_acc_en and weight_is_float32
     x = unpack(x.astype(jnp.float32), tf32)
     depth = weight.codes.shape[-2] if block else x.shape[1] + (-x.shape[1] % TILE)
     x = jnp.pad(x, ((0, 0), (0, depth - x.shape[1])))  # the weight's own padding rows (block floats) or zeros
-    return native_tensix_matmul(x, weight, len(config.math_fidelity.phases), config.fp32_dest_acc_en, tf32=tf32, isa=isa)
+    return native_lib.tensix_matmul(x, weight, len(config.math_fidelity.phases), config.fp32_dest_acc_en, tf32=tf32, isa=isa)
 
 
 def check_depth(x, weight):

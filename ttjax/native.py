@@ -115,13 +115,13 @@ def tensix_matmul(x: jax.Array, w, phases: int, fp32_dest: bool, tf32: bool = Fa
     if isinstance(w, BlockFloatTensor):
         n = w.shape[-1]
         out = jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32)
-        return jax.ffi.ffi_call(TENSIX_MATMUL_BFP, out)(
+        return jax.ffi.ffi_call(TENSIX_MATMUL_BFP, out, vmap_method="sequential")(
             x.astype(jnp.float32), w.codes, w.exps, mantissa_bits=np.int64(w.fmt.mantissa_bits), **modes
         )
     if w.dtype not in (jnp.bfloat16, jnp.float32):
         w = w.astype(jnp.float32)
     out = jax.ShapeDtypeStruct((x.shape[0], w.shape[1]), jnp.float32)
-    return jax.ffi.ffi_call(TENSIX_MATMUL, out)(x.astype(jnp.float32), w, tf32=bool(tf32), **modes)
+    return jax.ffi.ffi_call(TENSIX_MATMUL, out, vmap_method="sequential")(x.astype(jnp.float32), w, tf32=bool(tf32), **modes)
 
 
 def sfpu(dst: jax.Array, fn: str, *, fp32: bool, approx: bool = False, p0: int = 0, p1: int = 0, flag: int = 0,

@@ -84,7 +84,7 @@ class KernelMath:
         wf = jnp.broadcast_to(w, (*lead, *w.shape[-2:])).reshape(-1, *w.shape[-2:])
         if x_float32 and not w_float32:  # SrcA's BF16 style reads a float32 SrcB as BF16
             xf = read_src(xf, True)
-        out = jax.vmap(lambda a, b: tensix_matmul(a, b, self.config, weight_is_float32=w_float32, native=False))(xf, wf)
+        out = jax.vmap(lambda a, b: tensix_matmul(a, b, self.config, weight_is_float32=w_float32))(xf, wf)
         return out.reshape(*lead, *out.shape[-2:])
 
     def mul(self, a, b, a_float32: bool, b_float32: bool):
