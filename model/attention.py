@@ -69,7 +69,8 @@ def attention(
     q, k, v = split_qkv(reduce_qkv(ttjax.linear(x, p.wqkv, **qkv), args, mode), args)
     k_cache, v_cache = cache
     trans_mat = rot.trans_mat if args.rotary_impl == "transformation_mat" else None
-    rope = lambda t, cos, sin: ttjax.rotary_embedding_llama(t, cos, sin, trans_mat)  # noqa: E731
+    rope_kernel = {k: v for k, v in emulation_kwargs(args, OpGroup.ROPE).items() if k != "sfpu"}  # no SFPU step
+    rope = lambda t, cos, sin: ttjax.rotary_embedding_llama(t, cos, sin, trans_mat, **rope_kernel)  # noqa: E731
     if mode == "prefill":
         if b != 1:
             raise ConfigError(f"prefill takes one user per call (batch 1), got a batch of {b}.")

@@ -58,6 +58,7 @@ class OpGroup(str, enum.Enum):
     LM_HEAD = "LM_HEAD"  # lm_head.py hard-codes HiFi2 without FP32 accumulation
     NORM = "NORM"  # models/common/rmsnorm.py builds its own config (distributed_norm.py another on TG)
     MLP_MUL = "MLP_MUL"  # ttnn.mul(w1_out, w3_out, input_tensor_a_activations=[SILU]) takes binary_ng's defaults
+    ROPE = "ROPE"  # ttnn.experimental.rotary_embedding_llama, called without a config: the op's own default
 
 
 class MathFidelitySetting(str, enum.Enum):
@@ -71,6 +72,7 @@ class MathFidelitySetting(str, enum.Enum):
     RMSNORM = "rmsnorm"  # models/common/rmsnorm.py: HiFi2, math_approx_mode False, FP32 Dst, packer_l1_acc
     RMSNORM_TG = "rmsnorm_tg"  # tt_transformers distributed_norm.py's ln_cfg on a Galaxy: the same with a 16-bit Dst
     BINARY = "binary"  # binary_ng's own config (no compute_kernel_config given): HiFi4, a 16-bit Dst for bf16 / bfp8
+    ROPE = "rope"  # rotary_embedding_llama's default (rotary_embedding_llama.cpp): HiFi4, approx, a 16-bit Dst
 
 
 class OutputSite(str, enum.Enum):
@@ -102,6 +104,7 @@ def kernel_config(setting: MathFidelitySetting):
         MathFidelitySetting.RMSNORM: C(F.HiFi2, math_approx_mode=False, fp32_dest_acc_en=True, packer_l1_acc=True),
         MathFidelitySetting.RMSNORM_TG: C(F.HiFi2, math_approx_mode=False, fp32_dest_acc_en=False, packer_l1_acc=False),
         MathFidelitySetting.BINARY: C(F.HiFi4, math_approx_mode=False, fp32_dest_acc_en=False, packer_l1_acc=False),
+        MathFidelitySetting.ROPE: C(F.HiFi4, math_approx_mode=True, fp32_dest_acc_en=False, packer_l1_acc=False),
     }[setting]
 
 
@@ -132,7 +135,7 @@ DEFAULT_FIDELITY = {
     OpGroup.LI_O_DECODE: MathFidelitySetting.HIFI2, OpGroup.LI_QKV_PREFILL: MathFidelitySetting.HIFI2,
     OpGroup.SDPA_PREFILL: MathFidelitySetting.HIFI4, OpGroup.LI_O_PREFILL: MathFidelitySetting.HIFI2,
     OpGroup.LM_HEAD: MathFidelitySetting.HIFI2_FP16, OpGroup.NORM: MathFidelitySetting.RMSNORM,
-    OpGroup.MLP_MUL: MathFidelitySetting.BINARY,
+    OpGroup.MLP_MUL: MathFidelitySetting.BINARY, OpGroup.ROPE: MathFidelitySetting.ROPE,
 }
 # mlp.py, attention.py, lm_head.py: the dtype= of each op off a Galaxy (None: the activation dtype)...
 DEFAULT_OUTPUTS = {

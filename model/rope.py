@@ -9,7 +9,8 @@ gathers one row per user at its current_pos. That is the report's iterative upda
 stay on device, the decode step advances current_pos on device (model.serving.generator), and the next
 step looks its rows up, an embedding lookup, so no rotation matrix is recomputed or sent from
 the host per token. The RotMats pytree also carries the fused rotary's transformation matrix.
-Frequencies and angles are float32, as in Meta's and Hugging Face's reference code.
+Frequencies and angles are float32, as in Meta's and Hugging Face's reference code; under a TT preset the
+rotary op reads the tables in bfloat16, as tt_transformers stores them.
 """
 
 from __future__ import annotations
@@ -65,8 +66,11 @@ def precompute_rot_mats(args: ModelArgs, seq_len: int | None = None) -> RotMats:
     """Tables for positions 0 .. seq_len - 1 (default: every position a prefill or decode program of args reaches)."""
     seq_len = seq_len or prefill_extent(args.max_seq_len)
     angles = np.outer(np.arange(seq_len, dtype=np.float32), inv_frequencies(args)).astype(np.float32)
-    angles = np.repeat(angles, 2, axis=-1)  # [c0, c0, c1, c1, ...]: interleaved pairs
-    return RotMats(cos=jnp.asarray(np.cos(angles)), sin=jnp.asarray(np.sin(angles)), trans_mat=get_rot_transformation_mat())
+    angles = np.repeat(angles, 2, axis=-1).astype(np.float64)  # [c0, c0, c1, c1, ...]: interleaved pairs
+    # cos and sin of the float32 angles in float64, rounded once: numpy's float32 cos / sin take SIMD paths that
+    # differ between CPUs in the last bit, which the bfloat16 tables of the TT presets would sometimes keep.
+    cos, sin = (np.asarray(f(angles), np.float32) for f in (np.cos, np.sin))
+    return RotMats(cos=jnp.asarray(cos), sin=jnp.asarray(sin), trans_mat=get_rot_transformation_mat())
 
 
 def prefill_rot_mats(rot: RotMats, seq_len: int, start_pos=0) -> tuple[jax.Array, jax.Array]:

@@ -232,3 +232,18 @@ def flash_decode(q, k, v, pos, k_chunk, fidelity, fp32, math_approx, exp_approx,
         m = m_new
     recip = bf(_recip(l, fp32, math_approx))
     return elwmul(o, recip, fidelity, fp32)
+
+
+# ---------------------------------------------------------------------------------------------------- RoPE
+def rotary(x, cos, sin, fidelity, fp32):
+    """rotary_embedding_llama.cpp: rotated = x @ trans_mat per 32-wide tile (matmul_tiles), rotated * sin and x * cos
+    (mul_tiles, the tables bfloat16 rows), their sum (add_tiles), each packed to x's bfloat16."""
+    trans = np.zeros((32, 32))
+    trans[np.arange(0, 32, 2), np.arange(1, 32, 2)] = 1.0
+    trans[np.arange(1, 32, 2), np.arange(0, 32, 2)] = -1.0
+    rows = x.reshape(-1, 32)
+    rotated = pack_bf16(matmul(rows, trans, fidelity, fp32), fp32).reshape(x.shape)
+    cos, sin = _rne_bf16(cos), _rne_bf16(sin)
+    cos_interm = pack_bf16(elwmul(x, cos, fidelity, fp32), fp32)
+    sin_interm = pack_bf16(elwmul(rotated, sin, fidelity, fp32), fp32)
+    return pack_bf16(elwadd(cos_interm, sin_interm, fp32), fp32)

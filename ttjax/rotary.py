@@ -43,9 +43,47 @@ def rotate_pairs_by_matmul(x: jax.Array, trans_mat: jax.Array) -> jax.Array:
     return jnp.einsum("...ti,ij->...tj", tiles, trans_mat, precision=jax.lax.Precision.HIGHEST).reshape(x.shape)
 
 
-def rotary_embedding_llama(x: jax.Array, cos: jax.Array, sin: jax.Array, trans_mat: jax.Array | None = None) -> jax.Array:
+def rotary_embedding_llama(x: jax.Array, cos: jax.Array, sin: jax.Array, trans_mat: jax.Array | None = None, *,
+                           compute_kernel_config=None, fpu: bool = True) -> jax.Array:
     """Rotate x [..., head_dim] by cos/sin tables broadcastable to it (interleaved layout); with trans_mat, the
-    fused form (x @ trans_mat per tile)."""
+    fused form (x @ trans_mat per tile).
+
+    Without a compute_kernel_config: float32 math (a reference). With one (ttnn's own default, which
+    tt_transformers keeps, is HiFi4 with a 16-bit Dst), what the op's compute kernel computes
+    (rotary_embedding_llama.cpp / _sharded.cpp), every intermediate in x's format (bfloat16): rotated = x @
+    trans_mat on the matrix engine (each output one +-x term: x itself from HiFi3 up, x cut to the 7 bits SrcB's
+    first phase reads at LoFi and HiFi2);
+    sin_interm = rotated * sin and cos_interm = x * cos on the matrix engine (ELWMUL at the config's fidelity,
+    the tables in bfloat16 as tt stores them), packed; out = cos_interm + sin_interm (ELWADD), packed. Each product
+    of Src bits is exact in float32, so no host's fused multiply-add changes a bit. fpu=False makes the products
+    and the sum exact float math on the same formats."""
+    if compute_kernel_config is None:
+        xf = x.astype(jnp.float32)
+        rotated = rotate_pairs(xf) if trans_mat is None else rotate_pairs_by_matmul(xf, trans_mat)
+        return (xf * cos + rotated * sin).astype(x.dtype)
+    from ttjax.matrix_engine import elwadd, elwmul, pack
+
+    if x.shape[-1] % TILE:
+        raise TTJaxError(f"rotary_embedding_llama needs head_dim a multiple of {TILE}, got {x.shape[-1]}.")
+
+    if x.dtype != jnp.bfloat16:
+        raise TTJaxError(f"rotary_embedding_llama with a compute_kernel_config takes bfloat16 input, as ttnn's op does; got {x.dtype}.")
+    cos, sin = (jnp.asarray(t).astype(jnp.bfloat16).astype(jnp.float32) for t in (cos, sin))
     xf = x.astype(jnp.float32)
-    rotated = rotate_pairs(xf) if trans_mat is None else rotate_pairs_by_matmul(xf, trans_mat)
-    return (xf * cos + rotated * sin).astype(x.dtype)
+    if fpu:
+        mul = lambda a, b: elwmul(a, b, compute_kernel_config)  # noqa: E731
+        add = lambda a, b: elwadd(a, b, compute_kernel_config)  # noqa: E731
+    else:
+        mul, add = jnp.multiply, jnp.add
+    packed = lambda dst: pack(dst, jnp.bfloat16, compute_kernel_config.fp32_dest_acc_en).astype(jnp.float32)  # noqa: E731
+    cos_interm = packed(mul(xf, cos))
+    if fpu:
+        from ttjax.matrix_engine import tensix_matmul
+
+        tiles = xf.reshape(-1, TILE)
+        rotated = packed(tensix_matmul(tiles, trans_mat if trans_mat is not None else get_rot_transformation_mat(),
+                                       compute_kernel_config)).reshape(x.shape)
+    else:
+        rotated = rotate_pairs(xf)
+    sin_interm = packed(mul(rotated, sin))
+    return packed(add(cos_interm, sin_interm)).astype(jnp.bfloat16)

@@ -45,11 +45,11 @@ def op_table(opt: ModelOptimizations, galaxy: bool = False) -> list[dict]:
     """One row per op group (the matmuls, the SDPAs, the norms, the MLP's multiply; then Q into prefill SDPA): weight
     dtype, output format ("-": the activation dtype), the config's setting and kernel config, what the op runs on the
     SFPU, and which halves of the Tensix ttjax emulates for it (fpu: the matrix engine's fidelity and Dst; sfpu: tt-llk's
-    exp / reciprocal / rsqrt / SiLU)."""
+    exp / reciprocal / rsqrt / SiLU). ROPE is the rotary embedding, on the matrix engine only."""
     act = opt.get_tensor_dtype(TensorGroup.ACTIVATION).value
     settings = dict(opt.fidelity)
     rows = []
-    for op in (*OPS, OpGroup.NORM, OpGroup.MLP_MUL):
+    for op in (*OPS, OpGroup.NORM, OpGroup.MLP_MUL, OpGroup.ROPE):
         group, site = OPS.get(op, (None, MUL_OUTPUT if op is OpGroup.MLP_MUL else None))
         setting = settings.get(op)
         if op is OpGroup.NORM and galaxy and setting is MathFidelitySetting.RMSNORM:

@@ -1,6 +1,7 @@
-"""The kernels that use the SFPU (RMSNorm, the MLP's multiply with SiLU, flash attention, flash decode) against a plain
-numpy reference of each kernel's sequence (tests/kernel_reference.py) on small shapes, bit for bit; the native walks
-against the pure-JAX ones at every ISA level; and the emulated path against the exact one (they must differ)."""
+"""The kernels of a decoder step beyond the matmuls (RMSNorm, the MLP's multiply with SiLU, flash attention, flash
+decode, the rotary embedding) against a plain numpy reference of each kernel's sequence (tests/kernel_reference.py) on
+small shapes, bit for bit; the native walks against the pure-JAX ones at every ISA level; and the emulated path
+against the exact one (they must differ)."""
 
 from __future__ import annotations
 
@@ -178,6 +179,22 @@ def test_sdpa_emulation_differs_from_exact():
 
     emulated, no_sfpu, exact = run(), run(sfpu=False), run(sfpu=False, fpu=False)
     assert (emulated != no_sfpu).mean() > 0.05 and (no_sfpu != exact).any()
+
+
+# ---------------------------------------------------------------------------------------------------- RoPE
+@pytest.mark.parametrize("name", ["HiFi4-bf16-approx", "HiFi2-fp32-exact", "LoFi-fp32-approx"])
+def test_rotary_embedding_is_the_kernels_sequence(name):
+    cfg, rng = CONFIGS[name], np.random.default_rng(11)
+    x = bf16(rng, (5, 3, 64), 3.0)
+    angles = rng.uniform(0, 200, size=(5, 1, 32)).astype(np.float32).repeat(2, axis=-1)
+    cos, sin = jnp.asarray(np.cos(angles)), jnp.asarray(np.sin(angles))
+    got = ttjax.rotary_embedding_llama(x, cos, sin, ttjax.get_rot_transformation_mat(), compute_kernel_config=cfg)
+    assert got.dtype == jnp.bfloat16
+    assert_bits_equal(got, kr.rotary(f64(x), f64(cos), f64(sin), fid(cfg), cfg.fp32_dest_acc_en))
+    exact = ttjax.rotary_embedding_llama(x, cos, sin)  # float32 tables and math, rounded once
+    assert (bits(got) != bits(exact)).mean() > 0.05
+    with pytest.raises(ttjax.TTJaxError, match="takes bfloat16 input"):
+        ttjax.rotary_embedding_llama(x.astype(jnp.float32), cos, sin, compute_kernel_config=cfg)
 
 
 # ---------------------------------------------------------------------------------------------------- native walks
