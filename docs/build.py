@@ -55,7 +55,7 @@ CAPTIONS = {
     "collective_bytes": "Bytes a device sends per token in one decoder layer of Llama-3.1-8B, by collective, for each "
                         "mesh shape, read from the compiled program.",
     "accuracy": "Top-1, top-5 and perplexity per precision config against transformers in float32; hatched: the same "
-                "formats with exact float matmuls.",
+                "formats with exact float matmuls; dotted: with exact SFPU functions.",
     "layer_pcc": "How far each decoder layer's output is from transformers' (1 - PCC), for the performance config, the "
                  "same with exact matmuls, and the accuracy, bfloat16, bfloat8_b and bfloat4_b configs.",
     "batch_scaling": "Decode tokens/s (all users together) against the batch, ttjax's configs and its peers on the same "
@@ -153,6 +153,18 @@ def values(data: dict) -> dict[str, str]:
         v[f"acc.min_pcc_layer.{n}"] = str(c["layer_pcc"].index(min(c["layer_pcc"])))
         rises = [b - a for a, b in zip(c["layer_pcc"], c["layer_pcc"][1:])]
         v[f"acc.jump_layer.{n}"] = str(rises.index(max(rises)) + 1)  # the layer whose PCC rises most over the one before
+    if "reference_spread" in acc:  # how far the reference moves on other hosts' CPU kernels (model.tools.reference_spread)
+        from model.tools.accuracy import spread_sentence
+
+        v["acc.reference_spread"] = spread_sentence(acc)
+    configs = {c["name"]: c for c in acc["configs"]}
+    for n, on in configs.items():  # what emulating each half of a Tensix moves a preset by, against it done exactly
+        for half, suffix in (("sfpu", "+sfpu=off"), ("fpu", "+fidelity=off")):
+            if n + suffix in configs:
+                off = configs[n + suffix]
+                v[f"acc.{half}_cost.{n}"] = (f"{100 * (on['top1'] - off['top1']):+.1f} points of top-1, "
+                                             f"{100 * (on['top5'] - off['top5']):+.1f} of top-5 and "
+                                             f"{change(on['perplexity'] / off['perplexity'] - 1)} of perplexity")
     bench = data["bench"]
     for r in bench["runs"]:
         key = r["precision"] if r["engine"] == "ttjax" else r["engine"]
@@ -200,13 +212,16 @@ def table_precision(data: dict) -> str:
     from model.tools.precision_table import op_table
 
     modes = {m: op_table(ModelOptimizations.named(m, "Llama-3.1-8B")) for m in ("accuracy", "performance")}
-    lines = ["| op | accuracy: weight / output / fidelity | performance: weight / output / fidelity |", "|---|---|---|"]
+    lines = ["| op | accuracy: weight / output / setting | performance: weight / output / setting | emulated | SFPU functions |",
+             "|---|---|---|---|---|"]
     for a, p in zip(modes["accuracy"], modes["performance"]):
         cell = lambda r: f"{r['weight']} / {r['output']} / {r['setting']}"  # noqa: E731
-        lines.append(f"| {a['op']} | {cell(a)} | {cell(p)} |")
+        both = lambda k: a.get(k, "-") if a.get(k) == p.get(k) else f"accuracy: {a.get(k, '-')}; performance: {p.get(k, '-')}"  # noqa: E731
+        lines.append(f"| {a['op']} | {cell(a)} | {cell(p)} | {both('emulated')} | {both('sfpu')} |")
     lines.append("\n`lofi` is LoFi with a BF16 Dst, `hifi2fp16` HiFi2 with a BF16 Dst, `hifi2` and `hifi4` with an FP32 Dst "
-                 "(`ttjax precision --model-name Llama-3.1-8B --mode accuracy`); SDPA's settings are recorded, and ttjax's "
-                 "flash attention computes in float32.")
+                 "(`ttjax precision --model-name Llama-3.1-8B --mode accuracy`); emulated names the halves of a Tensix "
+                 "ttjax computes as the chip does for the op: fpu, the matrix engine's fidelity and Dst; sfpu, the SFPU "
+                 "functions beside it, as tt-llk's kernels compute them.")
     return "\n".join(lines)
 
 

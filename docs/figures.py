@@ -22,12 +22,13 @@ sys.path.insert(0, os.path.dirname(HERE))  # run as a script from anywhere in th
 MESHES = ("1x2", "1x8", "2x4", "8x4")
 ROOT = os.path.dirname(HERE)
 # The precision configs the accuracy and speed figures cover: tt_transformers' presets and the block floats, and the
-# device configs again with exact float matmuls (+fidelity=off), which isolates what the fidelity phases cost.
-# One-group overrides put configs between the presets, so the PCC rules of thumb have points at every step.
-ACCURACY_CONFIGS = ("float32", "bfloat16", "accuracy", "performance", "bfloat8_b", "bfloat4_b", "accuracy+fidelity=off",
-                    "performance+fidelity=off", "bfloat8_b+fidelity=off", "bfloat4_b+fidelity=off",
-                    "performance+FF1_FF3=bfloat8_b", "accuracy+FF2=bfloat4_b", "bfloat8_b+LM_HEAD=bfloat4_b",
-                    "bfloat16+WQKV=bfloat4_b")
+# device configs again with exact float matmuls (+fidelity=off) and with exact SFPU functions (+sfpu=off), which
+# isolates what each half of a Tensix costs. One-group overrides put configs between the presets, so the PCC rules of
+# thumb have points at every step.
+DEVICE_PRESETS = ("accuracy", "performance", "bfloat8_b", "bfloat4_b")
+ACCURACY_CONFIGS = ("float32", "bfloat16", *DEVICE_PRESETS, *(f"{p}+fidelity=off" for p in DEVICE_PRESETS),
+                    *(f"{p}+sfpu=off" for p in DEVICE_PRESETS), "performance+FF1_FF3=bfloat8_b", "accuracy+FF2=bfloat4_b",
+                    "bfloat8_b+LM_HEAD=bfloat4_b", "bfloat16+WQKV=bfloat4_b")
 BENCH_PRECISIONS = ("float32", "bfloat16", "accuracy", "performance", "accuracy+fidelity=off", "performance+fidelity=off")
 BENCH_BATCHES = (1, 4, 8, 16, 32)
 
@@ -59,7 +60,7 @@ def measure_accuracy() -> dict:
     """`ttjax accuracy --json`: top-1, top-5, perplexity and per-layer PCC of every config against transformers."""
     from model.checkpoint import default_model_path
 
-    argv = ["accuracy", "--json", "--configs", ",".join(ACCURACY_CONFIGS)]
+    argv = ["accuracy", "--json", "--reference-spread", "--configs", ",".join(ACCURACY_CONFIGS)]
     return {**stamp(), "command": "ttjax " + " ".join(argv), "model_file": os.path.basename(default_model_path()),
             **run_json(TTJAX + argv, "ttjax accuracy")}
 
@@ -76,7 +77,8 @@ def measure_outliers(prefill_len: int = 512) -> dict:
     import numpy as np
 
     from model.checkpoint import default_model_path, load_checkpoint
-    from model.tools.accuracy import shipped_text, transformers_reference
+    from model.tools.accuracy import shipped_text
+    from model.tools.reference import transformers_reference
 
     ck = load_checkpoint(default_model_path())
     tokens = ck.require_tokenizer().encode(shipped_text())
@@ -237,23 +239,27 @@ def _configs(data: dict) -> dict[str, dict]:
 
 
 def plot_accuracy(data: dict, path: str) -> None:
-    """Top-1, top-5 and perplexity per config: fidelity emulated (solid) beside exact float matmuls (hatched)."""
+    """Top-1, top-5 and perplexity per config: both halves of a Tensix emulated (solid) beside exact float matmuls
+    (hatched) and exact SFPU functions (dotted)."""
     import matplotlib.pyplot as plt
 
     cfg = _configs(data)
     names = [n for n in cfg if "+" not in n]  # the presets; the overrides are in the report's table
+    variants = (("", "both halves emulated (as the chip)", dict(color="tab:blue")),
+                ("+fidelity=off", "exact matmuls", dict(color="white", edgecolor="tab:blue", hatch="///")),
+                ("+sfpu=off", "exact SFPU functions", dict(color="white", edgecolor="tab:orange", hatch="...")))
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
-    width = 0.4
+    width = 0.27
     for ax, key, label in zip(axes, ("top1", "top5", "perplexity"), ("top-1 agreement, %", "top-5 agreement, %", "perplexity")):
         scale = 100 if key != "perplexity" else 1
-        on = [cfg[n][key] * scale for n in names]
-        off = [cfg[f"{n}+fidelity=off"][key] * scale if f"{n}+fidelity=off" in cfg else float("nan") for n in names]
         xs = range(len(names))
-        ax.bar([x - width / 2 for x in xs], on, width, label="fidelity emulated (as the chip)", color="tab:blue")
-        ax.bar([x + width / 2 for x in xs], off, width, label="same formats, exact matmuls", color="white",
-               edgecolor="tab:blue", hatch="///")
-        for x, v in zip(xs, on):
-            ax.annotate(f"{v:.1f}", (x - width / 2, v), ha="center", va="bottom", fontsize=6.5)
+        for i, (suffix, legend, style) in enumerate(variants):
+            values = [cfg[n + suffix][key] * scale if n + suffix in cfg else float("nan") for n in names]
+            at = [x + (i - 1) * width for x in xs]
+            ax.bar(at, values, width, label=legend, **style)
+            if not suffix:
+                for x, v in zip(at, values):
+                    ax.annotate(f"{v:.1f}", (x, v), ha="center", va="bottom", fontsize=6.5)
         if key == "perplexity":
             ax.axhline(data["reference_perplexity"], color="black", linewidth=0.8, linestyle="--", label="transformers float32")
         else:
@@ -261,7 +267,7 @@ def plot_accuracy(data: dict, path: str) -> None:
         ax.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(label)
     handles, labels = axes[2].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.94), ncol=3, fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.94), ncol=4, fontsize=8, frameon=False)
     fig.suptitle(f"Accuracy per precision config: {model_label(data)}, {data['prefill_len']} tokens prefilled, "
                  f"{data['decode_steps']} decoded teacher-forced, against {data['reference']}", fontsize=9.5)
     finish(fig, data, path, top=0.88)

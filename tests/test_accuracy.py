@@ -59,3 +59,32 @@ def test_text_too_short(ckpt):
     assert "best of times" in shipped_text()
     with pytest.raises(TTJaxError, match="prefill_len \\+ decode_steps \\+ 1 = 9001 is past the model's context of 8192"):
         evaluate(ckpt, ["float32"], prefill_len=8000, decode_steps=1000)
+
+
+def test_reference_margins():
+    from model.tools.reference_spread import margins
+
+    logits = np.array([[9.0, 7, 6, 5, 4, 3.5, 0], [1, 2, 3, 4, 5, 6, 7]])
+    assert margins(logits) == (1.0, 0.5)
+
+
+def test_reference_spread_reruns_the_reference_in_a_fresh_process(ckpt, hf_model, monkeypatch):
+    from model.tools import reference_spread
+    from model.tools.reference import transformers_reference
+
+    monkeypatch.setattr(reference_spread, "VARIANTS", (("one thread", {"TTJAX_REFERENCE_THREADS": "1"}),))
+    tokens = ckpt.require_tokenizer().encode(shipped_text())
+    ref = transformers_reference(ckpt, tokens, 32, 4, hf_model)
+    spread = reference_spread.measure(ckpt.path, ckpt.format, tokens, 32, 4, ref.logits)
+    (run,) = spread["variants"]
+    assert run["name"] == "one thread" and run["max_abs_logit_diff"] == spread["max_abs_logit_diff"] < 1e-3
+    assert spread["top1_same"] and spread["min_top1_margin"] > 0
+    lo, hi = spread["perplexity_range"]
+    assert lo <= run["perplexity"] <= hi and hi / lo < 1 + 1e-5
+
+
+def test_reference_spread_needs_the_transformers_reference(capsys):
+    from model.tools.cli import main
+
+    assert main(["accuracy", "--reference", "float32", "--reference-spread"]) == 2
+    assert "--reference-spread measures transformers' reference" in capsys.readouterr().err

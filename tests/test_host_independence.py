@@ -33,10 +33,12 @@ def small_ckpt():
 
 @pytest.mark.parametrize("isa", native.isa_levels() or ["auto"])
 def test_tt_presets_give_the_same_logits_at_every_native_isa_level(isa, small_ckpt, monkeypatch):
+    """The performance preset at every level (its steps use every native kernel: block-float and float matmuls at
+    each Dst mode, both SDPA walks, the SFPU); both presets at the default level in the next test."""
     monkeypatch.setenv("TTJAX_NATIVE_ISA", isa)
     jax.clear_caches()  # the level is read when a step is traced
     try:
-        assert {name: host_digest.digest(small_ckpt, name) for name in DIGESTS} == DIGESTS
+        assert host_digest.digest(small_ckpt, "performance") == DIGESTS["performance"]
     finally:
         jax.clear_caches()
 

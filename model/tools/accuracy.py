@@ -14,7 +14,6 @@ prefill output with the reference's; the PCC debugger names the first layer belo
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,7 +22,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from model.errors import CheckpointError, ConfigError, SequenceLengthError
+from model.errors import ConfigError, SequenceLengthError
 from model.checkpoint import Checkpoint
 from model.buckets import get_padded_prefill_len
 from model.kv_cache import allocate_kv_cache
@@ -31,9 +30,11 @@ from model.serving.build import build_generator
 from model.params import weight_nbytes
 from model.precision import ModelOptimizations
 from model.transformer import forward
+from model.tools.reference import Reference, transformers_reference
+from model.tools.reference_spread import margins, measure as measure_spread
 from ttjax.metrics import pcc
 
-DEFAULT_CONFIGS = ("float32", "bfloat16", "accuracy", "performance", "performance+fidelity=off")
+DEFAULT_CONFIGS = ("float32", "bfloat16", "accuracy", "performance", "performance+fidelity=off", "performance+sfpu=off")
 
 
 TEXT_PATH = Path(__file__).parent.parent / "data" / "tale_of_two_cities.txt"
@@ -41,13 +42,6 @@ TEXT_PATH = Path(__file__).parent.parent / "data" / "tale_of_two_cities.txt"
 
 def shipped_text() -> str:
     return TEXT_PATH.read_text()
-
-
-@dataclass
-class Reference:
-    logits: np.ndarray  # [decode_steps + 1, vocab]: predictions for positions prefill_len .. prefill_len + decode_steps
-    layer_outputs: list[np.ndarray]  # per decoder layer, [prefill_len, dim]
-    name: str
 
 
 @dataclass
@@ -63,37 +57,6 @@ class ConfigResult:
 
     def first_layer_below(self, threshold: float) -> int | None:
         return next((i for i, p in enumerate(self.layer_pcc) if p < threshold), None)
-
-
-def transformers_reference(ck: Checkpoint, tokens: list[int], prefill_len: int, decode_steps: int, model=None) -> Reference:
-    """transformers' LlamaForCausalLM, float32, teacher-forced over the same tokens in one forward."""
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM
-
-    torch.set_num_threads(os.cpu_count() or 1)
-    transformers.utils.logging.disable_progress_bar()
-    if model is not None:
-        pass
-    elif ck.format == "gguf":
-        folder, name = os.path.split(ck.path)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    elif ck.format == "hf":
-        model = AutoModelForCausalLM.from_pretrained(ck.path, dtype=torch.float32)
-    else:
-        raise CheckpointError(f"transformers cannot read the {ck.format} checkpoint {ck.path}; use reference='float32'.")
-    model.eval()
-    outputs = []
-    hooks = [layer.register_forward_hook(lambda m, a, out: outputs.append(out[0] if isinstance(out, tuple) else out))
-             for layer in model.model.layers]
-    try:
-        with torch.no_grad():
-            logits = model(torch.tensor([tokens[: prefill_len + decode_steps]])).logits[0].numpy()
-    finally:
-        for h in hooks:
-            h.remove()
-    layers = [o[0, :prefill_len].float().numpy() for o in outputs]
-    return Reference(logits[prefill_len - 1 :], layers, "transformers LlamaForCausalLM float32")
 
 
 def run_config(ck: Checkpoint, optimizations: ModelOptimizations, tokens: list[int], prefill_len: int, decode_steps: int):
@@ -146,15 +109,19 @@ def evaluate(
     text: str | None = None,
     progress=None,
     reference_model=None,
+    reference_spread: bool = False,
 ) -> dict:
     """The accuracy report (JSON-ready) for each named precision config (reference_model: an already
-    loaded transformers model of the same checkpoint)."""
+    loaded transformers model of the same checkpoint; reference_spread: also re-run transformers under the CPU
+    kernels other hosts pick, model.tools.reference_spread)."""
     if prefill_len < 1:
         raise SequenceLengthError(f"prefill_len = {prefill_len} must be at least 1 (the prefill predicts the first scored token).")
     if decode_steps < 0:
         raise SequenceLengthError(f"decode_steps = {decode_steps} must be 0 or more.")
     if not configs:
         raise ConfigError("no precision config to evaluate; name at least one.")
+    if reference_spread and reference != "transformers":
+        raise ConfigError(f"the reference's spread is measured for transformers' reference, not {reference!r}.")
     tokens = ck.require_tokenizer().encode(text or shipped_text())
     need = prefill_len + decode_steps + 1
     if len(tokens) < need:
@@ -170,6 +137,8 @@ def evaluate(
     else:
         raise ConfigError(f"reference {reference!r} is not 'transformers' or 'float32'.")
     ref_top1, ref_top5, ref_ppl = score(ref.logits, ref.logits, targets)
+    margin1, margin5 = margins(ref.logits)
+    spread = measure_spread(ck.path, ck.format, tokens, prefill_len, decode_steps, ref.logits) if reference_spread else None
     results = []
     for name in configs:
         opt = ModelOptimizations.named(name, ck.args.model_name)
@@ -189,6 +158,10 @@ def evaluate(
         "prefill_len": prefill_len,
         "decode_steps": decode_steps,
         "reference_perplexity": ref_ppl,
+        # the smallest gaps between the reference's 1st and 2nd, and 5th and 6th, logits: how far it may move
+        # before a top-1 or top-5 label changes
+        "reference_margins": {"top1": margin1, "top5": margin5},
+        **({"reference_spread": spread} if spread else {}),
         "configs": [r.__dict__ for r in results],
     }
 
@@ -207,7 +180,21 @@ def format_report(rep: dict, pcc_threshold: float = 0.99) -> str:
             f"{c['name']:<{width}}{100 * c['top1']:>7.1f}%{100 * c['top5']:>7.1f}%{c['perplexity']:>12.2f}{c['weight_bytes'] / 1e6:>12.1f}"
             f"{min(c['layer_pcc']):>15.5f}  {first}"
         )
+    if "reference_spread" in rep:
+        lines.append(spread_sentence(rep))
     return "\n".join(lines)
+
+
+def spread_sentence(rep: dict) -> str:
+    """What the reference's spread means for the table, in one sentence (the CLI's report and the docs say it)."""
+    sp, m = rep["reference_spread"], rep["reference_margins"]
+    kinds = ", ".join(v["name"] for v in sp["variants"])
+    same = ("so its top-1 and top-5 labels are the same on every host"
+            if sp["top1_same"] and sp["top5_same"] else "which changes some of its labels: top-1 and top-5 against it move with the host")
+    lo, hi = sp["perplexity_range"]
+    return (f"The reference moves by at most {sp['max_abs_logit_diff']:.1e} in a logit under other CPU kernels ({kinds}); "
+            f"its smallest top-1 margin is {m['top1']:.1e} and top-5 margin {m['top5']:.1e}, {same}; "
+            f"its perplexity moves within {lo:.6f}..{hi:.6f}.")
 
 
 def pcc_debug(rep: dict, threshold: float) -> str:

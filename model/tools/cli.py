@@ -2,7 +2,7 @@
 
     ttjax generate --prompt TEXT --max-new-tokens N [--json] [--model PATH] [--chat] [--mesh 1x8]
     ttjax comm-report --mesh 2x4 --mode decode [--json] [--model PATH | --model-name Llama-3.1-70B]
-    ttjax accuracy [--json] [--configs float32,bfloat16,accuracy,performance] [--debug-pcc] [--fidelity off] [--sfpu off]
+    ttjax accuracy [--json] [--configs float32,bfloat16,accuracy,performance] [--debug-pcc] [--fidelity off] [--sfpu off] [--reference-spread]
     ttjax precision --model-name Llama-3.1-70B --mode accuracy [--galaxy] [--json]
     ttjax bench [--json] [--model PATH] [--precision float32,accuracy] [--batch 1,32] [--mesh 1x2] [--profile DIR]
     ttjax serve [--host 127.0.0.1] [--port 8000] [--model PATH] [--mesh 1x8] [--max-batch-size 32] [--paged] [--api-key KEY]
@@ -180,12 +180,14 @@ def run_accuracy(opts) -> int:
             configs = [c if switch in c else c + switch for c in configs]
     if not -1 <= opts.pcc_threshold <= 1:  # also refuses nan
         raise ConfigError(f"--pcc-threshold {opts.pcc_threshold} is outside -1..1, the range of a PCC.")
+    if opts.reference_spread and opts.reference != "transformers":
+        raise ConfigError(f"--reference-spread measures transformers' reference; it has no meaning with --reference {opts.reference}.")
     ck = load_checkpoint(opts.model, progress=not opts.json)
     progress = None if opts.json else (lambda r: print(f"  {r.name}: top-1 {100 * r.top1:.1f}%, top-5 {100 * r.top5:.1f}%, "
                                                        f"perplexity {r.perplexity:.2f} ({r.seconds:.0f} s)", file=sys.stderr))
     rep = evaluate(
         ck, configs, prefill_len=opts.prefill_len, decode_steps=opts.decode_steps, reference=opts.reference,
-        overrides=parse_overrides(opts.override or []), progress=progress,
+        overrides=parse_overrides(opts.override or []), progress=progress, reference_spread=opts.reference_spread,
     )
     if opts.json:
         print(json.dumps(rep))
@@ -274,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--fidelity", choices=("on", "off"), default="on", help="off: every config with exact float matmuls")
     a.add_argument("--sfpu", choices=("on", "off"), default="on",
                    help="off: every config with exact float32 SFPU functions (exp, reciprocal, rsqrt, SiLU)")
+    a.add_argument("--reference-spread", action="store_true",
+                   help="also re-run transformers under the CPU kernels other hosts pick and report how far it moves")
     a.set_defaults(func=run_accuracy)
 
     pr = sub.add_parser("precision", help="the per-op precision table of a model, as tt_transformers' model_config sets it")
