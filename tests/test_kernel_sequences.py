@@ -234,6 +234,33 @@ def test_native_decode_equals_the_jax_walk(name, exp_approx_mode):
 
 
 @needs_native
+@pytest.mark.parametrize("name", ["HiFi2-fp32-exact", "HiFi4-bf16-approx"])
+def test_native_decode_skips_masked_tiles_only_where_that_is_exact(name):
+    """The native decode walks a user's last chunk only up to the tile its position reaches. It equals the whole
+    chunk's walk also where a skipped tile could change a bit: a P V column that is -0 so far (V's column -0 up to
+    the position), V rows past the position that are not finite (0 * inf is NaN on the chip too)."""
+    cfg, rng = CONFIGS[name], np.random.default_rng(11)
+    q = bf16(rng, (4, 4, 64), 2.0)
+    k, v = np.asarray(bf16(rng, (4, 1, 256, 64), 2.0)), np.array(bf16(rng, (4, 1, 256, 64)))
+    pos = jnp.asarray([20, 100, 40, 3], jnp.int32)
+    v[0, 0, :, 5] = -0.0  # user 0: a -0 column up to its position and +0 past it
+    v[0, 0, 21:, 5] = 0.0
+    v[1, 0, 200, 7] = np.inf  # user 1: an infinity past its position, in a tile it does not reach
+    v[2, 0, 50:, :] = np.nan  # user 2: NaN past its position
+    k, v = jnp.asarray(k), jnp.asarray(v)
+    pc = ttjax.SDPAProgramConfig(q_chunk_size=32, k_chunk_size=256, exp_approx_mode=False)
+
+    def f():
+        return ttjax.scaled_dot_product_attention_decode(q, k, v, pos, program_config=pc, compute_kernel_config=cfg)
+
+    with pure_jax():
+        want = jax.jit(f)()
+    got = jax.jit(f)()
+    assert_bits_equal(got, f64(want))
+    assert np.isnan(np.asarray(got[1:3], np.float32)).any() and not np.isnan(np.asarray(got[3], np.float32)).any()
+
+
+@needs_native
 @pytest.mark.parametrize("name, exp_approx_mode", [("HiFi2-fp32-exact", False), ("HiFi4-bf16-approx", True)])
 def test_native_prefill_equals_the_jax_walk(name, exp_approx_mode):
     cfg, rng = CONFIGS[name], np.random.default_rng(9)
