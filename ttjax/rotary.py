@@ -61,29 +61,23 @@ def rotary_embedding_llama(x: jax.Array, cos: jax.Array, sin: jax.Array, trans_m
         xf = x.astype(jnp.float32)
         rotated = rotate_pairs(xf) if trans_mat is None else rotate_pairs_by_matmul(xf, trans_mat)
         return (xf * cos + rotated * sin).astype(x.dtype)
-    from ttjax.matrix_engine import elwadd, elwmul, pack
+    from ttjax.matrix_engine import elwadd, elwmul, pack, tensix_matmul
 
     if x.shape[-1] % TILE:
         raise TTJaxError(f"rotary_embedding_llama needs head_dim a multiple of {TILE}, got {x.shape[-1]}.")
-
     if x.dtype != jnp.bfloat16:
         raise TTJaxError(f"rotary_embedding_llama with a compute_kernel_config takes bfloat16 input, as ttnn's op does; got {x.dtype}.")
+    cfg = compute_kernel_config
+    packed = lambda dst: pack(dst, jnp.bfloat16, cfg.fp32_dest_acc_en).astype(jnp.float32)  # noqa: E731
+    if fpu:
+        mat = get_rot_transformation_mat() if trans_mat is None else trans_mat
+        mul = lambda a, b: elwmul(a, b, cfg)  # noqa: E731
+        add = lambda a, b: elwadd(a, b, cfg)  # noqa: E731
+        rotate = lambda t: packed(tensix_matmul(t.reshape(-1, TILE), mat, cfg)).reshape(t.shape)  # noqa: E731
+    else:
+        mul, add, rotate = jnp.multiply, jnp.add, rotate_pairs
     cos, sin = (jnp.asarray(t).astype(jnp.bfloat16).astype(jnp.float32) for t in (cos, sin))
     xf = x.astype(jnp.float32)
-    if fpu:
-        mul = lambda a, b: elwmul(a, b, compute_kernel_config)  # noqa: E731
-        add = lambda a, b: elwadd(a, b, compute_kernel_config)  # noqa: E731
-    else:
-        mul, add = jnp.multiply, jnp.add
-    packed = lambda dst: pack(dst, jnp.bfloat16, compute_kernel_config.fp32_dest_acc_en).astype(jnp.float32)  # noqa: E731
     cos_interm = packed(mul(xf, cos))
-    if fpu:
-        from ttjax.matrix_engine import tensix_matmul
-
-        tiles = xf.reshape(-1, TILE)
-        rotated = packed(tensix_matmul(tiles, trans_mat if trans_mat is not None else get_rot_transformation_mat(),
-                                       compute_kernel_config)).reshape(x.shape)
-    else:
-        rotated = rotate_pairs(xf)
-    sin_interm = packed(mul(rotated, sin))
+    sin_interm = packed(mul(rotate(xf), sin))
     return packed(add(cos_interm, sin_interm)).astype(jnp.bfloat16)
