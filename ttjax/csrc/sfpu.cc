@@ -9,8 +9,11 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <tuple>
+#include <vector>
 
 #include "tensix_matmul.h"
 #include "xla/ffi/api/ffi.h"
@@ -45,6 +48,7 @@ struct Call {
   bool fp32, approx;
   u32 p0, p1;
   int64_t flag;
+  const u32* table = nullptr;  // with a 16-bit Dst: the function's value at each of the 65,536 BF16 inputs
 };
 
 }  // namespace sfpu_api
@@ -99,6 +103,36 @@ RunFn Pick(int64_t isa) {
   return isa == kIsaPortable ? sfpu_portable::Run : nullptr;
 }
 
+// With a 16-bit Dst a lane loads only the top half of its value, so a function is fixed by its 65,536 BF16
+// inputs: past a few thousand values it is cheaper to run the lane code once over all of them (the same lane code,
+// so the same bits) and look the rest up. One table per function, parameters and ISA level, made on first use.
+constexpr int64_t kTableAfter = 4096;
+
+void RunTable(const Call& c, int64_t lo, int64_t hi) {
+  for (int64_t i = lo; i < hi; ++i) c.out[i] = c.table[c.in[i] >> 16];
+}
+
+const u32* Table(const Call& c, RunFn run, int64_t isa) {
+  using Key = std::tuple<int64_t, bool, u32, u32, int64_t, int64_t>;
+  static std::mutex mu;
+  static std::map<Key, std::unique_ptr<std::vector<u32>>> tables;
+  const Key key{c.fn, c.approx, c.p0, c.p1, c.flag, isa};
+  std::lock_guard<std::mutex> lock(mu);
+  auto& slot = tables[key];
+  if (!slot) {
+    std::vector<u32> in(1 << 16);
+    for (u32 i = 0; i < in.size(); ++i) in[i] = i << 16;
+    auto out = std::make_unique<std::vector<u32>>(in.size());
+    Call all = c;
+    all.in = in.data();
+    all.out = out->data();
+    all.n = static_cast<int64_t>(in.size());
+    run(all, 0, all.n);
+    slot = std::move(out);
+  }
+  return slot->data();
+}
+
 constexpr int64_t kBlock = 1 << 14;  // lanes per unit of work (a multiple of 16)
 
 struct Work {
@@ -127,6 +161,10 @@ ffi::Error Impl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::ResultBuffer
   if (run == nullptr) return ffi::Error::InvalidArgument("sfpu: this CPU cannot run the requested ISA level");
   Call c{reinterpret_cast<const u32*>(x.typed_data()), reinterpret_cast<u32*>(out->typed_data()),
          static_cast<int64_t>(x.element_count()), fn, fp32, approx, static_cast<u32>(p0), static_cast<u32>(p1), flag};
+  if (!fp32 && c.n >= kTableAfter) {
+    c.table = Table(c, run, isa);
+    run = RunTable;
+  }
   const int64_t blocks = (c.n + kBlock - 1) / kBlock;
   if (blocks <= 1 || pool.num_threads() <= 1) {
     run(c, 0, c.n);
