@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile tests/ttnn_wheel.py $(wildcard ttjax/csrc/*)
+$(STAMP): pyproject.toml Makefile tests/ttnn_wheel.py tests/oracle/ttnn_env.py $(wildcard ttjax/csrc/*)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,serve,docs]'
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml Makefile tests/ttnn_wheel.py $(wildcard ttjax/csrc/*)
 	$(PY) -c "from ttjax.native import build; build()"
 	# tt-metal's own SFPU measurements (tt-llk's sfpu_accuracy_budget.yaml) from the ttnn wheel, for the tests.
 	$(PY) tests/ttnn_wheel.py
+	# The oracle tier's ttnn itself: .venv-ttnn, ttnn 0.81.1 on the machine's Python 3.12 or 3.10 (the only ones it is
+	# built for), run under a mock Wormhole n150 (tests/oracle/). Without such a Python the tier says so and is skipped.
+	$(PY) tests/oracle/ttnn_env.py
 	touch $(STAMP)
 
 demo: setup
@@ -36,4 +39,4 @@ docs: setup
 	$(PY) docs/build.py --run-snippets
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-ttnn .pytest_cache

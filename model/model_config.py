@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from model.errors import ConfigError
+from ttjax.core_range import CoreCoord
 from ttjax.flash_attention import TILE, SDPAProgramConfig
 
 CCL_MODES = ("auto", "reduce_scatter", "all_reduce")
@@ -355,7 +356,7 @@ class TPLayout:
 def sdpa_program_config(seq_len: int) -> SDPAProgramConfig:
     """Flash-attention chunks for a prefill of seq_len rows: 256 from 2048 rows up, else 64."""
     size = 256 if seq_len >= 2048 else 64
-    return SDPAProgramConfig(q_chunk_size=size, k_chunk_size=size, exp_approx_mode=False)
+    return SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=size, k_chunk_size=size, exp_approx_mode=False)
 
 
 # Decode SDPA. tt_transformers' SDPA_DECODE_PROGCFG gives q_chunk_size=0, k_chunk_size=0 (model_config.py), and
@@ -411,4 +412,4 @@ def sdpa_decode_program_config(max_seq_len: int, *, paged: bool = False, fp32_de
         size = sdpa_decode_k_chunk_size(max_seq_len)
     if size % TILE:
         size = TILE * -(-max_seq_len // TILE)  # one chunk (flash decode caps k_chunk_size at the cache length)
-    return SDPAProgramConfig(q_chunk_size=TILE, k_chunk_size=size, exp_approx_mode=False)
+    return SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=TILE, k_chunk_size=size, exp_approx_mode=False)

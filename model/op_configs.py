@@ -214,8 +214,9 @@ def _decode(args, device, rows, cols, nd, fmt) -> list[OpConfig]:
         lm_rows = lm_head_core_grid(dim, 32)[0]
         big = dim >= 8192
         # XQKV_DECODE_PROGCFG on TG: a block of one tile per core, one core per output tile.
-        qkv = MatmulMultiCoreReuseMultiCast1DProgramConfig(CoreCoord(8, 5 if big else lm_rows), 2 if big else 1, 1, 1, 1, 1,
-                                                           fuse_batch=True, mcast_in0=True)
+        qkv = MatmulMultiCoreReuseMultiCast1DProgramConfig(
+            compute_with_storage_grid_size=CoreCoord(8, 5 if big else lm_rows), in0_block_w=2 if big else 1, out_subblock_h=1,
+            out_subblock_w=1, per_core_M=1, per_core_N=1, fuse_batch=True, mcast_in0=True)
         ops.append(OpConfig("wqkv", TensorSpec((1, 1, TILE, dim // 4), "bfloat16", DRAM_MEMORY_CONFIG),
                             TensorSpec((dim // 4, _qkv_size(args) // 8), fmt["WQKV"]), qkv, DRAM_MEMORY_CONFIG, "bfloat16", True))
         if dim >= 4096:
@@ -231,13 +232,15 @@ def _decode(args, device, rows, cols, nd, fmt) -> list[OpConfig]:
         wo_k = args.n_heads * hd // nd
         if nd == 8 and (dim // TILE // 8) % 8 == 0:  # USE_FUSED_ALL_GATHER_MATMUL: the attention output gathered into 8 cores
             ag = MatmulMultiCoreReuseMultiCast1DProgramConfig(
-                CoreCoord(8, 1), dim // TILE // 8, 1, get_out_subblock_w(dim // 8 // TILE // 8, 1), 1, dim // 8 // TILE // 8, True, True)
+                compute_with_storage_grid_size=CoreCoord(8, 1), in0_block_w=dim // TILE // 8, out_subblock_h=1,
+                out_subblock_w=get_out_subblock_w(dim // 8 // TILE // 8, 1), per_core_M=1, per_core_N=dim // 8 // TILE // 8,
+                fuse_batch=True, mcast_in0=True)
             a = TensorSpec((1, 1, TILE, dim), "bfloat16", width_sharded(TILE, dim, CoreGrid(8, 1)))
             out = width_sharded(TILE, dim // 8, CoreGrid(8, 1))
             ops.append(OpConfig("wo", a, TensorSpec((dim, dim // 8), fmt["WO"]), ag, out, "bfloat16", True))
         else:
             # nlp_concat_heads_decode leaves one head per core: wo's activation is width-sharded over n_heads / devices cores.
-            heads = num_cores_to_corerangeset(args.n_heads // nd, CoreCoord(8, 8))
+            heads = num_cores_to_corerangeset(args.n_heads // nd, CoreCoord(8, 8), row_wise=True)
             ops.append(_dram_sharded_op("wo", wo_k, dim, heads, "bfloat16", fmt["WO"], "bfloat16", True))
         ops.append(_dram_sharded_op("w1_w3", dim, hidden // nd, dram_shard_core_grid_for_k_and_n(dim, hidden // nd), "bfloat16",
                                     fmt["FF1_FF3"], "bfloat8_b", False, count=2))
@@ -276,9 +279,10 @@ def _prefill(args, device, rows, cols, nd, fmt, seq_len) -> list[OpConfig]:
     qkv_n = _qkv_size(args) // (rows if tg else cols)
     k = dim // (cols if tg else 1)
     qkv = MatmulMultiCoreReuseMultiCastProgramConfig(
-        CoreCoord(8, 8), 1, 1, 1, max(1, 8 if seq_len >= 2048 else math.ceil(seq_len / TILE / 8)),
-        math.ceil(_qkv_size(args) / cols / TILE / 8),  # XQKV_PREFILL_PROGCFG divides by cluster_shape[1]
-        fuse_batch=seq_len <= MAX_QKV_MM_SEQ_LEN)
+        compute_with_storage_grid_size=CoreCoord(8, 8), in0_block_w=1, out_subblock_h=1, out_subblock_w=1,
+        per_core_M=max(1, 8 if seq_len >= 2048 else math.ceil(seq_len / TILE / 8)),
+        per_core_N=math.ceil(_qkv_size(args) / cols / TILE / 8),  # XQKV_PREFILL_PROGCFG divides by cluster_shape[1]
+        transpose_mcast=False, fuse_batch=seq_len <= MAX_QKV_MM_SEQ_LEN)
     ops.append(OpConfig("wqkv", TensorSpec((1, pieces, m, k), act), TensorSpec((k, qkv_n), fmt["WQKV"]), qkv, DRAM_MEMORY_CONFIG, act,
                         True, count=1))
     wo_k = args.n_heads * hd // (rows if tg else nd)

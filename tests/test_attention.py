@@ -18,7 +18,7 @@ import ttjax
 from model.errors import KVCacheError
 from model.config import PagedAttentionConfig
 from model.serving.page_table import BlockAllocator, PageTable
-from ttjax import SDPAProgramConfig, TTJaxError
+from ttjax import CoreCoord, SDPAProgramConfig, TTJaxError
 from ttjax.metrics import pcc
 from ttjax.flash_decode import read_rows
 
@@ -48,7 +48,7 @@ def test_flash_prefill_equals_reference(heads, seq, chunks):
     h, kv = heads
     rng = np.random.default_rng(seq + h)
     q, k, v = _rand(rng, 1, h, seq, 64), _rand(rng, 1, kv, seq, 64), _rand(rng, 1, kv, seq, 64)
-    cfg = SDPAProgramConfig(q_chunk_size=chunks[0], k_chunk_size=chunks[1])
+    cfg = SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=chunks[0], k_chunk_size=chunks[1])
     ours = jax.jit(lambda q, k, v: ttjax.scaled_dot_product_attention(q, k, v, program_config=cfg))(q, k, v)
     assert_close(ours, torch_sdpa(q, k, v))
 
@@ -56,7 +56,7 @@ def test_flash_prefill_equals_reference(heads, seq, chunks):
 def test_flash_prefill_non_causal_and_uneven_keys():
     rng = np.random.default_rng(1)
     q, k, v = _rand(rng, 2, 6, 70, 32), _rand(rng, 2, 2, 130, 32), _rand(rng, 2, 2, 130, 32)
-    ours = ttjax.scaled_dot_product_attention(q, k, v, is_causal=False, program_config=SDPAProgramConfig(32, 64))
+    ours = ttjax.scaled_dot_product_attention(q, k, v, is_causal=False, program_config=SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=32, k_chunk_size=64))
     assert_close(ours, torch_sdpa(q, k, v, causal=False))
 
 
@@ -76,7 +76,7 @@ def test_flash_prefill_never_builds_the_score_matrix():
     s, h = 2048, 4
     q = jax.ShapeDtypeStruct((1, h, s, 64), jnp.float32)
     kv = jax.ShapeDtypeStruct((1, 1, s, 64), jnp.float32)
-    jaxpr = jax.make_jaxpr(lambda q, k, v: ttjax.scaled_dot_product_attention(q, k, v, program_config=SDPAProgramConfig(64, 64)))(q, kv, kv)
+    jaxpr = jax.make_jaxpr(lambda q, k, v: ttjax.scaled_dot_product_attention(q, k, v, program_config=SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=64, k_chunk_size=64)))(q, kv, kv)
     assert _largest_intermediate(jaxpr.jaxpr) <= h * s * 64  # the output itself; scores would be h * s * s
     naive = h * s * s
     assert _largest_intermediate(jaxpr.jaxpr) < naive // 16
@@ -103,7 +103,7 @@ def test_flash_decode_equals_reference(heads, k_chunk):
     rng = np.random.default_rng(h * k_chunk)
     b, s, d = 32, 256, 64
     q, kc, vc = _rand(rng, b, h, d), _rand(rng, b, kv, s, d), _rand(rng, b, kv, s, d)
-    cfg = SDPAProgramConfig(q_chunk_size=32, k_chunk_size=k_chunk)
+    cfg = SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=32, k_chunk_size=k_chunk)
     ours = jax.jit(lambda *a: ttjax.scaled_dot_product_attention_decode(*a, program_config=cfg))(q, kc, vc, RAGGED)
     assert_close(ours, _decode_reference(q, kc, vc, RAGGED))
 
@@ -160,7 +160,7 @@ def test_paged_decode_equals_contiguous_with_a_shuffled_page_table():
     table = _shuffled_table(b, s // block)
     assert 0 in table and not (np.diff(table, axis=1) == 1).all()  # block 0 is used; rows are not in order
     kp, vp = _paged_copy(kc, table, block), _paged_copy(vc, table, block)
-    cfg = SDPAProgramConfig(32, 64)
+    cfg = SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=32, k_chunk_size=64)
     paged = ttjax.paged_scaled_dot_product_attention_decode(q, kp, vp, RAGGED, table, program_config=cfg)
     contiguous = ttjax.scaled_dot_product_attention_decode(q, kc, vc, RAGGED, program_config=cfg)
     np.testing.assert_array_equal(np.asarray(paged), np.asarray(contiguous))
@@ -231,7 +231,7 @@ def test_paged_decode_equals_torch_on_a_numpy_built_pool():
     assert 0 in table and (table == -1).any()
     q, k, v = _rand(rng, b, h, d), _rand(rng, b, kv, s, d), _rand(rng, b, kv, s, d)
     pool_k, pool_v = _paged_copy(k, table, block), _paged_copy(v, table, block)
-    cfg = SDPAProgramConfig(32, 64)
+    cfg = SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=32, k_chunk_size=64)
     ours = jax.jit(lambda *a: ttjax.paged_scaled_dot_product_attention_decode(*a, program_config=cfg))(q, pool_k, pool_v, RAGGED, table)
     assert_close(ours, _decode_reference(q, _np_read(pool_k, table, s), _np_read(pool_v, table, s), RAGGED))
 
@@ -333,7 +333,7 @@ def test_paged_flash_decode_gathers_one_chunk_at_a_time():
     pool = jax.ShapeDtypeStruct((b * s // block, kv, block, d), jnp.float32)
     args = (jax.ShapeDtypeStruct((b, h, d), jnp.float32), pool, pool, jax.ShapeDtypeStruct((b,), jnp.int32),
             jax.ShapeDtypeStruct((b, s // block), jnp.int32))
-    attend = lambda q, k, v, p, t: ttjax.paged_scaled_dot_product_attention_decode(q, k, v, p, t, program_config=SDPAProgramConfig(32, 128))  # noqa: E731
+    attend = lambda q, k, v, p, t: ttjax.paged_scaled_dot_product_attention_decode(q, k, v, p, t, program_config=SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=32, k_chunk_size=128))  # noqa: E731
     assert _largest_intermediate(jax.make_jaxpr(attend)(*args).jaxpr) <= b * kv * 128 * d
 
 
@@ -349,7 +349,7 @@ def test_chunked_prefill_equals_torch_on_a_numpy_built_pool():
     assert 0 in table
     pool_k, pool_v = _paged_copy(k, table, block), _paged_copy(v, table, block)
     ref = torch_sdpa(q, _np_read(pool_k, table, s), _np_read(pool_v, table, s))
-    cfg = SDPAProgramConfig(64, 64)
+    cfg = SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=64, k_chunk_size=64)
     attend = jax.jit(lambda qc, *a: ttjax.chunked_scaled_dot_product_attention(qc, *a, program_config=cfg))
     for start in range(0, s, chunk):
         assert_close(attend(q[:, :, start : start + chunk], pool_k, pool_v, table, start), ref[:, :, start : start + chunk])
@@ -363,7 +363,7 @@ def test_chunked_prefill_attention_equals_whole_prefill():
     table = _shuffled_table(2, s // block, seed=7)[1:]  # one user, its blocks scattered over a pool of two users
     pool_k = jnp.zeros((2 * s // block, kv, block, d), jnp.float32)
     pool_v = jnp.zeros_like(pool_k)
-    cfg = SDPAProgramConfig(64, 64)
+    cfg = SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=64, k_chunk_size=64)
     step = jax.jit(
         lambda pk, pv, qc, kc, vc, start: (
             (pk := ttjax.paged_fill_cache(pk, kc, table, 0, start)),
@@ -404,7 +404,7 @@ def test_paged_errors():
     with pytest.raises(KVCacheError, match=r"position 128 is past max_seq_len = 128"):
         pt.reserve(0, 129)
     with pytest.raises(TTJaxError, match="q_chunk_size = 48 must be a positive multiple of 32"):
-        SDPAProgramConfig(q_chunk_size=48)
+        SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=48)
 
 
 def test_allocator_reuses_freed_blocks_and_refuses_double_free():
@@ -454,7 +454,7 @@ def test_native_kv_rows_equal_the_xla_path(paged, monkeypatch):
     b, h, kv, s, d, block = 5, 9, 3, 384, 64, 32
     pos = jnp.array([0, -1, 131, s - 1, 200], jnp.int32)
     q, x = jnp.asarray(_rand(rng, b, h, d)), jnp.asarray(_rand(rng, b, kv, d))
-    cfg = SDPAProgramConfig(32, 128)
+    cfg = SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=32, k_chunk_size=128)
     if paged:
         table = _shuffled_table(b, s // block, block, seed=3)
         table[4, 200 // block] = -1  # user 4's write has no block

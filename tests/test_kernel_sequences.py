@@ -134,7 +134,7 @@ def prefill_reference(q, k, v, cfg, pc, scale):
 def test_flash_attention_is_the_kernels_sequence(name, exp_approx_mode):
     cfg, rng = CONFIGS[name], np.random.default_rng(5)
     q, k, v = bf16(rng, (1, 4, 96, 32), 2.0), bf16(rng, (1, 2, 96, 32), 2.0), bf16(rng, (1, 2, 96, 32))
-    pc = ttjax.SDPAProgramConfig(q_chunk_size=32, k_chunk_size=32, exp_approx_mode=exp_approx_mode)
+    pc = ttjax.SDPAProgramConfig(compute_with_storage_grid_size=ttjax.CoreCoord(8, 8), q_chunk_size=32, k_chunk_size=32, exp_approx_mode=exp_approx_mode)
     want = prefill_reference(q, k, v, cfg, pc, 32**-0.5)
     with pure_jax():
         got = ttjax.scaled_dot_product_attention(q, k, v, program_config=pc, compute_kernel_config=cfg)
@@ -162,7 +162,7 @@ def test_flash_decode_is_the_kernels_sequence(name, heads):
     cfg, rng = CONFIGS[name], np.random.default_rng(6)
     q, k, v = bf16(rng, (3, heads, 32), 2.0), bf16(rng, (3, 4, 128, 32), 2.0), bf16(rng, (3, 4, 128, 32))
     pos = jnp.asarray([0, 77, 127], jnp.int32)
-    pc = ttjax.SDPAProgramConfig(q_chunk_size=32, k_chunk_size=32, exp_approx_mode=False)
+    pc = ttjax.SDPAProgramConfig(compute_with_storage_grid_size=ttjax.CoreCoord(8, 8), q_chunk_size=32, k_chunk_size=32, exp_approx_mode=False)
     want = decode_reference(q, k, v, pos, cfg, pc, 32**-0.5)
     with pure_jax():
         got = ttjax.scaled_dot_product_attention_decode(q, k, v, pos, program_config=pc, compute_kernel_config=cfg)
@@ -221,7 +221,7 @@ def test_native_decode_equals_the_jax_walk(name, exp_approx_mode):
     kp, table = paged(k, rng, 32)
     vp = jnp.zeros_like(kp).at[jnp.asarray(table).reshape(-1)].set(
         v.reshape(3, 3, 8, 32, 64).transpose(0, 2, 1, 3, 4).reshape(-1, 3, 32, 64))
-    pc = ttjax.SDPAProgramConfig(q_chunk_size=32, k_chunk_size=64, exp_approx_mode=exp_approx_mode)
+    pc = ttjax.SDPAProgramConfig(compute_with_storage_grid_size=ttjax.CoreCoord(8, 8), q_chunk_size=32, k_chunk_size=64, exp_approx_mode=exp_approx_mode)
     runs = {
         "contiguous": lambda: ttjax.scaled_dot_product_attention_decode(q, k, v, pos, program_config=pc, compute_kernel_config=cfg),
         "paged": lambda: ttjax.paged_scaled_dot_product_attention_decode(q, kp, vp, pos, table, program_config=pc,
@@ -248,7 +248,7 @@ def test_native_decode_skips_masked_tiles_only_where_that_is_exact(name):
     v[1, 0, 200, 7] = np.inf  # user 1: an infinity past its position, in a tile it does not reach
     v[2, 0, 50:, :] = np.nan  # user 2: NaN past its position
     k, v = jnp.asarray(k), jnp.asarray(v)
-    pc = ttjax.SDPAProgramConfig(q_chunk_size=32, k_chunk_size=256, exp_approx_mode=False)
+    pc = ttjax.SDPAProgramConfig(compute_with_storage_grid_size=ttjax.CoreCoord(8, 8), q_chunk_size=32, k_chunk_size=256, exp_approx_mode=False)
 
     def f():
         return ttjax.scaled_dot_product_attention_decode(q, k, v, pos, program_config=pc, compute_kernel_config=cfg)
@@ -265,7 +265,7 @@ def test_native_decode_skips_masked_tiles_only_where_that_is_exact(name):
 def test_native_prefill_equals_the_jax_walk(name, exp_approx_mode):
     cfg, rng = CONFIGS[name], np.random.default_rng(9)
     q, k, v = bf16(rng, (1, 6, 100, 64), 2.0), bf16(rng, (1, 2, 100, 64), 2.0), bf16(rng, (1, 2, 100, 64))
-    pc = ttjax.SDPAProgramConfig(q_chunk_size=32, k_chunk_size=64, exp_approx_mode=exp_approx_mode)
+    pc = ttjax.SDPAProgramConfig(compute_with_storage_grid_size=ttjax.CoreCoord(8, 8), q_chunk_size=32, k_chunk_size=64, exp_approx_mode=exp_approx_mode)
     f = jax.jit(lambda q, k, v: ttjax.scaled_dot_product_attention(q, k, v, program_config=pc, compute_kernel_config=cfg))
     with pure_jax():
         want = jax.jit(lambda q, k, v: ttjax.scaled_dot_product_attention(q, k, v, program_config=pc,
@@ -294,7 +294,7 @@ def test_native_sdpa_at_every_isa_level(isa, monkeypatch):
     q, k, v = bf16(rng, (2, 8, 64), 2.0), bf16(rng, (2, 2, 128, 64), 2.0), bf16(rng, (2, 2, 128, 64))
     qp = bf16(rng, (1, 4, 64, 64), 2.0)
     pos = jnp.asarray([5, 127], jnp.int32)
-    pc = ttjax.SDPAProgramConfig(q_chunk_size=32, k_chunk_size=32)
+    pc = ttjax.SDPAProgramConfig(compute_with_storage_grid_size=ttjax.CoreCoord(8, 8), q_chunk_size=32, k_chunk_size=32)
 
     def both():
         return (ttjax.scaled_dot_product_attention_decode(q, k, v, pos, program_config=pc, compute_kernel_config=cfg),

@@ -22,6 +22,7 @@ from model.model_config import (
     sdpa_decode_k_chunk_size,
     sdpa_decode_program_config,
 )
+from ttjax.core_range import CoreCoord
 from ttjax.flash_attention import SDPAProgramConfig
 from ttjax.flash_decode import decode_k_chunk
 
@@ -71,8 +72,12 @@ def test_paged_decode_program_config():
     assert sdpa_decode_program_config(96, paged=True).k_chunk_size == 32  # 3 blocks of 32: 128 does not divide
     with pytest.raises(ConfigError, match="skips that user"):
         paged_sdpa_decode_k_chunk_size(-1, True)
-    with pytest.raises(TTJaxError):
-        SDPAProgramConfig(k_chunk_size=0)  # ttjax's config holds the resolved chunk, never tt_transformers' 0
+    # ttnn's config takes tt_transformers' 0 (the decode op then picks: the largest power of two dividing the cache
+    # length, up to 512); chunk sizes are required, as ttnn's constructor requires them
+    picks = SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=0, k_chunk_size=0)
+    assert [decode_k_chunk(s, picks) for s in (2048, 256, 96, 32)] == [512, 256, 32, 32]
+    with pytest.raises(TypeError):
+        SDPAProgramConfig(k_chunk_size=0)
 
 
 # lm_head_core_grid and 668 columns per core (Wormhole).

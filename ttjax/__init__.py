@@ -29,10 +29,17 @@ from ttjax.memory_config import (
     CoreRange,
     CoreRangeSet,
     MemoryConfig,
+    ROW_MAJOR_LAYOUT,
+    TILE_LAYOUT,
+    L1_BLOCK_SHARDED_MEMORY_CONFIG,
+    Layout,
     ShardOrientation,
     ShardSpec,
+    ShardStrategy,
     TensorMemoryLayout,
+    TensorSpec,
     create_sharded_memory_config,
+    num_cores_to_corerangeset,
 )
 from ttjax.program_config import (
     MatmulMultiCoreReuseMultiCast1DProgramConfig,
@@ -40,11 +47,12 @@ from ttjax.program_config import (
     MatmulMultiCoreReuseMultiCastProgramConfig,
 )
 from mesh.errors import OpConfigError
-from ttjax.matrix_engine import MathFidelity, WormholeComputeKernelConfig
+from ttjax.matrix_engine import MathFidelity, ThrottleLevel, WormholeComputeKernelConfig, init_device_compute_kernel_config
 from ttjax.norm import rms_norm, rms_norm_post_all_gather, rms_norm_pre_all_gather
 from ttjax.tensor import as_tensor, from_numpy, to_numpy
 from ttjax.rotary import get_rot_transformation_mat, rotary_embedding_llama, rotate_pairs
 from ttjax import sfpu
+from ttjax.tensorbin import dump_tensor, load_tensor, read_tensor
 
 __all__ = [
     "BlockFloatTensor",
@@ -76,6 +84,18 @@ __all__ = [
     "ShardSpec",
     "TensorMemoryLayout",
     "create_sharded_memory_config",
+    "num_cores_to_corerangeset",
+    "ROW_MAJOR_LAYOUT",
+    "TILE_LAYOUT",
+    "L1_BLOCK_SHARDED_MEMORY_CONFIG",
+    "Layout",
+    "ShardStrategy",
+    "TensorSpec",
+    "ThrottleLevel",
+    "init_device_compute_kernel_config",
+    "dump_tensor",
+    "load_tensor",
+    "read_tensor",
     "MatmulMultiCoreReuseMultiCast1DProgramConfig",
     "MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig",
     "MatmulMultiCoreReuseMultiCastProgramConfig",

@@ -212,7 +212,7 @@ def to_block_float(x, dtype) -> BlockFloatTensor:
 # tt-metal's byte stream (for checking against the packer bit for bit, and for interchange).
 
 
-def _tile_order(a: np.ndarray) -> np.ndarray:
+def tile_order(a: np.ndarray) -> np.ndarray:
     """[..., R, C] (tile-padded) -> [..., tiles, 4 faces, 16 rows, 16 cols] in tile order (rows of tiles outer)."""
     r, c = a.shape[-2:]
     t = a.reshape(*a.shape[:-2], r // TILE, 2, FACE, c // TILE, 2, FACE)
@@ -223,15 +223,46 @@ def _tile_order(a: np.ndarray) -> np.ndarray:
 
 def pack_as_bfp_tiles(x: np.ndarray, dtype) -> np.ndarray:
     """x -> the bytes tt-metal's host packer writes for it in TILE_LAYOUT: per tile, 64 exponents then codes."""
-    fmt = block_format(dtype)
-    t = to_block_float(np.asarray(x, np.float32), fmt)
-    exps = _tile_order(np.repeat(t.exps.view(np.uint8), FACE, axis=-1))[..., 0]  # one per face row
-    codes = _tile_order(t.signed_codes())
+    return bfp_tile_bytes(to_block_float(np.asarray(x, np.float32), block_format(dtype)))
+
+
+def bfp_tile_bytes(t: BlockFloatTensor) -> np.ndarray:
+    """A block-float tensor's exponents and codes as tt-metal's TILE_LAYOUT byte stream (uint8, flat)."""
+    fmt = t.fmt
+    exps = tile_order(np.repeat(np.asarray(t.exps).view(np.uint8), FACE, axis=-1))[..., 0]  # one per face row
+    codes = tile_order(np.asarray(t.signed_codes()))
     sign = np.where(codes < 0, 1 << fmt.mantissa_bits, 0)
     raw = (np.abs(codes.astype(np.int32)) | sign).astype(np.uint8).reshape(*codes.shape[:-3], -1)
     if fmt is bfloat4_b:
         raw = raw[..., 0::2] | (raw[..., 1::2] << 4)
     return np.concatenate([exps.reshape(*exps.shape[:-2], -1), raw], axis=-1).reshape(-1)
+
+
+def bfp_from_tile_bytes(data: np.ndarray, fmt: BlockFormat, shape: tuple[int, ...]) -> BlockFloatTensor:
+    """The inverse of bfp_tile_bytes: tt-metal's byte stream for a tensor of logical `shape` -> its BlockFloatTensor,
+    the same exponents and codes."""
+    rows = (1, shape[0]) if len(shape) == 1 else tuple(shape)
+    *outer, r, c = rows
+    padded = (*outer, -(-r // TILE) * TILE, -(-c // TILE) * TILE)
+    tiles = np.asarray(data, np.uint8).reshape(-1, 64 + TILE * TILE * (fmt.mantissa_bits + 1) // 8)
+    raw = tiles[:, 64:]
+    if fmt is bfloat4_b:
+        raw = np.stack([raw & 0xF, raw >> 4], axis=-1).reshape(raw.shape[0], -1)
+    sign_bit = 1 << fmt.mantissa_bits
+    magnitude = (raw & (sign_bit - 1)).astype(np.int8)
+    codes = logical_order(np.where(raw & sign_bit, -magnitude, magnitude).astype(np.int8), padded)
+    exps = logical_order(np.repeat(tiles[:, :64, None], FACE, axis=-1), padded)[..., ::FACE]
+    stored = codes if fmt is bfloat8_b else _pack_nibbles(np, codes)
+    return BlockFloatTensor(stored, exps.view(E8M0), tuple(shape), fmt)
+
+
+def logical_order(flat: np.ndarray, padded: tuple[int, ...]) -> np.ndarray:
+    """The inverse of tile_order: values in tile order (rows of tiles outer, faces, face rows) -> [..., R, C]."""
+    *outer, r, c = padded
+    t = flat.reshape(*outer, r // TILE, c // TILE, 2, 2, FACE, FACE)
+    n = t.ndim
+    t = np.moveaxis(t, [n - 6, n - 4, n - 2, n - 5, n - 3, n - 1], list(range(n - 6, n)))
+    return t.reshape(padded)
 
 
 # Encoding a large tensor without holding it in float32: row chunks encoded on the device (one compiled encoder per

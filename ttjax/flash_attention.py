@@ -26,34 +26,56 @@ import jax.numpy as jnp
 import numpy as np
 
 from mesh.errors import TTJaxError
-from ttjax.memory_config import CoreCoord
+from ttjax.core_range import CoreCoord, CoreRangeSet
 from ttjax.op_validation import validate_sdpa
 import ttjax.native as native
 import ttjax.sdpa_kernel as sdpa_kernel
 import ttjax.sfpu as sfpu_fns
-from ttjax.matrix_engine import pack
+from ttjax.matrix_engine import MathFidelity, pack
 
 MASK_VALUE = -1e9
 TILE = 32
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SDPAProgramConfig:
-    """ttnn.SDPAProgramConfig: the chunk sizes (multiples of 32) and the core grid the chunks are spread over (on one
-    JAX device they run in sequence; the grid and the chunks' circular buffers are checked as a Wormhole checks them,
-    ttjax.op_validation.validate_sdpa). exp_approx_mode: the softmax's exp (and the correction's) approximate on the
-    SFPU, under a compute kernel config; tt_transformers sets it False."""
+    """ttnn.SDPAProgramConfig, fields, defaults and keyword-only constructor as ttnn's: the chunk sizes and the core
+    grid the chunks are spread over (on one JAX device they run in sequence). Like ttnn's constructor it takes any
+    non-negative chunk sizes; the op checks them (multiples of 32 for prefill; 0 lets decode pick its k chunk) and
+    the grid and the chunks' circular buffers as a Wormhole does (ttjax.op_validation.validate_sdpa).
+    exp_approx_mode: the softmax's exp (and the correction's) approximate on the SFPU under a compute kernel config;
+    None (unset) is what ttnn's program factories then take, true. tt_transformers sets it False. sub_core_grids,
+    max_cores_per_head_batch, max_k_splits, matmul_math_fidelity and segmented_accumulation are kept for a config
+    carried from ttnn; they place work on cores and change no value here."""
 
-    q_chunk_size: int = 64
-    k_chunk_size: int = 64
-    compute_with_storage_grid_size: CoreCoord = CoreCoord(8, 8)
-    exp_approx_mode: bool = True  # ttnn's program factories take true when the config leaves it unset
+    compute_with_storage_grid_size: CoreCoord
+    sub_core_grids: CoreRangeSet | None = None
+    q_chunk_size: int
+    k_chunk_size: int
+    exp_approx_mode: bool | None = None
+    max_cores_per_head_batch: int = 16
+    max_k_splits: int = 1
+    matmul_math_fidelity: MathFidelity | None = None
+    segmented_accumulation: bool = False
 
     def __post_init__(self):
-        for name in ("q_chunk_size", "k_chunk_size"):
+        grid = self.compute_with_storage_grid_size
+        if isinstance(grid, tuple) and len(grid) == 2:
+            object.__setattr__(self, "compute_with_storage_grid_size", CoreCoord(*map(int, grid)))
+        for name in ("q_chunk_size", "k_chunk_size", "max_cores_per_head_batch", "max_k_splits"):
             size = getattr(self, name)
-            if size < TILE or size % TILE:
-                raise TTJaxError(f"{name} = {size} must be a positive multiple of {TILE} (the tile size).")
+            if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 0:
+                raise TTJaxError(f"SDPAProgramConfig: {name} = {size!r} must be a non-negative integer.")
+            object.__setattr__(self, name, int(size))
+
+    @property
+    def exp_approx(self) -> bool:
+        """The exp mode the kernels run: exp_approx_mode, true where it is unset."""
+        return True if self.exp_approx_mode is None else bool(self.exp_approx_mode)
+
+
+# ttjax's chunks where no program config is given (ttnn's ops then pick theirs from the shapes).
+DEFAULT_PROGRAM_CONFIG = SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=64, k_chunk_size=64)
 
 
 def check_on_device(op: str, cfg: SDPAProgramConfig, head_dim: int, dtype) -> None:
@@ -166,7 +188,7 @@ def kernel_math(cfg: SDPAProgramConfig, scale: float, compute_kernel_config, fpu
     """The kernel's arithmetic for a compute kernel config (None: float32 math, the reference)."""
     if compute_kernel_config is None:
         return None
-    return sdpa_kernel.KernelMath(compute_kernel_config, float(scale), cfg.exp_approx_mode, fpu, sfpu)
+    return sdpa_kernel.KernelMath(compute_kernel_config, float(scale), cfg.exp_approx, fpu, sfpu)
 
 
 def scaled_dot_product_attention(q, k, v, *, is_causal: bool = True, scale: float | None = None, program_config=None,
@@ -176,7 +198,7 @@ def scaled_dot_product_attention(q, k, v, *, is_causal: bool = True, scale: floa
     Causal attention needs Sq == Sk. Lengths that are not chunk multiples are zero-padded here and the
     padding masked (ttnn wants tile-padded inputs; here any length runs). With a compute_kernel_config the walk is
     the SDPA kernel's (ttjax.sdpa_kernel; fpu / sfpu: which halves of the Tensix to emulate)."""
-    cfg = program_config or SDPAProgramConfig()
+    cfg = program_config or DEFAULT_PROGRAM_CONFIG
     b, h, sq, d = q.shape
     if program_config is not None:
         check_on_device("ttjax.scaled_dot_product_attention", cfg, d, q.dtype)
@@ -212,7 +234,7 @@ def chunked_scaled_dot_product_attention(q, k_cache, v_cache, page_table, chunk_
     caches [max_num_blocks, KV, block_size, d]; page_table [1, blocks_per_user] (or [blocks_per_user]).
     chunk_start_idx may be traced: one program serves every chunk of a prompt. compute_kernel_config, fpu, sfpu: as
     scaled_dot_product_attention's."""
-    cfg = program_config or SDPAProgramConfig()
+    cfg = program_config or DEFAULT_PROGRAM_CONFIG
     _, h, s, d = q.shape
     if program_config is not None:
         check_on_device("ttjax.chunked_scaled_dot_product_attention", cfg, d, q.dtype)

@@ -45,7 +45,7 @@ import numpy as np
 import ttjax.native as native
 import ttjax.sfpu as sfpu_fns
 from ttjax.matrix_engine import pack
-from ttjax.flash_attention import MASK_VALUE, SDPAProgramConfig, kernel_math
+from ttjax.flash_attention import DEFAULT_PROGRAM_CONFIG, MASK_VALUE, SDPAProgramConfig, kernel_math
 import ttjax.sdpa_kernel as sdpa_kernel
 
 
@@ -132,8 +132,16 @@ READ_ROWS = 128
 
 
 def decode_k_chunk(seq: int, program_config: SDPAProgramConfig | None) -> int:
-    """The program config's k_chunk_size for a cache of seq positions (at most seq; it must divide seq)."""
-    size = min((program_config or SDPAProgramConfig()).k_chunk_size, seq)
+    """The program config's k_chunk_size for a cache of seq positions (at most seq; it must divide seq). 0 lets the
+    op pick, as ttnn's decode does: the largest power of two that divides seq, up to 512."""
+    size = (program_config or DEFAULT_PROGRAM_CONFIG).k_chunk_size
+    if size == 0:
+        size = 512
+        while seq % size:
+            size //= 2
+    elif size % 32:
+        raise TTJaxError(f"k_chunk_size = {size} must be 0 (the op picks) or a multiple of 32 (the tile size).")
+    size = min(size, seq)
     if seq % size:
         raise TTJaxError(f"the cache length {seq} is not a multiple of k_chunk_size = {size}.")
     return size
@@ -153,7 +161,7 @@ def scaled_dot_product_attention_decode(q, k_cache, v_cache, cur_pos, *, scale=N
     if q.shape[0] != b:
         raise TTJaxError(f"q has {q.shape[0]} users but the cache has {b} slots.")
     scale = d**-0.5 if scale is None else scale
-    kernel = kernel_math(program_config or SDPAProgramConfig(), scale, compute_kernel_config, fpu, sfpu)
+    kernel = kernel_math(program_config or DEFAULT_PROGRAM_CONFIG, scale, compute_kernel_config, fpu, sfpu)
     k_chunk = decode_k_chunk(s, program_config)
     k_chunk = k_chunk if kernel is not None else read_rows(k_chunk)
     if kernel is not None:
@@ -181,7 +189,7 @@ def paged_scaled_dot_product_attention_decode(q, k_cache, v_cache, cur_pos, page
     _, n_kv, block, d = k_cache.shape
     s = blocks_per_user * block
     scale = d**-0.5 if scale is None else scale
-    kernel = kernel_math(program_config or SDPAProgramConfig(), scale, compute_kernel_config, fpu, sfpu)
+    kernel = kernel_math(program_config or DEFAULT_PROGRAM_CONFIG, scale, compute_kernel_config, fpu, sfpu)
     k_chunk = decode_k_chunk(s, program_config)
     k_chunk = k_chunk if kernel is not None else read_rows(k_chunk)
     if kernel is not None:

@@ -64,30 +64,64 @@ FACE = 16
 
 
 class MathFidelity(enum.Enum):
-    """ttnn.MathFidelity, with tt-metal's values (the low 3 bits are the number of phases, LoFi being 1)."""
+    """ttnn.MathFidelity, with tt-metal's values (the low 3 bits are the number of phases, LoFi being 1). Invalid is
+    ttnn's "not set": a compute kernel config's default, which an op must not compute with."""
 
     LoFi = 0
     HiFi2 = 2
     HiFi3 = 3
     HiFi4 = 4
+    Invalid = 0xFF
 
     @property
     def phases(self) -> tuple[int, ...]:
+        if self is MathFidelity.Invalid:
+            raise TTJaxError("math_fidelity is Invalid (WormholeComputeKernelConfig's default): give the op a config "
+                             "with LoFi, HiFi2, HiFi3 or HiFi4.")
         return tuple(range(max(1, self.value)))
+
+
+class ThrottleLevel(enum.Enum):
+    """ttnn.ThrottleLevel: how much the math engine is slowed to limit di/dt; it changes no value."""
+
+    NO_THROTTLE = 0
+    LEVEL_1 = 1
+    LEVEL_2 = 2
+    LEVEL_3 = 3
+    LEVEL_4 = 4
+    LEVEL_5 = 5
 
 
 @dataclass(frozen=True)
 class WormholeComputeKernelConfig:
-    """ttnn.WormholeComputeKernelConfig, with ttnn's defaults."""
+    """ttnn.WormholeComputeKernelConfig, with ttnn's defaults (math_fidelity unset: Invalid)."""
 
-    math_fidelity: MathFidelity = MathFidelity.LoFi
+    math_fidelity: MathFidelity = MathFidelity.Invalid
     math_approx_mode: bool = True
     fp32_dest_acc_en: bool = False
     packer_l1_acc: bool = False
+    dst_full_sync_en: bool = False
+    throttle_level: ThrottleLevel = ThrottleLevel.NO_THROTTLE
 
     def __post_init__(self):
         if not isinstance(self.math_fidelity, MathFidelity):
             raise TTJaxError(f"math_fidelity {self.math_fidelity!r} is not a ttjax.MathFidelity (LoFi, HiFi2, HiFi3, HiFi4).")
+
+
+def init_device_compute_kernel_config(arch: str = "wormhole_b0", device_kernel_config: WormholeComputeKernelConfig | None = None,
+                                      *, math_fidelity: MathFidelity = MathFidelity.LoFi, math_approx_mode: bool = True,
+                                      fp32_dest_acc_en: bool = False, packer_l1_acc: bool = False,
+                                      dst_full_sync_en: bool = False,
+                                      throttle_level: ThrottleLevel = ThrottleLevel.NO_THROTTLE) -> WormholeComputeKernelConfig:
+    """ttnn.init_device_compute_kernel_config: the caller's config as it is, or, without one, the op's defaults
+    (the keyword arguments). Ops call it with their own defaults, e.g. rms_norm with HiFi4, approx on, 16-bit Dst
+    (ttjax.norm.RMS_NORM_DEFAULT_COMPUTE_KERNEL_CONFIG)."""
+    if str(arch).lower().split(".")[-1] not in ("wormhole_b0", "wormhole"):
+        raise TTJaxError(f"init_device_compute_kernel_config: arch {arch!r} is not modelled (ttjax models wormhole_b0).")
+    if device_kernel_config is not None:
+        return device_kernel_config
+    return WormholeComputeKernelConfig(math_fidelity, math_approx_mode, fp32_dest_acc_en, packer_l1_acc, dst_full_sync_en,
+                                       throttle_level)
 
 
 def _bits(x):

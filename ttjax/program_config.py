@@ -1,7 +1,8 @@
 """ttnn's matmul program configs: how a matmul is split over a Wormhole's cores.
 
-Fields and defaults are ttnn's (ttnn/cpp/ttnn/operations/matmul/device/config/matmul_program_config_types.hpp,
-the Python constructors of matmul_nanobind.cpp). Counts are in 32x32 tiles:
+Fields, defaults and keyword-only constructors are ttnn's (ttnn/cpp/ttnn/operations/matmul/device/config/
+matmul_program_config_types.hpp, the Python constructors of matmul_nanobind.cpp), held to ttnn 0.81.1 by the oracle
+tier (tests/oracle/). Counts are in 32x32 tiles:
 
 - per_core_M x per_core_N: the output block one core computes (out_block_h/w default to them);
 - in0_block_w: the K tiles of one step (the circular buffers hold in0_block_w-wide slices of A and B);
@@ -16,10 +17,10 @@ per DRAM bank reading its own shard of the weight: decode, where reading the wei
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from mesh.errors import OpConfigError
-from ttjax.memory_config import CoreCoord
+from ttjax.core_range import CoreCoord, CoreRangeSet
 
 
 def _checked(config) -> None:
@@ -39,52 +40,69 @@ def _checked(config) -> None:
                 raise OpConfigError(f"{type(config).__name__}: {f.name} = {value!r} is not an integer.") from None
 
 
-@dataclass(frozen=True)
+def _fill_out_block(config) -> None:
+    """out_block_h / w default to per_core_M / N, filled in at construction as ttnn's constructors do."""
+    if config.out_block_h is None:
+        object.__setattr__(config, "out_block_h", config.per_core_M)
+    if config.out_block_w is None:
+        object.__setattr__(config, "out_block_w", config.per_core_N)
+
+
+@dataclass(frozen=True, kw_only=True)
 class MatmulMultiCoreReuseMultiCastProgramConfig:
     compute_with_storage_grid_size: CoreCoord
     in0_block_w: int
     out_subblock_h: int
     out_subblock_w: int
-    per_core_M: int
-    per_core_N: int
-    transpose_mcast: bool = False
     out_block_h: int | None = None
     out_block_w: int | None = None
+    per_core_M: int
+    per_core_N: int
+    transpose_mcast: bool
     fused_activation: str | None = None
     fuse_batch: bool = True
+    allowed_worker_cores: CoreRangeSet | None = None
 
     def __post_init__(self):
         _checked(self)
+        _fill_out_block(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MatmulMultiCoreReuseMultiCast1DProgramConfig:
     compute_with_storage_grid_size: CoreCoord
     in0_block_w: int
     out_subblock_h: int
     out_subblock_w: int
+    out_block_h: int | None = None
+    out_block_w: int | None = None
     per_core_M: int
     per_core_N: int
     fuse_batch: bool
-    mcast_in0: bool
-    out_block_h: int | None = None
-    out_block_w: int | None = None
     fused_activation: str | None = None
+    mcast_in0: bool
     gather_in0: bool = False
+    hop_cores: CoreRangeSet = field(default_factory=CoreRangeSet)
+    num_global_cb_receivers: int = 1
     untilize_out: bool = False
+    allowed_worker_cores: CoreRangeSet | None = None
+    stream_in1: bool = False
 
     def __post_init__(self):
         _checked(self)
+        _fill_out_block(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MatmulMultiCoreReuseMultiCastDRAMShardedProgramConfig:
-    """No grid: the workers are A's shard grid, and each reads the weight shard of one DRAM bank."""
+    """No grid: the workers are A's shard grid, and each reads the weight shard of one DRAM bank (or
+    num_workers_per_dram_bank of them)."""
 
     in0_block_w: int
     per_core_M: int
     per_core_N: int
     fused_activation: str | None = None
+    num_workers_per_dram_bank: int = 1
 
     def __post_init__(self):
         _checked(self)

@@ -17,7 +17,7 @@ def reference(q, k, v, lengths):  # one query row per user or a causal block; GQ
 
 rng = np.random.default_rng(0)
 q, k, v = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in [(1, 8, 512, 64), (1, 2, 512, 64), (1, 2, 512, 64)])
-out = ttjax.scaled_dot_product_attention(q, k, v, is_causal=True, program_config=ttjax.SDPAProgramConfig(128, 128))
+out = ttjax.scaled_dot_product_attention(q, k, v, is_causal=True, program_config=ttjax.SDPAProgramConfig(compute_with_storage_grid_size=ttjax.CoreCoord(8, 8), q_chunk_size=128, k_chunk_size=128))
 kg, vg = jnp.repeat(k, 4, axis=1), jnp.repeat(v, 4, axis=1)  # 8 query heads share 2 KV heads
 causal = np.tril(np.ones((512, 512), bool))
 dense = jax.nn.softmax(jnp.where(causal, q @ kg.swapaxes(-1, -2) / 8.0, -jnp.inf), axis=-1) @ vg  # a 512x512 matrix
