@@ -44,7 +44,7 @@ def _dram_sharded(per_core_M=1, shard=None):
     a_mc = width_sharded(32, 4096, grid) if shard is None else MemoryConfig(
         TensorMemoryLayout.WIDTH_SHARDED, BufferType.L1, ShardSpec(CoreGrid(8, 4).core_range_set(), shard))
     cfg = dram_matmul_config(32, 4096, 14336, 64)
-    cfg = type(cfg)(cfg.in0_block_w, per_core_M, cfg.per_core_N)
+    cfg = type(cfg)(in0_block_w=cfg.in0_block_w, per_core_M=per_core_M, per_core_N=cfg.per_core_N)
     validate_matmul("w1", TensorSpec((1, 1, 32, 4096), "bfloat16", a_mc), TensorSpec((4096, 14336), "bfloat4_b",
                     create_dram_sharded_mem_config(4096, 14336)), cfg, L1_WIDTH_SHARDED_MEMORY_CONFIG)
 

@@ -277,7 +277,7 @@ def test_flash_decode_equals_softmax_reference(k_chunk, case):
     h, kv, s, d = 9, 3, 384, 64
     pos = _decode_positions(s, k_chunk, case)
     q, k, v = _rand(rng, len(pos), h, d), _rand(rng, len(pos), kv, s, d), _rand(rng, len(pos), kv, s, d)
-    cfg = SDPAProgramConfig(32, k_chunk)
+    cfg = SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=32, k_chunk_size=k_chunk)
     ours = jax.jit(lambda *a: ttjax.scaled_dot_product_attention_decode(*a, program_config=cfg))(q, k, v, pos)
     assert_close(ours, _softmax_decode(q, k, v, pos, _rows_read(pos, read_rows(k_chunk), s)))
 
@@ -293,7 +293,7 @@ def test_paged_flash_decode_equals_softmax_reference(block, k_chunk, case):
     q, k, v = _rand(rng, len(pos), h, d), _rand(rng, len(pos), kv, s, d), _rand(rng, len(pos), kv, s, d)
     table = _shuffled_table(len(pos), s // block, block, seed=block)
     assert not (np.diff(table, axis=1) == 1).all()
-    cfg = SDPAProgramConfig(32, k_chunk)
+    cfg = SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=32, k_chunk_size=k_chunk)
     attend = jax.jit(lambda *a: ttjax.paged_scaled_dot_product_attention_decode(*a, program_config=cfg))
     ours = attend(q, _paged_copy(k, table, block), _paged_copy(v, table, block), pos, table)
     assert_close(ours, _softmax_decode(q, k, v, pos, _rows_read(pos, read_rows(k_chunk), s)))
@@ -315,7 +315,7 @@ def test_flash_decode_ignores_the_cache_past_every_users_position(paged):
             if p >= 0:  # an empty slot averages the rows read: those stay as they are
                 c[user, :, p + 1 : n_read] = 1e30
             c[user, :, n_read:] = np.nan
-    cfg = SDPAProgramConfig(32, k_chunk)
+    cfg = SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=32, k_chunk_size=k_chunk)
     if paged:
         table = _shuffled_table(len(pos), s // block, block, seed=15)
         attend = jax.jit(lambda k, v: ttjax.paged_scaled_dot_product_attention_decode(q, k, v, pos, table, program_config=cfg))
@@ -403,7 +403,12 @@ def test_paged_errors():
     pt = PageTable(PagedAttentionConfig(32, 16), batch=2, max_seq_len=128)
     with pytest.raises(KVCacheError, match=r"position 128 is past max_seq_len = 128"):
         pt.reserve(0, 129)
-    with pytest.raises(TTJaxError, match="q_chunk_size = 48 must be a positive multiple of 32"):
+    # ttnn's config takes any chunk size (as ttnn's constructor does); the op refuses one that is not whole tiles
+    odd = SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=48, k_chunk_size=64)
+    q = jnp.ones((1, 1, 64, 32), jnp.bfloat16)
+    with pytest.raises(TTJaxError, match="q_chunk_size must be divisible by TILE_SIZE. Got q_chunk_size: 48"):
+        ttjax.scaled_dot_product_attention(q, q, q, program_config=odd)
+    with pytest.raises(TypeError):
         SDPAProgramConfig(compute_with_storage_grid_size=CoreCoord(8, 8), q_chunk_size=48)
 
 

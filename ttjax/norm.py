@@ -24,7 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 
 import ttjax.sfpu as _sfpu
-from ttjax.matrix_engine import WormholeComputeKernelConfig, elwadd, elwmul, pack, reduce_rows
+from ttjax.matrix_engine import (MathFidelity, WormholeComputeKernelConfig, elwadd, elwmul, init_device_compute_kernel_config,
+                                 pack, reduce_rows)
+
+# What ttnn.rms_norm computes with when it is given no compute_kernel_config (normalization's device operations call
+# init_device_compute_kernel_config with HiFi4, approximate SFPU functions, a 16-bit Dst). ttjax.rms_norm without a
+# config is the float32 reference instead; pass this to compute what the chip's default computes.
+RMS_NORM_DEFAULT_COMPUTE_KERNEL_CONFIG = init_device_compute_kernel_config(
+    "wormhole_b0", None, math_fidelity=MathFidelity.HiFi4, math_approx_mode=True, fp32_dest_acc_en=False)
 
 
 def rms_norm(x: jax.Array, weight: jax.Array, *, epsilon: float, compute_kernel_config: WormholeComputeKernelConfig | None = None,

@@ -27,7 +27,7 @@ import numpy as np
 from flatbuffers.table import Table
 
 from mesh.errors import TTJaxError
-from ttjax.blockfloat import TILE, BlockFloatTensor, logical_order, tile_order, bfloat8_b, bfp_from_tile_bytes, bfp_tile_bytes, block_format
+from ttjax.blockfloat import TILE, BlockFloatTensor, bfloat8_b, bfp_from_tile_bytes, bfp_tile_bytes, block_format, logical_order, tile_order
 from ttjax.memory_config import DRAM_MEMORY_CONFIG, Layout, TensorSpec
 
 ALIGNMENT = 64  # tensor_file_layout.hpp's kTensorDataAlignment
@@ -45,18 +45,13 @@ def _fail(path, why: str):
 
 
 # ---------------------------------------------------------------------------------------------------- bytes
-def _tiles(a: np.ndarray) -> np.ndarray:
-    """[..., R, C] (tile-padded) -> the TILE layout's element order, flat."""
-    return tile_order(a).reshape(-1)
-
-
 def _as_2d(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A vector is one row of a tile."""
     return (1, shape[0]) if len(shape) == 1 else shape
 
 
-def _padded(shape: tuple[int, ...]) -> tuple[int, ...]:
-    *outer, r, c = _as_2d(shape)
-    return (*outer, -(-r // TILE) * TILE, -(-c // TILE) * TILE)
+def _padded(shape: tuple[int, ...], dtype: str) -> tuple[int, ...]:
+    return TensorSpec(shape, dtype, DRAM_MEMORY_CONFIG, Layout.TILE).padded_shape
 
 
 def tensor_bytes(value, layout: Layout) -> tuple[str, tuple[int, ...], bytes]:
@@ -73,9 +68,9 @@ def tensor_bytes(value, layout: Layout) -> tuple[str, tuple[int, ...], bytes]:
         raise TTJaxError("dump_tensor: a tensor needs at least one dimension (got a scalar).")
     if layout is Layout.ROW_MAJOR:
         return names[a.dtype], a.shape, np.ascontiguousarray(a).tobytes()
-    padded = _padded(a.shape)
+    padded = _padded(a.shape, names[a.dtype])
     pad = [(0, 0)] * (len(padded) - 2) + [(0, padded[-2] - _as_2d(a.shape)[-2]), (0, padded[-1] - a.shape[-1])]
-    return names[a.dtype], a.shape, _tiles(np.pad(a.reshape(_as_2d(a.shape)), pad)).tobytes()
+    return names[a.dtype], a.shape, tile_order(np.pad(a.reshape(_as_2d(a.shape)), pad)).tobytes()
 
 
 def tensor_from_bytes(data: bytes, dtype: str, shape: tuple[int, ...], layout: Layout, path="tensorbin"):
@@ -89,7 +84,7 @@ def tensor_from_bytes(data: bytes, dtype: str, shape: tuple[int, ...], layout: L
         if len(data) != want:
             _fail(path, f"holds {len(data)} bytes of tensor data where {dtype} {list(shape)} needs {want}.")
         return jnp.asarray(np.frombuffer(data, np_dtype).reshape(shape))
-    padded = _padded(shape)
+    padded = _padded(shape, dtype)
     n_tiles = math.prod(padded) // (TILE * TILE)
     fmt = block_format(dtype) if dtype in ("bfloat8_b", "bfloat4_b") else None
     if fmt is not None:
@@ -239,15 +234,17 @@ def read_tensor(path) -> tuple[object, TensorSpec]:
             _fail(path, f"uses {hw[0]}x{hw[1]} tiles; ttjax reads 32x32 tiles (not transposed).")
     shards = root.tables(2)
     mesh = root.table(1).u32s(0) if root.table(1) is not None else []
-    if len(shards) != 1 or math.prod(mesh or [1]) != 1:
-        _fail(path, f"holds {len(shards)} shards on a {'x'.join(map(str, mesh))} mesh; ttjax reads host tensors of one shard "
-                    "(dump a distributed tensor with DumpTensorMode.DISTRIBUTED_GATHER).")
-    shard = shards[0]
-    if shard.scalar(0, "B") != INLINE_FILE_STORAGE:
-        _fail(path, "keeps its data outside the file; ttjax reads inline storage only.")
-    o = shard._at(1)
-    storage = shard.t.Indirect(shard.t.Pos + o)
-    offset, size = struct.unpack_from("<QQ", header, storage)
+    if not shards:
+        _fail(path, "holds no tensor data (its header lists no shards).")
+    storages = set()
+    for shard in shards:
+        if shard.scalar(0, "B") != INLINE_FILE_STORAGE:
+            _fail(path, "keeps its data outside the file; ttjax reads inline storage only.")
+        storages.add(struct.unpack_from("<QQ", header, shard.t.Indirect(shard.t.Pos + shard._at(1))))
+    if len(storages) != 1:  # a replicated tensor's shards all point at one buffer (ttnn writes it once)
+        _fail(path, f"holds a tensor sharded over a {'x'.join(map(str, mesh))} mesh ({len(storages)} different shards); "
+                    "ttjax reads host and replicated tensors (gather a sharded one before dumping it).")
+    offset, size = storages.pop()
     data_start = 8 + header_size
     if data_start + offset + size > len(blob):
         _fail(path, f"is truncated: its data ends at byte {data_start + offset + size} but the file has {len(blob)}.")

@@ -36,8 +36,8 @@ def dest_tiles(fp32_dest_acc_en: bool, dst_full_sync_en: bool = False) -> int:
 class Chip:
     """One Wormhole chip as software sees it."""
 
-    # Worker cores ops may compute on: tech_reports/GEMM_FLOPS/GEMM_FLOPS.md, "Currently the max for Wormhole is 8x8"
-    # (an n150 has 8x9 after one harvested row, an n300 chip 8x8; tt_transformers' helpers cap grids at 8x8).
+    # Worker cores ops may compute on (compute_with_storage_grid_size): tech_reports/GEMM_FLOPS/GEMM_FLOPS.md, "Currently
+    # the max for Wormhole is 8x8"; tt_transformers' helpers cap grids at 8x8. See COMPUTE_GRIDS for each board.
     compute_grid: CoreCoord = CoreCoord(8, 8)
     # L1 per core: MEM_L1_SIZE (1464 * 1024), tt_metal/hw/inc/wormhole/dev_mem_map.h; the "max L1 size" of the
     # circular-buffer check (tt_metal/impl/program/program.cpp).
@@ -72,3 +72,18 @@ class Chip:
 
 
 WORMHOLE_B0 = Chip()
+
+# compute_with_storage_grid_size per board and dispatch placement, from the core descriptors ttnn 0.81.1 ships
+# (tt_metal/core_descriptors/wormhole_b0_80_arch.yaml: nebula_x1 is the n150, nebula_x2 an n300 chip). Of a Wormhole's
+# 8x10 Tensix cores an n150 keeps 8x9 after harvesting, an n300 chip 8x8; tensix dispatch takes the last row ("row")
+# or column ("col"), which is where 8x8 comes from. With dispatch on ethernet cores (tt-metal's choice for the remote
+# chip of an n300) no Tensix row is taken. A TensorSpec may name any grid (ttnn checks the device only when it
+# allocates); the op checks take Chip.compute_grid.
+COMPUTE_GRIDS = {
+    ("n150", "row"): CoreCoord(8, 8),
+    ("n150", "col"): CoreCoord(7, 9),
+    ("n300", "row"): CoreCoord(8, 7),
+    ("n300", "col"): CoreCoord(7, 8),
+    ("galaxy", "row"): CoreCoord(8, 9),
+    ("galaxy", "col"): CoreCoord(7, 10),
+}
