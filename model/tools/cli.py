@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import sys
 import traceback
 
@@ -313,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     subcommands = list(sub.choices)
     add_launch(sub, subcommands)
-    for p in (sub.choices[name] for name in subcommands):  # every subcommand but launch: JAX's persistent compilation cache (model.tools.compile_cache)
+    for p in (sub.choices[name] for name in COMPILES):  # the commands that compile: JAX's persistent compilation cache (model.tools.compile_cache)
         p.add_argument("--compile-cache", default=None, metavar="DIR",
                        help="folder of compiled programs (default: $TTJAX_CACHE_DIR or ~/.cache/ttjax/xla)")
         p.add_argument("--no-compile-cache", action="store_true", help="compile everything afresh, keep nothing")
@@ -349,16 +350,25 @@ def report_errors(prog: str, command, *args, **kwargs) -> int:
         return 1
 
 
+# The subcommands that compile programs, and so keep them in the compile cache; perf-model and precision compute
+# tables only and touch no cache.
+COMPILES = ("generate", "comm-report", "accuracy", "bench", "serve")
+
+
 def main(argv=None) -> int:
     opts = build_parser().parse_args(argv)
     if opts.command == "launch":  # starts (or becomes) the processes; it joins no mesh itself
         return report_launch_errors(opts)
+    return report_errors("ttjax", _with_cache, opts)
+
+
+def _with_cache(opts) -> int:
     # A multi-process run compiles afresh in every process: the stores below are one process's.
-    if not opts.no_compile_cache and processes.from_env() is None:
+    if opts.command in COMPILES and not opts.no_compile_cache and processes.from_env() is None:
         from model.tools.compile_cache import enable
 
         enable(opts.compile_cache)
-    return report_errors("ttjax", opts.func, opts)
+    return opts.func(opts)
 
 
 def report_launch_errors(opts) -> int:
@@ -375,9 +385,17 @@ def entry() -> None:
     """The `ttjax` console command: main(), then out of the process without Python's teardown. Unloading jax (its
     backends, thread pools and modules) took 0.3 s on a quiet machine and a second under load, after every output
     is written and every cache file closed, so it would only delay the prompt."""
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (`ttjax generate ... | head`): end as a killed writer does
+        code = 128 + signal.SIGPIPE
+    except KeyboardInterrupt:  # Ctrl-C: no traceback, the shell's status for SIGINT
+        code = 128 + signal.SIGINT
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
     os._exit(code)
 
 

@@ -13,12 +13,38 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from model.errors import ConfigError
+
 
 def default_dir() -> Path:
+    return _default()[0]
+
+
+def _default() -> tuple[Path, str]:
+    """The folder and where it came from, for a message that names what the user set."""
     if os.environ.get("TTJAX_CACHE_DIR"):
-        return Path(os.environ["TTJAX_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ttjax" / "xla"
+        return Path(os.environ["TTJAX_CACHE_DIR"]), "$TTJAX_CACHE_DIR"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "ttjax" / "xla", "$XDG_CACHE_HOME"
+    return Path(os.path.expanduser("~")) / ".cache" / "ttjax" / "xla", "$HOME"
+
+
+def _usable(path: Path, source: str) -> None:
+    """The folder exists (made if need be) and can be written, else one sentence naming it and where it came from."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"the compile cache {path} (from {source}) is a file, not a folder; pass --compile-cache DIR "
+                          "or --no-compile-cache.") from None
+    except OSError as e:
+        raise ConfigError(f"the compile cache folder {path} (from {source}) cannot be made: {e.strerror.lower()}; pass "
+                          "--compile-cache DIR or --no-compile-cache.") from None
+    if not path.is_dir():
+        raise ConfigError(f"the compile cache {path} (from {source}) is not a folder; pass --compile-cache DIR or "
+                          "--no-compile-cache.")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"the compile cache folder {path} (from {source}) is not writable; pass --compile-cache DIR "
+                          "or --no-compile-cache.")
 
 
 def enable(folder: str | os.PathLike | None = None) -> Path | None:
@@ -30,8 +56,8 @@ def enable(folder: str | os.PathLike | None = None) -> Path | None:
         return None
     import jax
 
-    path = Path(folder) if folder is not None else default_dir()
-    path.mkdir(parents=True, exist_ok=True)
+    path, source = (Path(folder), "--compile-cache") if folder is not None else _default()
+    _usable(path, source)
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # every program: startup is many small ones
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

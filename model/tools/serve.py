@@ -30,7 +30,9 @@ def add_parser(sub, positive_int, precisions, add_mesh_options) -> None:
     s.add_argument("--precision", choices=precisions, default="float32", help="a tt_transformers precision config (default float32)")
     s.add_argument("--max-batch-size", type=positive_int, default=32, help="decode slots served at once (default 32, TT's)")
     s.add_argument("--max-seq-len", type=positive_int, default=None,
-                   help=f"context per request, prompt plus new tokens (default: the model's, at most {DEFAULT_MAX_SEQ_LEN})")
+                   help=f"context per request, prompt plus new tokens (default: the model's, at most {DEFAULT_MAX_SEQ_LEN}); "
+                        "at most the model's trained context unless --allow-past-context")
+    s.add_argument("--allow-past-context", action="store_true", help="allow --max-seq-len past the model's trained context")
     s.add_argument("--paged", action="store_true", help="paged KV cache: requests hold blocks of 32 positions as they need them")
     s.add_argument("--kv-blocks", type=positive_int, default=None,
                    help="blocks in the paged pool (default: every slot's max-seq-len); fewer makes requests wait for blocks")
@@ -86,7 +88,7 @@ def run(opts) -> int:
                                       f"{max_seq_len} may need ({per_user} blocks).")
         paged = PagedAttentionConfig(block_size=32, max_num_blocks=blocks)
     options = dict(mesh_device=mesh_device, precision=opts.precision, paged=paged, max_batch_size=opts.max_batch_size,
-                   max_seq_len=max_seq_len, **{k: v for k, v in (("ccl", opts.ccl), ("norm", opts.norm)) if v is not None})
+                   max_seq_len=max_seq_len, allow_past_context=opts.allow_past_context, **{k: v for k, v in (("ccl", opts.ccl), ("norm", opts.norm)) if v is not None})
     generator_args(config, **options)  # bad flags fail before the load
     source.require_tokenizer()
     options.pop("mesh_device")
