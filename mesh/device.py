@@ -20,6 +20,11 @@ from mesh.errors import TTJaxError
 AXIS_NAMES = ("rows", "cols")
 
 
+# The most host devices a mesh may ask XLA for: four Galaxies' worth and then some (each host device is a thread
+# pool's share of this CPU, so past this a mesh is only slower), and far below what breaks XLA's client (2^31).
+MAX_MESH_DEVICES = 1024
+
+
 def parse_mesh_shape(text: str) -> tuple[int, int]:
     """'1x8' -> (1, 8)."""
     try:
@@ -28,6 +33,9 @@ def parse_mesh_shape(text: str) -> tuple[int, int]:
         raise TTJaxError(f"mesh shape {text!r} is not of the form ROWSxCOLS, like 1x8 or 8x4.") from e
     if rows < 1 or cols < 1:
         raise TTJaxError(f"mesh shape {text!r} needs at least one row and one column.")
+    if rows * cols > MAX_MESH_DEVICES:
+        raise TTJaxError(f"mesh shape {text!r} has {rows * cols} devices; ttjax emulates at most {MAX_MESH_DEVICES} "
+                         "(a Galaxy is 8x4, 32 devices).")
     return rows, cols
 
 

@@ -6,6 +6,8 @@ changes a shape (max_seq_len, max_batch_size, n_layers) changes the compiled pro
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
@@ -98,8 +100,8 @@ class ModelArgs:
             raise ConfigError(f"rotary_impl {self.rotary_impl!r} is not one of {', '.join(ROTARY_IMPLS)}.")
         if self.max_prefill_chunk_size < TILE_SIZE or self.max_prefill_chunk_size % TILE_SIZE:
             raise ConfigError(f"max_prefill_chunk_size = {self.max_prefill_chunk_size} must be a positive multiple of {TILE_SIZE}.")
-        if not 1 <= self.max_batch_size <= 32:
-            raise ConfigError(f"max_batch_size = {self.max_batch_size} is outside 1..32.")
+        if not 1 <= self.max_batch_size <= MAX_BATCH_SIZE:
+            raise ConfigError(f"max_batch_size = {self.max_batch_size} is outside 1..{MAX_BATCH_SIZE}.")
         for layer, group, setting in self.optimizations.layer_overrides:
             if not 0 <= layer < self.n_layers:
                 raise ConfigError(
@@ -160,6 +162,17 @@ def require(config: dict, key: str, source: str):
     return config[key]
 
 
+# Users one decode step serves: tt_transformers' batch (32 users, a tile of rows).
+MAX_BATCH_SIZE = 32
+
+
+def check_users(flag: str, n: int) -> int:
+    """A user count a flag gives, within what a decode step holds, or one sentence naming the flag."""
+    if not 1 <= n <= MAX_BATCH_SIZE:
+        raise ConfigError(f"{flag} {n} is outside 1..{MAX_BATCH_SIZE}, the users one decode step holds (tt_transformers' batch).")
+    return n
+
+
 # Shapes of the models tt-metal brings up, for dummy_weights (random weights, real shapes).
 NAMED_CONFIGS = {
     "SmolLM2-135M": dict(
@@ -189,11 +202,31 @@ NAMED_CONFIGS = {
 }
 
 
+# Every model name the commands take (--model-name of generate, comm-report, perf-model, precision): a shape above,
+# or a model tt_transformers brings up on one of them (PERF.md's vision models decode with a text decoder of the 8B /
+# 70B shape plus cross-attention layers, priced as decoder layers: 40 for 11B, 100 for 90B; 3.3-70B is 3.1-70B's shape).
+MODEL_NAMES = {name: (name, None) for name in NAMED_CONFIGS} | {
+    "Llama-3.2-11B": ("Llama-3.1-8B", 40), "Llama-3.3-70B": ("Llama-3.1-70B", None), "Llama-3.2-90B": ("Llama-3.1-70B", 100)}
+
+
+def canonical_model_name(name: str, flag: str = "--model-name") -> str:
+    """The registry's spelling of a model name, matched in any case (an -Instruct-style suffix after the size, as
+    tt_transformers' base names drop it, is allowed); else one sentence listing the names."""
+    known = {k.lower(): k for k in MODEL_NAMES}
+    key = str(name).strip().lower()
+    base = re.match(r"(.*?\d+b)(-.*)?$", key)
+    for candidate in (key, base.group(1) if base else None):
+        if candidate in known:
+            return known[candidate]
+    raise ConfigError(f"{flag} {name!r} is not a model ttjax knows; the names (any case): {', '.join(MODEL_NAMES)}.")
+
+
 def named_config(name: str, **overrides) -> ModelArgs:
-    """ModelArgs for a named model shape; overrides (n_layers=1, max_seq_len=256, ...) win."""
-    if name not in NAMED_CONFIGS:
-        raise ConfigError(f"unknown model name {name!r}; known: {', '.join(NAMED_CONFIGS)}.")
-    fields = dict(NAMED_CONFIGS[name], model_name=name)
+    """ModelArgs for a named model shape (any name of MODEL_NAMES, in any case); overrides (n_layers=1,
+    max_seq_len=256, ...) win."""
+    name = canonical_model_name(name)
+    shape, layers = MODEL_NAMES[name]
+    fields = dict(NAMED_CONFIGS[shape], model_name=name, **({"n_layers": layers} if layers else {}))
     fields.setdefault("max_seq_len", min(fields["max_context_len"], 4096))
     fields.update(overrides)
     return ModelArgs(**fields)

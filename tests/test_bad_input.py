@@ -310,8 +310,8 @@ def test_demo_prompt_file_errors(tmp_path):
 
 # What the sweep of every user-facing command found: each a sentence and exit status 2, not a traceback.
 SWEEP = [
-    ("ttjax", ["accuracy", "--prefill-len", "0", "--configs", "float32"], "prefill_len = 0 must be at least 1"),
-    ("ttjax", ["accuracy", "--decode-steps", "-2", "--configs", "float32"], "decode_steps = -2 must be 0 or more"),
+    ("ttjax", ["accuracy", "--prefill-len", "0", "--configs", "float32"], "--prefill-len 0 must be at least 1"),
+    ("ttjax", ["accuracy", "--decode-steps", "-2", "--configs", "float32"], "--decode-steps -2 must be 0 or more"),
     ("ttjax", ["accuracy", "--configs", ""], "--configs '' names no precision config."),
     ("ttjax", ["accuracy", "--pcc-threshold", "nan"], r"--pcc-threshold nan is outside -1\.\.1"),
     ("ttjax", ["comm-report", "--mesh", "1x8", "--n-layers", "0"], r"--n-layers 0 is outside 1\.\.30"),

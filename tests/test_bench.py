@@ -25,7 +25,7 @@ ROW_KEYS = {"engine", "version", "precision", "batch", "decode_tokens_per_s", "d
 def report():
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert main([*SMALL, "--json", "--peers", "transformers,llama.cpp", "--no-compile-cache"]) == 0
+        assert main([*SMALL, "--json", "--no-compile-cache"]) == 0  # the default peers: transformers, llama.cpp if installed
     return json.loads(out.getvalue())
 
 
@@ -91,6 +91,13 @@ BAD = [
 ]
 
 
+@pytest.mark.skipif(peers.installed("llama.cpp"), reason="llama.cpp is installed here")
+def test_a_peer_asked_for_by_name_must_be_installed(capsys):
+    assert main(["bench", "--peers", "llama.cpp"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "ttjax: error: --peers llama.cpp: llama.cpp is not installed (pip install -e '.[peers]').", err
+
+
 @pytest.mark.parametrize("argv, message", BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_input_is_one_sentence(argv, message, capsys):
     assert main(["bench", "--no-peers", *argv]) == 2
@@ -128,3 +135,29 @@ def test_the_op_table_counts_self_time_and_groups_by_weight(tmp_path):
     assert groups[0]["total_ms"] == pytest.approx(0.1)
     table = profiling.format_ops(rows, "title")
     assert table.splitlines()[2].startswith("jit_decode    dot.1") and "[layers_0.feed_forward_w1]" in table
+
+
+def test_a_crashed_peer_is_a_line_of_the_report(monkeypatch, capsys):
+    """llama-cpp-python built with AMX died in ggml_backend_amx_mul_mat on an Intel Xeon: a peer's crash is a note,
+    the ttjax rows stay."""
+    real = bench.call_worker
+
+    def crash_transformers(spec, what):
+        if spec["engine"] == "transformers":
+            raise bench.WorkerCrash(what, -11, "loading\nSegmentation fault in ggml_backend_amx_mul_mat\n")
+        return real(spec, what)
+
+    monkeypatch.setattr(bench, "call_worker", crash_transformers)
+    argv = ["bench", "--batch", "1", "--prefill-lengths", "none", "--runs", "2", "--new-tokens", "2", "--max-seq-len", "64",
+            "--bandwidth-mib", "8", "--peers", "transformers", "--json", "--no-compile-cache"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["engine"] for r in report["runs"]] == ["ttjax"]
+    assert report["notes"] == ["transformers: batch 1 was killed by signal 11; its rows are missing "
+                               "(Segmentation fault in ggml_backend_amx_mul_mat)"]
+
+
+def test_a_worker_that_dies_is_described():
+    with pytest.raises(bench.WorkerCrash) as e:
+        bench.call_worker({"engine": "no-such-engine"}, "a broken run")
+    assert e.value.how == "exited with status 1 and no result" and e.value.last_line, e.value.stderr

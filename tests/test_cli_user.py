@@ -79,3 +79,37 @@ def test_a_flag_a_message_names_exists():
     flags = [w.strip(".,;:()") for w in err.split() if w.startswith("--")]
     for flag in flags:
         assert flag in ttjax("serve", "--help").stdout, (flag, err)
+
+
+@pytest.mark.parametrize("argv, words", [
+    # one registry of model names, any case, or a refusal that lists them
+    (["precision", "--model-name", "Foo-1B"], ["--model-name 'Foo-1B'", "Llama-3.1-70B"]),
+    (["precision", "--model-name", ""], ["--model-name ''", "SmolLM2-135M"]),
+    (["perf-model", "--model-name", "Foo-1B"], ["--model-name 'Foo-1B'", "Llama-3.2-90B"]),
+    (["generate", "--model-name", "Foo-1B", "--prompt-ids", "1"], ["--model-name 'Foo-1B'"]),
+    # values past what the model or the chip holds, named by their flag
+    (["perf-model", "--context", "1000000"], ["--context 1000000", "131072"]),
+    (["perf-model", "--mode", "prefill", "--seq-len", "1000000"], ["--seq-len 1000000"]),
+    (["perf-model", "--n-layers", "40"], ["--n-layers 40", "1..32"]),
+    (["comm-report", "--mesh", "1x2", "--mode", "prefill", "--seq-len", "100000"], ["--seq-len 100000", "8192"]),
+    (["comm-report", "--mesh", "1x2", "--batch", "33"], ["--batch 33", "1..32"]),
+    (["bench", "--batch", "33", "--no-peers"], ["--batch 33", "1..32"]),
+    (["serve", "--max-batch-size", "33"], ["--max-batch-size 33"]),
+    # options that would change nothing
+    (["generate", "--prompt", "hi", "--dtype", "bfloat16", "--precision", "accuracy"], ["--dtype bfloat16", "--precision accuracy"]),
+    (["generate", "--prompt", "hi", "--ccl", "all_reduce"], ["--ccl all_reduce", "--mesh"]),
+    (["generate", "--prompt", "hi", "--norm", "distributed"], ["--norm distributed", "--mesh"]),
+    (["generate", "--prompt", ""], ["--prompt ''", "no tokens"]),
+    (["accuracy", "--configs", "nonsense"], ["--configs", "'nonsense'"]),
+])
+def test_bad_values_get_one_sentence_naming_the_flag(argv, words):
+    start = time.monotonic()
+    cache = ["--no-compile-cache"] if argv[0] in ("generate", "comm-report", "accuracy", "bench") else []
+    one_sentence(ttjax(*argv, *cache), *words)
+    assert time.monotonic() - start < 60  # refused before any model is loaded or compiled
+
+
+def test_a_lowercase_model_name_gets_that_models_preset():
+    upper = ttjax("precision", "--model-name", "Llama-3.1-70B", "--json")
+    lower = ttjax("precision", "--model-name", "llama-3.1-70b", "--json")
+    assert upper.returncode == lower.returncode == 0 and upper.stdout == lower.stdout

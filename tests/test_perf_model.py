@@ -78,7 +78,7 @@ def test_parameters_are_per_device_type():
     assert {s.chip for s in SYSTEMS.values()} == {SYSTEMS["N150"].chip}  # one Wormhole chip everywhere
 
 
-@pytest.mark.parametrize("argv,words", [(["--model-name", "GPT-4"], "--model-name 'GPT-4' is not one of"),
+@pytest.mark.parametrize("argv,words", [(["--model-name", "GPT-4"], "--model-name 'GPT-4' is not a model ttjax knows; the names (any case): "),
                                         (["--device", "P150"], "invalid choice: 'P150'")])
 def test_bad_input_is_one_line(capsys, argv, words):
     with pytest.raises(SystemExit) if "--device" in argv else _no_raise():

@@ -236,7 +236,7 @@ BAD = [  # (endpoint, body, status, words in the message)
     ("completions", b"[" * 100000, 400, "deeper"),
     ("completions", b'{"model": "smollm2", "prompt": "hi", "temperature": 1' + b"0" * 400 + b"}", 400, "not a finite number"),
     ("chat/completions", {"model": "smollm2", "messages": [{"role": "user", "content": "hi", "name": "bob"}]}, 400, "'name'"),
-    ("chat/completions", {"model": "smollm2"}, 400, "messages is missing"),
+    ("chat/completions", {"model": "smollm2"}, 400, "the \"messages\" field is missing"),
     ("chat/completions", {"model": "smollm2", "messages": []}, 400, "non-empty list"),
     ("chat/completions", {"model": "smollm2", "messages": [{"role": "robot", "content": "hi"}]}, 400, "role = 'robot'"),
     ("chat/completions", {"model": "smollm2", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "image_url"),

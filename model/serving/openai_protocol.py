@@ -213,7 +213,7 @@ def _message_text(i: int, content) -> str:
 def _chat_ids(body: dict, served: ServedModel) -> list[int]:
     messages = body.get("messages")
     if messages is None:
-        raise RequestError("messages is missing: a chat completion needs at least one message.", param="messages")
+        raise RequestError('the "messages" field is missing: a chat completion needs at least one message.', param="messages")
     if not isinstance(messages, list) or not messages:
         raise RequestError("messages must be a non-empty list of {role, content} objects.", param="messages")
     turns = []

@@ -56,6 +56,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from model.config import check_users
 from model.errors import ConfigError, SequenceLengthError, TTJaxError
 
 RESULT = "ttjax-bench-result "  # the line a worker process prints its result on
@@ -117,16 +118,23 @@ def plan_from(opts) -> Plan:
     from model.serving.build import generator_args, mesh_device_for
     from model.tools.peers import PEERS
 
-    batches = tuple(sorted(parse_list(opts.batch, "--batch")))  # the smallest first: its rows time the prefills
+    batches = tuple(sorted(check_users("--batch", b) for b in parse_list(opts.batch, "--batch")))  # the smallest first: its rows time the prefills
     lengths = tuple(sorted(parse_list(opts.prefill_lengths, "--prefill-lengths", empty="none")))
     precisions = tuple(p.strip() for p in opts.precision.split(","))
     if "" in precisions or len(set(precisions)) < len(precisions):
         raise ConfigError(f"--precision {opts.precision!r} must name each precision config once, comma separated.")
-    peers = tuple(p.strip() for p in opts.peers.split(",") if p.strip())
+    peers = tuple(p.strip() for p in (opts.peers or ",".join(PEERS)).split(",") if p.strip())
     unknown = [p for p in peers if p not in PEERS]
     if unknown:
         raise ConfigError(f"--peers names {unknown[0]!r}, not one of {', '.join(PEERS)}.")
+    if opts.no_peers and opts.peers is not None:
+        raise ConfigError(f"--peers {opts.peers} and --no-peers ask for peers and for none; give one.")
     peers = () if opts.no_peers else peers
+    from model.tools.peers import INSTALL, installed
+
+    for peer in peers if opts.peers is not None else ():  # a peer asked for by name must be there (the default skips it)
+        if not installed(peer):
+            raise ConfigError(f"--peers {peer}: {peer} is not installed ({INSTALL[peer]}).")
     if opts.new_tokens < 2:
         raise SequenceLengthError(f"--new-tokens {opts.new_tokens} leaves no decode step to time; ask for at least 2.")
     if not opts.prompt.strip():
@@ -162,6 +170,13 @@ def run(opts) -> int:
     from model.tools.peers import INSTALL, installed
 
     plan = plan_from(opts)
+    try:
+        return _run(opts, plan, compile_cache, INSTALL, installed)
+    except WorkerCrash as e:  # ttjax's own measurement died: the bench cannot go on, and says why
+        raise SystemExit(str(e)) from None
+
+
+def _run(opts, plan, compile_cache, INSTALL, installed) -> int:
     cache = None if opts.no_compile_cache else compile_cache.enable(opts.compile_cache)
     started, t0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
     say = (lambda *a: None) if opts.json else (lambda text: print(f"[bench {time.perf_counter() - t0:5.0f} s] {text}", file=sys.stderr))
@@ -194,8 +209,13 @@ def run(opts) -> int:
         for i, batch in enumerate(batches):
             say(f"{peer}, batch {batch}")
             ids = {n: prefill_ids[str(n)] for n in plan.prefill_lengths} if i == 0 else {}
-            r = call_worker({**base, "engine": peer, "batch": batch, "prompt_ids": prompt_ids, "prefill_ids": ids},
-                            f"{peer} batch {batch}")
+            try:
+                r = call_worker({**base, "engine": peer, "batch": batch, "prompt_ids": prompt_ids, "prefill_ids": ids},
+                                f"{peer} batch {batch}")
+            except WorkerCrash as e:  # a peer's own crash is a line of the report, not the end of the bench
+                notes.append(f"{peer}: batch {batch} {e.how}; its rows are missing ({e.last_line})")
+                say(f"{peer}, batch {batch}: {e.how}")
+                break
             results.append(({"engine": peer, "precision": r.pop("precision"), "batch": batch}, r))
     say(f"read bandwidth ({plan.bandwidth_mib} MiB GEMV)")
     bandwidth = call_worker({"engine": "bandwidth", "mib": plan.bandwidth_mib}, "bandwidth")
@@ -349,14 +369,26 @@ def worker_env() -> dict:
     return env
 
 
+class WorkerCrash(RuntimeError):
+    """A measurement's process died (a signal or an exit status without a result)."""
+
+    def __init__(self, what: str, code: int, stderr: str):
+        self.how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code} and no result"
+        lines = [line for line in stderr.strip().splitlines() if line.strip()]
+        self.last_line = lines[-1][:200] if lines else "nothing on stderr"
+        self.stderr = stderr
+        super().__init__(f"ttjax bench: the {what} run {self.how}:\n{stderr[-3000:]}")
+
+
 def call_worker(spec: dict, what: str) -> dict:
     """Run one measurement in a process of its own (python -m model.tools.bench, the spec on stdin); its result.
-    Bad input it finds is raised here as the same sentence; a crash ends the bench with its stderr."""
+    Bad input it finds is raised here as the same sentence; a crash raises WorkerCrash (the caller decides: a
+    peer's is a note of the report, ttjax's ends the bench with its stderr)."""
     proc = subprocess.run([sys.executable, "-m", "model.tools.bench"], input=json.dumps(spec), capture_output=True,
                           text=True, env=worker_env(), check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
     if proc.returncode or not lines:
-        raise SystemExit(f"ttjax bench: the {what} run failed (exit status {proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise WorkerCrash(what, proc.returncode, proc.stderr)
     result = json.loads(lines[-1][len(RESULT):])
     if "error" in result:
         raise TTJaxError(result["error"])

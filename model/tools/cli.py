@@ -44,8 +44,18 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def tokens(n: int, kind: str = "") -> str:
+    """'1 new token', '5 new tokens'."""
+    return f"{n} {kind}token{'' if n == 1 else 's'}"
+
+
 def _mesh_options(opts) -> dict:
-    return {k: v for k, v in (("ccl", opts.ccl), ("norm", opts.norm)) if v is not None}
+    """--ccl / --norm, which place work on a mesh: refused without one (they would change nothing)."""
+    given = {k: v for k, v in (("ccl", opts.ccl), ("norm", opts.norm)) if v is not None}
+    if given and getattr(opts, "mesh", None) is None:
+        flags = " and ".join(f"--{k} {v}" for k, v in given.items())
+        raise ConfigError(f"{flags} place{'s' if len(given) == 1 else ''} work on a device mesh; add --mesh ROWSxCOLS.")
+    return given
 
 
 def _token_ids(text: str, vocab_size: int) -> list[int]:
@@ -71,8 +81,10 @@ def run_generate(opts) -> int:
     from model.serving.engine import generate
     from model.serving.streaming import TextStreamer
 
+    if opts.precision is not None and opts.dtype is not None:
+        raise ConfigError(f"--dtype {opts.dtype} and --precision {opts.precision} both set the formats; give one.")
     mesh_device = mesh_device_for(opts.mesh)
-    precision = (opts.precision or opts.dtype) + ("+fidelity=off" if opts.fidelity == "off" else "") + (
+    precision = (opts.precision or opts.dtype or "float32") + ("+fidelity=off" if opts.fidelity == "off" else "") + (
         "+sfpu=off" if opts.sfpu == "off" else "")
     options = dict(precision=precision, overrides=parse_overrides(opts.override or []),
                    allow_past_context=opts.allow_past_context, **_mesh_options(opts))
@@ -93,6 +105,8 @@ def run_generate(opts) -> int:
     else:
         tok = source.require_tokenizer()
         ids = tok.encode_chat([{"role": "user", "content": opts.prompt}]) if opts.chat else tok.encode(opts.prompt)
+    if not ids:
+        raise ConfigError(f"--prompt {opts.prompt!r} has no tokens; give some text.")
     max_seq_len = opts.max_seq_len
     if max_seq_len is None:
         # Size the cache to the request (in 256-token steps, so similar requests share a compile), within the
@@ -100,7 +114,7 @@ def run_generate(opts) -> int:
         need = len(ids) + opts.max_new_tokens
         if need > config.max_context_len:
             raise SequenceLengthError(
-                f"the prompt ({len(ids)} tokens) plus max_new_tokens ({opts.max_new_tokens}) is {need} tokens, "
+                f"the prompt ({tokens(len(ids))}) plus --max-new-tokens {opts.max_new_tokens} is {need} tokens, "
                 f"more than the model's context of {config.max_context_len}."
             )
         max_seq_len = min(config.max_context_len, _round_up(need, 256))
@@ -135,8 +149,8 @@ def run_generate(opts) -> int:
     else:
         print(" ".join(map(str, result.tokens)) if tok is None else "")
         print(
-            f"[{result.prompt_tokens} prompt tokens, prefill {result.prefill_s * 1e3:.0f} ms, "
-            f"{len(result.tokens)} new tokens at {result.decode_tokens_per_s:.1f} tokens/s, compile {result.compile_s:.1f} s]",
+            f"[{tokens(result.prompt_tokens, 'prompt ')}, prefill {result.prefill_s * 1e3:.0f} ms, "
+            f"{tokens(len(result.tokens), 'new ')} at {result.decode_tokens_per_s:.1f} tokens/s, compile {result.compile_s:.1f} s]",
             file=sys.stderr,
         )
     return 0
@@ -148,12 +162,14 @@ def run_comm_report(opts) -> int:
     mesh_device = mesh_device_for(opts.mesh)
     from model.checkpoint import load_args
     from model.tools.comm_report import comm_report, format_report
-    from model.config import named_config
+    from model.config import check_users, named_config
 
     if opts.model_name:
         args = named_config(opts.model_name, max_seq_len=opts.seq_len)
     else:
         args = load_args(opts.model, max_seq_len=opts.seq_len)
+    if opts.seq_len > args.max_context_len:
+        raise SequenceLengthError(f"--seq-len {opts.seq_len} is past {args.model_name}'s trained context of {args.max_context_len} tokens.")
     if opts.n_layers is not None:
         if not 1 <= opts.n_layers <= args.n_layers:
             raise ConfigError(f"--n-layers {opts.n_layers} is outside 1..{args.n_layers}, the layers of {args.model_name}.")
@@ -162,7 +178,7 @@ def run_comm_report(opts) -> int:
         from model.precision import ModelOptimizations
 
         args = args.replace(optimizations=ModelOptimizations.named(opts.precision, args.model_name))
-    batch = opts.batch if opts.mode == "decode" else 1
+    batch = check_users("--batch", opts.batch) if opts.mode == "decode" else 1
     rep = comm_report(args, mesh_device, opts.mode, batch=batch, seq_len=opts.seq_len, **_mesh_options(opts))
     print(json.dumps(rep) if opts.json else format_report(rep))
     return 0
@@ -179,16 +195,28 @@ def run_accuracy(opts) -> int:
     for switch, value in (("+fidelity=off", opts.fidelity), ("+sfpu=off", opts.sfpu)):
         if value == "off":
             configs = [c if switch in c else c + switch for c in configs]
+    if opts.prefill_len < 1:
+        raise ConfigError(f"--prefill-len {opts.prefill_len} must be at least 1.")
+    if opts.decode_steps < 0:
+        raise ConfigError(f"--decode-steps {opts.decode_steps} must be 0 or more.")
     if not -1 <= opts.pcc_threshold <= 1:  # also refuses nan
         raise ConfigError(f"--pcc-threshold {opts.pcc_threshold} is outside -1..1, the range of a PCC.")
     if opts.reference_spread and opts.reference != "transformers":
         raise ConfigError(f"--reference-spread measures transformers' reference; it has no meaning with --reference {opts.reference}.")
+    from model.precision import ModelOptimizations
+
+    overrides = parse_overrides(opts.override or [])
+    for name in configs:  # every name checked before minutes of loading and references
+        try:
+            ModelOptimizations.named(name)
+        except TTJaxError as e:
+            raise ConfigError(f"--configs: {e}") from None
     ck = load_checkpoint(opts.model, progress=not opts.json)
     progress = None if opts.json else (lambda r: print(f"  {r.name}: top-1 {100 * r.top1:.1f}%, top-5 {100 * r.top5:.1f}%, "
                                                        f"perplexity {r.perplexity:.2f} ({r.seconds:.0f} s)", file=sys.stderr))
     rep = evaluate(
         ck, configs, prefill_len=opts.prefill_len, decode_steps=opts.decode_steps, reference=opts.reference,
-        overrides=parse_overrides(opts.override or []), progress=progress, reference_spread=opts.reference_spread,
+        overrides=overrides, progress=progress, reference_spread=opts.reference_spread,
     )
     if opts.json:
         print(json.dumps(rep))
@@ -203,10 +231,13 @@ def run_precision(opts) -> int:
     from model.precision import ModelOptimizations
     from model.tools.precision_table import format_table, op_table
 
-    opt = ModelOptimizations.named(opts.mode, opts.model_name)
+    from model.config import canonical_model_name
+
+    name = canonical_model_name(opts.model_name)
+    opt = ModelOptimizations.named(opts.mode, name)
     rows = op_table(opt, galaxy=opts.galaxy)
-    print(json.dumps({"model": opts.model_name, "mode": opts.mode, "galaxy": opts.galaxy, "ops": rows}) if opts.json
-          else format_table(opts.model_name, opts.mode, rows, opts.galaxy))
+    print(json.dumps({"model": name, "mode": opts.mode, "galaxy": opts.galaxy, "ops": rows}) if opts.json
+          else format_table(name, opts.mode, rows, opts.galaxy))
     return 0
 
 
@@ -234,12 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default=None, help="a .gguf file, Hugging Face folder or Meta folder (default: shipped SmolLM2-135M)")
     g.add_argument("--model-name", default=None,
                    help="dummy weights of a named model's shapes instead (e.g. Llama-3.1-8B; needs --prompt-ids)")
-    g.add_argument("--max-seq-len", type=int, default=None,
+    g.add_argument("--max-seq-len", type=positive_int, default=None,
                    help="KV cache length (default: fits the request); at most the model's trained context unless --allow-past-context")
     g.add_argument("--allow-past-context", action="store_true",
                    help="allow --max-seq-len past the context the model was trained for (positions it never saw)")
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template as a user turn")
-    g.add_argument("--dtype", choices=DTYPES, default="float32", help="weight and activation dtype (default float32)")
+    g.add_argument("--dtype", choices=DTYPES, default=None, help="weight and activation dtype (default float32)")
     g.add_argument("--precision", choices=PRECISIONS, default=None, help="a tt_transformers precision config instead of --dtype")
     g.add_argument("--override", action="append", help="GROUP=DTYPE or layers.N.GROUP=DTYPE on top of --precision (repeatable)")
     g.add_argument("--paged", action="store_true", help="paged KV cache (on by itself when the prompt needs chunked prefill)")
@@ -252,25 +283,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("comm-report", help="collectives per layer and bytes per token, from the compiled program")
     _add_mesh_options(c, required=True)
-    c.add_argument("--mode", choices=("prefill", "decode"), default="decode")
+    c.add_argument("--mode", choices=("prefill", "decode"), default="decode", help="which step to compile (default decode)")
     c.add_argument("--model", default=None, help="checkpoint whose config to use (default: shipped SmolLM2-135M); no weights are read")
     c.add_argument("--model-name", default=None, help="a named shape instead, e.g. Llama-3.1-70B")
-    c.add_argument("--n-layers", type=int, default=None, help="compile only this many layers")
-    c.add_argument("--batch", type=int, default=32, help="decode batch (default 32, tt-metal's)")
-    c.add_argument("--seq-len", type=int, default=128, help="prefill length / cache length (default 128)")
+    c.add_argument("--n-layers", type=int, default=None, help="compile only this many layers (default: all)")
+    c.add_argument("--batch", type=positive_int, default=32, help="decode batch (default 32, tt-metal's)")
+    c.add_argument("--seq-len", type=positive_int, default=128, help="prefill length / cache length (default 128)")
     c.add_argument("--precision", default=None,
                    help="a precision config (accuracy, performance, ...) for the formats the collectives carry (default float32)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=run_comm_report)
 
     a = sub.add_parser("accuracy", help="top-1 / top-5 / perplexity and per-layer PCC of precision configs")
-    a.add_argument("--json", action="store_true")
+    a.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     a.add_argument("--model", default=None, help="checkpoint (default: shipped SmolLM2-135M)")
     a.add_argument("--configs", default=None, help="comma list of float32, bfloat16, accuracy, performance, bfloat8_b, bfloat4_b; "
                    "each may end in +GROUP=DTYPE, +layers.N.GROUP=DTYPE, +fidelity=off or +sfpu=off")
-    a.add_argument("--prefill-len", type=int, default=512)
-    a.add_argument("--decode-steps", type=int, default=128)
-    a.add_argument("--reference", choices=("transformers", "float32"), default="transformers")
+    a.add_argument("--prefill-len", type=int, default=512, help="tokens of the text prefilled first (default 512)")
+    a.add_argument("--decode-steps", type=int, default=128,
+                   help="tokens then decoded, each fed the text's own next token (default 128)")
+    a.add_argument("--reference", choices=("transformers", "float32"), default="transformers",
+                   help="what top-1 / top-5 are measured against: Hugging Face transformers on the same weights, or "
+                        "ttjax's float32 (default transformers)")
     a.add_argument("--override", action="append", help="GROUP=DTYPE or layers.N.GROUP=DTYPE, e.g. FF1_FF3=bfloat16 (repeatable)")
     a.add_argument("--pcc-threshold", type=float, default=0.99, help="PCC debugger threshold (default 0.99)")
     a.add_argument("--debug-pcc", action="store_true", help="print every layer's PCC and the first below the threshold")
@@ -282,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=run_accuracy)
 
     pr = sub.add_parser("precision", help="the per-op precision table of a model, as tt_transformers' model_config sets it")
-    pr.add_argument("--model-name", default="Llama-3.1-8B", help="a model name as tt_transformers matches it, e.g. Llama-3.1-70B")
+    pr.add_argument("--model-name", default="Llama-3.1-8B", help="a model name, any case, e.g. Llama-3.1-70B (default Llama-3.1-8B)")
     pr.add_argument("--mode", choices=("performance", "accuracy"), default="performance")
     pr.add_argument("--galaxy", action="store_true", help="the formats a Galaxy (TG, 8x4) writes")
     pr.add_argument("--json", action="store_true")
@@ -301,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-seq-len", type=positive_int, default=256, help="ttjax's KV cache length for decode (default 256)")
     b.add_argument("--allow-past-context", action="store_true", help="allow --max-seq-len past the model's trained context")
     b.add_argument("--prompt", default="The capital of France is", help="the decode prompt, copied to every user")
-    b.add_argument("--peers", default="transformers,llama.cpp", help="comma list of peers (llama.cpp when installed)")
+    b.add_argument("--peers", default=None,
+                   help="comma list of peers, each of which must be installed (default: transformers, and llama.cpp when installed)")
     b.add_argument("--no-peers", action="store_true", help="ttjax alone")
     b.add_argument("--bandwidth-mib", type=positive_int, default=1024, help="size of the matrix the read bandwidth is measured on")
     b.set_defaults(func=run_bench)

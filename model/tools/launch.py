@@ -28,6 +28,7 @@ import threading
 import time
 
 from mesh import parse_mesh_shape, processes
+from mesh.device import MAX_MESH_DEVICES
 from model.errors import ConfigError
 
 POLL_S = 0.1
@@ -94,8 +95,9 @@ def run(opts, subcommands) -> int:
         opts.num_processes = _env_int(processes.ENV_NUM_PROCESSES)
     if opts.num_processes is None:
         raise ConfigError(f"ttjax launch needs --num-processes (or {processes.ENV_NUM_PROCESSES}).")
-    if opts.num_processes < 1:
-        raise ConfigError(f"--num-processes {opts.num_processes} must be at least 1.")
+    if not 1 <= opts.num_processes <= MAX_MESH_DEVICES:
+        raise ConfigError(f"--num-processes {opts.num_processes} is outside 1..{MAX_MESH_DEVICES} (each process holds at "
+                          "least one device of the mesh).")
     opts.coordinator = opts.coordinator or os.environ.get(processes.ENV_COORDINATOR)
     process_id = opts.process_id if opts.process_id is not None else _env_int(processes.ENV_PROCESS_ID)
     argv = command_line(command, subcommands)
@@ -123,6 +125,9 @@ def _describe(code: int) -> str:
 # client or service); from there on the process only dies, so its stderr is held back and summed up in one line.
 JAX_REPORT = re.compile(r"^[EF]\d{4} .*(coordination_service|client\.h)")
 UNHEALTHY = re.compile(r"unhealthy \(stopped sending heartbeats\):\s*([\d,\s]+)")
+# gloo (JAX's CPU collectives across processes) reports every connection it makes on stderr: "[Gloo] Rank 0 is
+# connected to 1 peer ranks. ..."; a mesh that works says nothing.
+GLOO_CHATTER = re.compile(r"^\[Gloo\] ")
 
 
 def lost_process(report: str, group: processes.ProcessGroup) -> str:
@@ -159,6 +164,8 @@ class Member:
         for line in self.proc.stderr:
             if self.held or JAX_REPORT.match(line):
                 self.held.append(line)
+            elif GLOO_CHATTER.match(line):
+                continue
             else:
                 sys.stderr.write(line)
                 sys.stderr.flush()

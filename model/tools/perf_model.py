@@ -16,17 +16,12 @@ import os
 import re
 import statistics
 
-from model.config import named_config
+from model.config import MODEL_NAMES, named_config
 from model.errors import ConfigError
 from model.perf_model import predict
 from ttjax.device_model import SYSTEMS
 
 PERF_TABLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "tt_transformers_perf.md")
-# PERF.md's vision models decode with a text decoder of the 8B / 70B shape plus cross-attention layers (Llama-3.2-11B-Vision:
-# 40 layers, 8 of them cross-attention; 90B: 100, 20 of them), priced here as decoder layers. Llama-3.3-70B is 3.1-70B's shape.
-SHAPES = {"Llama-3.2-1B": ("Llama-3.2-1B", None), "Llama-3.2-3B": ("Llama-3.2-3B", None), "Llama-3.1-8B": ("Llama-3.1-8B", None),
-          "Llama-3.2-11B": ("Llama-3.1-8B", 40), "Llama-3.1-70B": ("Llama-3.1-70B", None), "Llama-3.3-70B": ("Llama-3.1-70B", None),
-          "Llama-3.2-90B": ("Llama-3.1-70B", 100)}
 # Data-parallel rows: DP=n splits the system into n submeshes, each a whole model serving its users; a T3K's four 1x2
 # submeshes are N300s and its eight single chips N150s; a Galaxy's four 8-chip submeshes are priced as T3K's 1x8.
 DATA_PARALLEL = {("T3K", 4): "N300", ("T3K", 8): "N150", ("TG", 4): "T3K"}
@@ -47,11 +42,10 @@ def published_rows(path: str = PERF_TABLE) -> list[dict]:
 
 
 def model_args(name: str, n_layers: int | None = None):
-    if name not in SHAPES:
-        raise ConfigError(f"--model-name {name!r} is not one of {', '.join(SHAPES)}.")
-    shape, layers = SHAPES[name]
-    args = named_config(shape, max_seq_len=4096)
-    return args.replace(model_name=name, n_layers=n_layers or layers or args.n_layers)
+    args = named_config(name, max_seq_len=4096)
+    if n_layers is not None and not 1 <= n_layers <= args.n_layers:
+        raise ConfigError(f"--n-layers {n_layers} is outside 1..{args.n_layers}, the layers of {args.model_name}.")
+    return args.replace(n_layers=n_layers or args.n_layers)
 
 
 # PERF.md's runs prefill 512 tokens and generate up to 200: decode's cache position averages about 612.
@@ -100,16 +94,16 @@ def format_compare(rep: dict) -> str:
 
 def add_parser(sub, positive_int) -> None:
     p = sub.add_parser("perf-model", help="what a Llama would cost on Wormhole (N150, N300, T3K, TG), op by op; --compare against PERF.md")
-    p.add_argument("--model-name", default="Llama-3.1-8B", help=f"one of {', '.join(SHAPES)} (default Llama-3.1-8B)")
-    p.add_argument("--device", choices=tuple(SYSTEMS), default="N150")
-    p.add_argument("--mode", choices=("decode", "prefill"), default="decode")
+    p.add_argument("--model-name", default="Llama-3.1-8B", help=f"one of {', '.join(MODEL_NAMES)}, any case (default Llama-3.1-8B)")
+    p.add_argument("--device", choices=tuple(SYSTEMS), default="N150", help="the system priced (default N150)")
+    p.add_argument("--mode", choices=("decode", "prefill"), default="decode", help="which step is priced (default decode)")
     p.add_argument("--batch", type=positive_int, default=1, help="decode users (default 1)")
     p.add_argument("--context", type=positive_int, default=None, help="decode's cache position (default 256; --compare: 612, PERF.md's)")
     p.add_argument("--seq-len", type=positive_int, default=128, help="prefill length (default 128)")
     p.add_argument("--precision", choices=("performance", "accuracy"), default="performance", help="tt_transformers' preset")
     p.add_argument("--n-layers", type=positive_int, default=None, help="price this many decoder layers")
     p.add_argument("--compare", action="store_true", help="every Llama row of tt_transformers' PERF.md, predicted and published")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.set_defaults(func=run)
 
 
@@ -118,7 +112,11 @@ def run(opts) -> int:
         rep = compare(opts.context or COMPARE_CONTEXT, opts.precision)
         print(json.dumps(rep) if opts.json else format_compare(rep))
         return 0
-    rep = predict(model_args(opts.model_name, opts.n_layers), opts.device, opts.mode, batch=opts.batch, context=opts.context or 256,
-                  seq_len=opts.seq_len, precision=opts.precision)
+    args = model_args(opts.model_name, opts.n_layers)
+    for flag, value in (("--context", opts.context), ("--seq-len", opts.seq_len if opts.mode == "prefill" else None)):
+        if value is not None and value > args.max_context_len:
+            raise ConfigError(f"{flag} {value} is past {args.model_name}'s trained context of {args.max_context_len} tokens.")
+    rep = predict(args, opts.device, opts.mode, batch=opts.batch, context=opts.context or 256, seq_len=opts.seq_len,
+                  precision=opts.precision)
     print(json.dumps(rep) if opts.json else format_ops(rep))
     return 0

@@ -5,6 +5,7 @@ model.tools.reference_spread)."""
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,8 @@ def load_reference_model(path: str, fmt: str):
     from transformers import AutoModelForCausalLM
 
     transformers.utils.logging.disable_progress_bar()
+    if not sys.stderr.isatty():  # transformers' GGUF conversion draws its own tqdm bar, a line a step in a log file
+        os.environ.setdefault("TQDM_DISABLE", "1")
     if fmt == "gguf":
         folder, name = os.path.split(path)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)

@@ -14,6 +14,7 @@ import os
 import sys
 
 from mesh import processes
+from model.config import check_users
 from model.errors import ConfigError, SequenceLengthError
 
 DEFAULT_MAX_SEQ_LEN = 2048  # or the model's context, if shorter: a 32-slot cache of a long context would not fit in memory
@@ -64,6 +65,7 @@ def run(opts) -> int:
         raise ConfigError(f"serve runs in one process; it cannot be one of {group.num_processes} under ttjax launch (give it a --mesh of this host's devices).")
     if not 0 <= opts.port <= 65535:
         raise ConfigError(f"--port {opts.port} is outside 0..65535.")
+    check_users("--max-batch-size", opts.max_batch_size)
     if opts.max_queue < 0:
         raise ConfigError(f"--max-queue {opts.max_queue} must be 0 or more.")
     if not opts.shutdown_timeout >= 0:
