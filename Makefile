@@ -29,7 +29,7 @@ demo: setup
 
 test: setup
 	# Two workers, a test file each at a time: compiles are mostly single-threaded, so the second core would idle.
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 docs: setup
 	# The tech report: every figure from a measurement taken now (docs/figures.py: data in docs/data, plots in
