@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test docs clean
+.PHONY: setup demo test docs peers clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,13 @@ docs: setup
 	$(PY) -m pip install --quiet -e '.[docs]'
 	$(PY) docs/figures.py
 	$(PY) docs/build.py --run-snippets
+
+peers: setup
+	# The bench's llama.cpp peer (ttjax bench --peers llama.cpp), built for this machine's vector units with AMX off
+	# (model/tools/peer_flags.py: llama.cpp's native build segfaults in its AMX path on an Intel Xeon with AMX).
+	CMAKE_ARGS="$$($(PY) -m model.tools.peer_flags)" $(PY) -m pip install --quiet --no-cache-dir --force-reinstall \
+		--no-deps 'llama-cpp-python==0.3.36'
+	$(PY) -m pip install --quiet 'llama-cpp-python==0.3.36'
 
 clean:
 	rm -rf $(VENV) .venv-ttnn .pytest_cache
