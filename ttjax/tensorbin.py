@@ -164,10 +164,10 @@ def tensor_header(spec: TensorSpec, size: int) -> bytes:
 class _Reader:
     """Fields of one flatbuffer table, by slot, with bounds checked (a damaged file is a message, not a crash)."""
 
-    def __init__(self, buf: bytes, pos: int, path):
-        self.buf, self.path = buf, path
+    def __init__(self, buf: bytearray, pos: int, path):
+        self.buf, self.path = buf, path  # one bytearray for every table of a header (flatbuffers' Table wants one)
         try:
-            self.t = Table(bytearray(buf), pos)
+            self.t = Table(buf, pos)
             self.t.Offset(4)  # reads the vtable
         except (struct.error, IndexError):
             _fail(path, "its header is not a ttnn tensor header (a damaged or truncated file).")
@@ -212,7 +212,7 @@ def read_tensor(path) -> tuple[object, TensorSpec]:
     (header_size,) = struct.unpack_from("<Q", blob, 0)
     if header_size < 8 or 8 + header_size > len(blob):
         _fail(path, f"is not a ttnn tensor file: its header size {header_size} does not fit its {len(blob)} bytes.")
-    header = blob[8 : 8 + header_size]
+    header = bytearray(blob[8 : 8 + header_size])
     root = _Reader(header, struct.unpack_from("<I", header, 0)[0], path)
     spec_t = root.table(0)
     layout_t = spec_t.table(1) if spec_t is not None else None

@@ -166,17 +166,17 @@ def plan_from(opts) -> Plan:
 
 
 def run(opts) -> int:
-    from model.tools import compile_cache
-    from model.tools.peers import INSTALL, installed
-
     plan = plan_from(opts)
     try:
-        return _run(opts, plan, compile_cache, INSTALL, installed)
+        return _run(opts, plan)
     except WorkerCrash as e:  # ttjax's own measurement died: the bench cannot go on, and says why
         raise SystemExit(str(e)) from None
 
 
-def _run(opts, plan, compile_cache, INSTALL, installed) -> int:
+def _run(opts, plan) -> int:
+    from model.tools import compile_cache
+    from model.tools.peers import INSTALL, installed
+
     cache = None if opts.no_compile_cache else compile_cache.enable(opts.compile_cache)
     started, t0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
     say = (lambda *a: None) if opts.json else (lambda text: print(f"[bench {time.perf_counter() - t0:5.0f} s] {text}", file=sys.stderr))
