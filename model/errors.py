@@ -2,11 +2,13 @@
 value and the limit. All are ttjax.TTJaxError (a ValueError), the project's one exception family, which
 model code imports from here with its kinds."""
 
+from contextlib import contextmanager
+
 from mesh.errors import OpConfigError, TTJaxError
 
 __all__ = [
     "TTJaxError", "CheckpointError", "ConfigError", "TokenizerError", "SequenceLengthError", "KVCacheError", "TokenIdError", "InputFileError",
-    "RequestError", "OpConfigError",
+    "RequestError", "OpConfigError", "naming",
 ]
 
 
@@ -55,3 +57,15 @@ class RequestError(TTJaxError):
         """OpenAI's error shape."""
         kind = self.TYPES.get(self.status, "invalid_request_error" if self.status < 500 else "server_error")
         return {"error": {"message": str(self), "type": kind, "param": self.param, "code": self.code}}
+
+
+@contextmanager
+def naming(flag: str):
+    """A refusal from below, re-worded for the command line: it starts from the flag the user typed (as argparse's
+    "argument --flag: ..." does) unless it names the flag already."""
+    try:
+        yield
+    except TTJaxError as e:
+        if flag in str(e):
+            raise
+        raise type(e)(f"{flag}: {e}") from None

@@ -226,3 +226,29 @@ def write_gguf(state, args, path, *, drop_keys=(), arch="llama", metadata=None, 
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def first_layers_gguf(src, path, n_layers: int):
+    """The GGUF file src cut to its first n_layers decoder layers: every other field (the tokenizer, the chat
+    template, rope) and every tensor kept byte for byte in its own type. A model that compiles in seconds where a
+    test needs the real one's files, vocabulary and formats but not its depth."""
+    import gguf
+
+    reader = gguf.GGUFReader(src)
+    arch = reader.fields["general.architecture"].contents()
+    w = gguf.GGUFWriter(path, arch)
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue  # the header's own, written by the writer
+        value = n_layers if key == f"{arch}.block_count" else field.contents()
+        sub = field.types[1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(key, value, field.types[0], sub_type=sub)
+    for t in reader.tensors:
+        if t.name.startswith("blk.") and int(t.name.split(".")[1]) >= n_layers:
+            continue
+        w.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)  # quantized: its bytes, their shape says the rest
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

@@ -1,6 +1,5 @@
 """The accuracy harness: teacher-forced top-1 / top-5, perplexity and per-layer PCC against transformers."""
 
-import json
 
 import numpy as np
 import pytest
@@ -43,16 +42,6 @@ def test_reports_and_pcc_debugger(report):
     assert "top-1" in table and "performance" in table
     debug = pcc_debug(report, threshold=0.999999)
     assert "performance: PCC first drops below 0.999999 at layer" in debug
-
-
-def test_cli_json(capsys):
-    from model.tools.cli import main
-
-    assert main(["accuracy", "--json", "--configs", "float32", "--prefill-len", "64", "--decode-steps", "4",
-                 "--reference", "float32", "--override", "layers.0.WO=bfloat8_b"]) == 0
-    rep = json.loads(capsys.readouterr().out)
-    cfg = rep["configs"][0]
-    assert {"top1", "top5", "perplexity", "layer_pcc"} <= set(cfg) and cfg["groups"]["layers.0.WO"] == "bfloat8_b"
 
 
 def test_text_too_short(ckpt):

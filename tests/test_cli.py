@@ -55,7 +55,7 @@ def test_prompt_longer_than_max_seq_len_cli():
         text=True,
     )
     assert proc.returncode == 2
-    assert re.fullmatch(r"ttjax: error: the prompt has 10\d tokens, longer than max_seq_len = 64\.\n", proc.stderr)
+    assert re.fullmatch(r"ttjax: error: the prompt has 10\d tokens, more than --max-seq-len 64\.\n", proc.stderr)
     assert "Traceback" not in proc.stderr
 
 

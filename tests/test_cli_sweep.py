@@ -96,6 +96,7 @@ def stubbed(monkeypatch):
 
 
 def test_no_bad_value_of_any_flag_reaches_the_user_as_a_traceback(stubbed, paths):
+    """No bad value of any flag ends in a traceback, and each refusal names the flag the user typed."""
     cases = list(_cases(paths))
     assert len(cases) > 300
     broken = []
@@ -110,6 +111,8 @@ def test_no_bad_value_of_any_flag_reaches_the_user_as_a_traceback(stubbed, paths
             lines = [line for line in err.strip().splitlines() if line]
             if "Traceback" in err or not lines or "error:" not in lines[-1]:
                 broken.append(f"{' '.join(argv)}: refused without one clear line: {err[-300:]!r}")
+            elif extra[0] not in lines[-1]:  # argparse's "argument --flag: ..." or ttjax's own sentence
+                broken.append(f"{' '.join(argv)}: refused without naming {extra[0]}: {lines[-1]!r}")
     assert not broken, f"{len(broken)} of {len(cases)} cases:\n" + "\n".join(broken[:30])
 
 

@@ -5,6 +5,8 @@ Every launch here starts real processes on 127.0.0.1 that join through jax.distr
 and run the shipped SmolLM2.
 """
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -48,18 +50,25 @@ def two_by_four():
     return launched("2x4")
 
 
-def test_a_2x4_mesh_over_two_processes_generates_the_tokens_of_one_process(two_by_four, capsys):
+@pytest.fixture(scope="module")
+def single():
+    """One device, no mesh: the tokens every mesh must give."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["generate", "--prompt", PROMPT, "--max-new-tokens", str(NEW_TOKENS), "--json"]) == 0
+    return json.loads(out.getvalue())
+
+
+def test_a_2x4_mesh_over_two_processes_generates_the_tokens_of_one_process(two_by_four, single, capsys):
     one_process = in_process(capsys, *generate_args("2x4"))
-    single = in_process(capsys, *[a for a in generate_args("1x1")])
     assert len(two_by_four["tokens"]) == NEW_TOKENS  # the first from prefill, the rest from decode steps
     assert two_by_four["tokens"] == one_process["tokens"] == single["tokens"]
     assert two_by_four["mesh"] == "2x4"
 
 
-def test_a_1x8_mesh_as_two_1x4_halves_with_a_paged_cache(capsys):
+def test_a_1x8_mesh_as_two_1x4_halves_with_a_paged_cache(single, capsys):
     across = launched("1x8", "--paged")
     one_process = in_process(capsys, *generate_args("1x8", "--paged"))
-    single = in_process(capsys, "generate", "--prompt", PROMPT, "--max-new-tokens", str(NEW_TOKENS), "--json")
     assert across["kv_cache"] == "paged"
     assert across["tokens"] == one_process["tokens"] == single["tokens"]
 
@@ -151,11 +160,11 @@ def test_a_mesh_that_leaves_out_a_process_is_refused():
         (["launch", "--num-processes", "3", "--", "generate", "--mesh", "1x8"], "--mesh 1x8 has 8 devices, which do not divide over 3 processes"),
         (["launch", "--num-processes", "2"], "ttjax launch needs a command after --"),
         (["launch", "--num-processes", "2", "--", "launch"], "ttjax launch cannot launch itself"),
-        (["launch", "--num-processes", "2", "--process-id", "0", "--", "generate"], "joining as process 0 needs --coordinator"),
+        (["launch", "--num-processes", "2", "--process-id", "0", "--", "generate"], "--process-id 0 joins a run started elsewhere; it needs --coordinator"),
         (["launch", "--num-processes", "2", "--process-id", "2", "--coordinator", "h:1", "--", "generate"],
-         "process id 2 is outside 0..1"),
-        (["launch", "--num-processes", "2", "--coordinator", "nohost", "--", "generate"], "coordinator address 'nohost' is not HOST:PORT"),
-        (["launch", "--num-processes", "2", "--heartbeat-timeout", "0", "--", "generate"], "the heartbeat timeout is 0 s"),
+         "--process-id 2 is outside 0..1, the 2 processes."),
+        (["launch", "--num-processes", "2", "--coordinator", "nohost", "--", "generate"], "--coordinator: coordinator address 'nohost' is not HOST:PORT"),
+        (["launch", "--num-processes", "2", "--heartbeat-timeout", "0", "--", "generate"], "--heartbeat-timeout 0 must be a whole number of seconds, at least 1."),
     ],
 )
 def test_bad_launches_are_one_sentence(argv, message, capsys, monkeypatch):

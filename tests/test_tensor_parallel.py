@@ -19,16 +19,15 @@ from tests.conftest import PROMPTS
 from ttjax import TTJaxError
 from ttjax.metrics import pcc
 
-STEPS = 32
+STEPS = 12  # greedy steps per prompt: a placement error shows in the first; more only cost time on 32 devices
+# Each mesh shape and each placement choice at least once (a config is a compile of both steps on its mesh).
 CONFIGS = [
     ((1, 1), {}),
-    ((1, 2), {}),
     ((1, 8), {}),
     ((2, 4), {}),
     ((8, 4), {}),
     ((1, 2), {"ccl": "all_reduce", "norm": "distributed"}),
     ((1, 8), {"ccl": "all_reduce"}),
-    ((1, 8), {"norm": "distributed"}),
     ((1, 8), {"all_gather_matmul": True}),  # T3K's wo: all-gather + column-parallel (SmolLM2's dim is off by tt's rule)
     ((2, 4), {"ccl": "all_reduce"}),
     ((2, 4), {"ccl": "reduce_scatter"}),
@@ -42,7 +41,7 @@ def _id(config):
 
 @pytest.fixture(scope="module")
 def unsharded(generator, ckpt):
-    """Direct (no mesh) prefill logits and 32 greedy decode steps' tokens and logits."""
+    """Direct (no mesh) prefill logits and STEPS greedy decode steps' tokens and logits."""
     out = {}
     for prompt in PROMPTS[:2]:
         ids = ckpt.tokenizer.encode(prompt)
@@ -59,7 +58,7 @@ def unsharded(generator, ckpt):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=_id)
 def test_sharded_equals_unsharded(ckpt, unsharded, config):
-    """Prefill logits PCC >= 0.9999, then 32 greedy decode steps: identical tokens, logits PCC >= 0.9999."""
+    """Prefill logits PCC >= 0.9999, then STEPS greedy decode steps: identical tokens, logits PCC >= 0.9999."""
     shape, extra = config
     mesh = MeshDevice(shape)
     gen = Generator(ckpt.params, mesh_args(ckpt.args, mesh, **extra), ckpt.tokenizer, mesh_device=mesh)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
+from model.progress import progress as progress_of
 
 from mesh import MeshDevice
 from model.checkpoint import cache as params_cache
@@ -150,7 +150,7 @@ def load_checkpoint(
     if params is None:
         read = weight_reader(src.state, args, src.path)
         specs, tree = jax.tree.flatten(param_specs(args))
-        bar = tqdm(specs, desc=f"loading {os.path.basename(os.path.abspath(src.path))}", unit="weight", disable=None if progress else True)
+        bar = progress_of(specs, f"loading {os.path.basename(os.path.abspath(src.path))}", enabled=progress)
         params = jax.tree.unflatten(tree, [jax.device_put(np.asarray(read(s), dtype=dtype)) for s in bar])
         params_cache.store(root, key, params, args, src.path)
     return Checkpoint(args, params, src.tokenizer, src.path, src.format)

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
+from model.progress import progress as progress_of
 
 from model.checkpoint.state_dict import LazyTensor, materialize
 from model.config import ModelArgs, RopeScaling, require
@@ -374,5 +374,5 @@ def lazy_gguf(path: str, *, max_seq_len=None, max_batch_size=1):
 def read_gguf(path: str, *, max_seq_len=None, max_batch_size=1, progress=True):
     """(ModelArgs, state dict, metadata) from a GGUF file; quantized tensors are dequantized to float32."""
     args, state, meta, _ = lazy_gguf(path, max_seq_len=max_seq_len, max_batch_size=max_batch_size)
-    names = tqdm(list(state), desc=f"loading {os.path.basename(path)}", disable=None if progress else True)
+    names = progress_of(list(state), f"loading {os.path.basename(path)}", enabled=progress, unit="tensor")
     return args, materialize({k: state[k] for k in names}), meta

@@ -10,7 +10,7 @@ import glob
 import os
 from functools import partial
 
-from tqdm.auto import tqdm
+from model.progress import progress as progress_of
 
 from model.checkpoint.rotary_layout import hf_to_meta
 from model.checkpoint.state_dict import LazyTensor, materialize
@@ -127,6 +127,5 @@ def lazy_hf(folder: str, *, max_seq_len=None, max_batch_size=1):
 def read_hf(folder: str, *, max_seq_len=None, max_batch_size=1, progress=True):
     """(ModelArgs, Meta-named state dict) from a Hugging Face folder."""
     args, state, config = lazy_hf(folder, max_seq_len=max_seq_len, max_batch_size=max_batch_size)
-    names = tqdm(list(state), desc=f"loading {os.path.basename(os.path.abspath(folder))}", unit="tensor",
-                 disable=None if progress else True)
+    names = progress_of(list(state), f"loading {os.path.basename(os.path.abspath(folder))}", enabled=progress, unit="tensor")
     return args, materialize({k: state[k] for k in names}), config

@@ -14,7 +14,7 @@ from functools import partial
 
 import ml_dtypes
 import numpy as np
-from tqdm.auto import tqdm
+from model.progress import progress as progress_of
 
 from model.checkpoint.state_dict import LazyTensor, materialize
 from model.config import ModelArgs, RopeScaling, read_json_config, require
@@ -133,5 +133,5 @@ def read_meta(folder: str, *, max_seq_len=None, max_batch_size=1, progress=True,
     """(ModelArgs, state dict, params.json) from a Meta consolidated folder."""
     args, state, params = lazy_meta(folder, max_seq_len=max_seq_len, max_batch_size=max_batch_size,
                                     rope_scaling_factor=rope_scaling_factor)
-    names = tqdm(list(state), desc=f"loading {os.path.basename(os.path.abspath(folder))}", disable=None if progress else True)
+    names = progress_of(list(state), f"loading {os.path.basename(os.path.abspath(folder))}", enabled=progress, unit="tensor")
     return args, materialize({k: state[k] for k in names}), params

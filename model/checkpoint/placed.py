@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
-from tqdm.auto import tqdm
+from model.progress import progress as progress_of
 
 from mesh import MeshDevice
 from model.config import ModelArgs
@@ -36,7 +36,7 @@ def build_params(read: Callable[[WeightSpec], object], args: ModelArgs, mesh_dev
     of them; each weight is converted and placed, and its values dropped, before the next is read."""
     leaves, tree = jax.tree.flatten(param_specs(args))
     out = []
-    for spec in tqdm(leaves, desc=desc, unit="weight", disable=None if progress else True):
+    for spec in progress_of(leaves, desc, enabled=progress):
         values = read(spec)
         if mesh_device is None:
             placed = convert_weight(spec, values, args)
@@ -53,4 +53,4 @@ def dummy_params(args: ModelArgs, mesh_device: MeshDevice | None = None, *, seed
     holds, without the float32 model)."""
     from model.checkpoint.dummy import dummy_reader
 
-    return build_params(dummy_reader(args, seed=seed, std=std), args, mesh_device, progress=progress, desc="dummy weights")
+    return build_params(dummy_reader(args, seed=seed, std=std), args, mesh_device, progress=progress, desc=f"dummy weights for {args.model_name}")

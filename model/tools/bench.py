@@ -36,7 +36,7 @@ the programs are compiled and an untimed run).
                   "decode_tokens_per_s", "prefill_tokens_per_s": {"128": ...}, "ttft_s", "peak_rss_mb"}, each ttjax's
                   median / the peer's (above 1: ttjax's figure is larger, so faster for tokens/s, slower for ttft_s,
                   more memory for peak_rss_mb)
-  notes           why a peer or a row is missing (e.g. "llama.cpp: not installed (pip install -e '.[peers]')")
+  notes           why a peer or a row is missing (e.g. "llama.cpp: not installed (make peers)")
   profile         with --profile: {"dir", "trace" (the Perfetto file), "ops_file", "ops", "groups", "table"}, else
                   null (model.tools.profiling)
 Without --json it prints the same as Markdown tables, the command and the date at the top, ready for BENCHMARKS.md.
@@ -57,7 +57,7 @@ import time
 from dataclasses import dataclass
 
 from model.config import check_users
-from model.errors import ConfigError, SequenceLengthError, TTJaxError
+from model.errors import ConfigError, SequenceLengthError, TTJaxError, naming
 
 RESULT = "ttjax-bench-result "  # the line a worker process prints its result on
 
@@ -140,16 +140,19 @@ def plan_from(opts) -> Plan:
     if not opts.prompt.strip():
         raise ConfigError("--prompt is empty; prefill needs at least one token.")
     model = opts.model or default_model_path()
-    fmt = detect_format(model)
-    config = load_args(model)
+    with naming("--model"):
+        fmt = detect_format(model)
+        config = load_args(model)
     for n in lengths:
         if n > config.max_context_len:
             raise SequenceLengthError(f"--prefill-lengths {n} is past the model's context of {config.max_context_len} tokens.")
-    mesh_device = mesh_device_for(opts.mesh)
+    with naming("--mesh"):
+        mesh_device = mesh_device_for(opts.mesh)
     options = {k: v for k, v in (("ccl", opts.ccl), ("norm", opts.norm)) if v is not None}
     options["allow_past_context"] = opts.allow_past_context
     for precision in precisions:
-        ModelOptimizations.named(precision, config.model_name)  # an unknown name is its own sentence
+        with naming("--precision"):
+            ModelOptimizations.named(precision, config.model_name)
         for batch in batches:
             generator_args(config, mesh_device=mesh_device, precision=precision, max_batch_size=batch,
                            max_seq_len=opts.max_seq_len, **options)

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from model.buckets import get_padded_prefill_len
+from model.errors import SequenceLengthError
 from model.serving.build import build_generator
 from model.serving.engine import Engine, Request
 
@@ -97,6 +98,9 @@ def measure(spec: dict) -> dict:
     ck = load_checkpoint(spec["model"], progress=False)
     tok = ck.require_tokenizer()
     prompt = tok.encode(spec["prompt"])
+    if len(prompt) + spec["new_tokens"] > spec["max_seq_len"]:  # in the flags the user gave the bench
+        raise SequenceLengthError(f"--prompt ({len(prompt)} tokens) plus --new-tokens {spec['new_tokens']} is "
+                                  f"{len(prompt) + spec['new_tokens']} tokens, more than --max-seq-len {spec['max_seq_len']}.")
     gen = build_generator(ck, mesh, spec["precision"], max_batch_size=spec["batch"], max_seq_len=spec["max_seq_len"], **options)
     row = {"version": f"jax {jax.__version__}", "prompt_ids": prompt, "weight_bytes": ttjax_weight_bytes(gen.params)}
     row.update(decode_runs(gen, prompt, spec["batch"], spec["new_tokens"], spec["runs"]))

@@ -23,7 +23,7 @@ import sys
 import traceback
 
 from mesh import processes
-from model.errors import ConfigError, SequenceLengthError, TTJaxError
+from model.errors import ConfigError, SequenceLengthError, TTJaxError, naming
 
 DTYPES = ("float32", "bfloat16")
 PRECISIONS = ("float32", "bfloat16", "accuracy", "performance", "bfloat8_b", "bfloat4_b")
@@ -80,13 +80,17 @@ def run_generate(opts) -> int:
     from model.serving.build import build_generator, generator_args, mesh_device_for
     from model.serving.engine import generate
     from model.serving.streaming import TextStreamer
+    from model.progress import note
 
     if opts.precision is not None and opts.dtype is not None:
         raise ConfigError(f"--dtype {opts.dtype} and --precision {opts.precision} both set the formats; give one.")
-    mesh_device = mesh_device_for(opts.mesh)
+    with naming("--mesh"):
+        mesh_device = mesh_device_for(opts.mesh)
     precision = (opts.precision or opts.dtype or "float32") + ("+fidelity=off" if opts.fidelity == "off" else "") + (
         "+sfpu=off" if opts.sfpu == "off" else "")
-    options = dict(precision=precision, overrides=parse_overrides(opts.override or []),
+    with naming("--override"):
+        overrides = parse_overrides(opts.override or [])
+    options = dict(precision=precision, overrides=overrides,
                    allow_past_context=opts.allow_past_context, **_mesh_options(opts))
     if opts.model_name and opts.model:
         raise ConfigError(f"--model-name {opts.model_name} (dummy weights) and --model {opts.model} name two models; give one.")
@@ -96,7 +100,8 @@ def run_generate(opts) -> int:
         raise ConfigError(f"--model-name {opts.model_name} gives dummy weights with no tokenizer; pass the prompt as --prompt-ids.")
     # A checkpoint is opened, not read: its weights go one at a time straight into the precision (a bfloat8_b model
     # never exists in float32), from the params cache when it holds them.
-    source = named_config(opts.model_name) if opts.model_name else open_checkpoint(opts.model)
+    with naming("--model-name" if opts.model_name else "--model"):
+        source = named_config(opts.model_name) if opts.model_name else open_checkpoint(opts.model)
     config = source if opts.model_name else source.args
     generator_args(config, mesh_device=mesh_device, max_seq_len=opts.max_seq_len, **options)  # bad flags fail before the load
     tok = None if opts.model_name else source.tokenizer
@@ -108,6 +113,11 @@ def run_generate(opts) -> int:
     if not ids:
         raise ConfigError(f"--prompt {opts.prompt!r} has no tokens; give some text.")
     max_seq_len = opts.max_seq_len
+    if max_seq_len is not None and len(ids) + opts.max_new_tokens > max_seq_len:
+        raise SequenceLengthError(
+            f"the prompt has {tokens(len(ids))}, more than --max-seq-len {max_seq_len}." if len(ids) > max_seq_len else
+            f"the prompt ({tokens(len(ids))}) plus --max-new-tokens {opts.max_new_tokens} is {len(ids) + opts.max_new_tokens} "
+            f"tokens, more than --max-seq-len {max_seq_len}.")
     if max_seq_len is None:
         # Size the cache to the request (in 256-token steps, so similar requests share a compile), within the
         # model's trained context.
@@ -121,6 +131,8 @@ def run_generate(opts) -> int:
     # A long prompt is prefilled in chunks, which read the earlier chunks through a paged cache.
     paged = opts.paged or get_padded_prefill_len(len(ids)) > config.max_prefill_chunk_size
     gen = build_generator(source, mesh_device, paged=paged, max_seq_len=max_seq_len, progress=not opts.json, **options)
+    if not opts.json and not sys.stderr.isatty():  # a log hears why the next seconds are quiet (a terminal sees it end)
+        note(f"compiling the prefill and decode programs for {tokens(len(ids), 'prompt ')} (or loading them from the compile cache) ...")
     result = generate(gen, ids, opts.max_new_tokens, on_token=None if opts.json or tok is None else TextStreamer(tok))
     args = gen.args
     # What each process holds (one entry in a process alone): on a multi-process mesh, each its share.
@@ -159,15 +171,17 @@ def run_generate(opts) -> int:
 def run_comm_report(opts) -> int:
     from model.serving.build import mesh_device_for
 
-    mesh_device = mesh_device_for(opts.mesh)
+    with naming("--mesh"):
+        mesh_device = mesh_device_for(opts.mesh)
     from model.checkpoint import load_args
     from model.tools.comm_report import comm_report, format_report
     from model.config import check_users, named_config
 
-    if opts.model_name:
-        args = named_config(opts.model_name, max_seq_len=opts.seq_len)
-    else:
-        args = load_args(opts.model, max_seq_len=opts.seq_len)
+    with naming("--model-name" if opts.model_name else "--model"):
+        if opts.model_name:
+            args = named_config(opts.model_name, max_seq_len=opts.seq_len)
+        else:
+            args = load_args(opts.model, max_seq_len=opts.seq_len)
     if opts.seq_len > args.max_context_len:
         raise SequenceLengthError(f"--seq-len {opts.seq_len} is past {args.model_name}'s trained context of {args.max_context_len} tokens.")
     if opts.n_layers is not None:
@@ -177,7 +191,8 @@ def run_comm_report(opts) -> int:
     if opts.precision is not None:  # what each collective carries (bfloat8_b CCL inputs on a Galaxy in tt's presets)
         from model.precision import ModelOptimizations
 
-        args = args.replace(optimizations=ModelOptimizations.named(opts.precision, args.model_name))
+        with naming("--precision"):
+            args = args.replace(optimizations=ModelOptimizations.named(opts.precision, args.model_name))
     batch = check_users("--batch", opts.batch) if opts.mode == "decode" else 1
     rep = comm_report(args, mesh_device, opts.mode, batch=batch, seq_len=opts.seq_len, **_mesh_options(opts))
     print(json.dumps(rep) if opts.json else format_report(rep))
@@ -205,13 +220,15 @@ def run_accuracy(opts) -> int:
         raise ConfigError(f"--reference-spread measures transformers' reference; it has no meaning with --reference {opts.reference}.")
     from model.precision import ModelOptimizations
 
-    overrides = parse_overrides(opts.override or [])
+    with naming("--override"):
+        overrides = parse_overrides(opts.override or [])
     for name in configs:  # every name checked before minutes of loading and references
         try:
             ModelOptimizations.named(name)
         except TTJaxError as e:
             raise ConfigError(f"--configs: {e}") from None
-    ck = load_checkpoint(opts.model, progress=not opts.json)
+    with naming("--model"):
+        ck = load_checkpoint(opts.model, progress=not opts.json)
     progress = None if opts.json else (lambda r: print(f"  {r.name}: top-1 {100 * r.top1:.1f}%, top-5 {100 * r.top5:.1f}%, "
                                                        f"perplexity {r.perplexity:.2f} ({r.seconds:.0f} s)", file=sys.stderr))
     rep = evaluate(

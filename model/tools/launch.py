@@ -29,7 +29,7 @@ import time
 
 from mesh import parse_mesh_shape, processes
 from mesh.device import MAX_MESH_DEVICES
-from model.errors import ConfigError
+from model.errors import ConfigError, naming
 
 POLL_S = 0.1
 
@@ -98,17 +98,30 @@ def run(opts, subcommands) -> int:
     if not 1 <= opts.num_processes <= MAX_MESH_DEVICES:
         raise ConfigError(f"--num-processes {opts.num_processes} is outside 1..{MAX_MESH_DEVICES} (each process holds at "
                           "least one device of the mesh).")
+    # Each value names where it came from, the flag or the scheduler's environment variable.
+    coordinator_from = "--coordinator" if opts.coordinator else processes.ENV_COORDINATOR
     opts.coordinator = opts.coordinator or os.environ.get(processes.ENV_COORDINATOR)
+    process_from = "--process-id" if opts.process_id is not None else processes.ENV_PROCESS_ID
     process_id = opts.process_id if opts.process_id is not None else _env_int(processes.ENV_PROCESS_ID)
+    if opts.local_devices is not None and opts.local_devices < 1:
+        raise ConfigError(f"--local-devices {opts.local_devices} must be at least 1.")
+    if opts.heartbeat_timeout < 1:
+        raise ConfigError(f"--heartbeat-timeout {opts.heartbeat_timeout} must be a whole number of seconds, at least 1.")
+    if not opts.collective_timeout > 0:  # also refuses nan
+        raise ConfigError(f"--collective-timeout {opts.collective_timeout} must be more than 0 seconds.")
     argv = command_line(command, subcommands)
     if process_id is not None:  # one process of a run across hosts
+        if not 0 <= process_id < opts.num_processes:
+            raise ConfigError(f"{process_from} {process_id} is outside 0..{opts.num_processes - 1}, the {opts.num_processes} processes.")
         if opts.coordinator is None:
-            raise ConfigError(f"joining as process {process_id} needs --coordinator HOST:PORT (process 0's), or {processes.ENV_COORDINATOR}.")
+            raise ConfigError(f"{process_from} {process_id} joins a run started elsewhere; it needs --coordinator HOST:PORT "
+                              f"(process 0's), or {processes.ENV_COORDINATOR}.")
         ids = [process_id]
     else:
         opts.coordinator = opts.coordinator or f"127.0.0.1:{free_port()}"
         ids = list(range(opts.num_processes))
-    groups = [group_for(opts, command, i) for i in ids]
+    with naming(coordinator_from):
+        groups = [group_for(opts, command, i) for i in ids]
     return watch([Member(argv, {**os.environ, **g.environ()}, g.process_id, g) for g in groups])
 
 

@@ -7,7 +7,7 @@
   stopping criterion stamps the time of each step): time to first token is the batched prefill and its token,
   decode tokens/s the tokens of the later steps over their time. Prefill is one forward over the prompt with
   logits_to_keep=1.
-- llama.cpp: llama-cpp-python (the optional extra `.[peers]`) on the GGUF as stored, n_threads = cores, one
+- llama.cpp: llama-cpp-python (`make peers`: the optional extra `.[peers]` built for this CPU, model/tools/peer_flags.py) on the GGUF as stored, n_threads = cores, one
   sequence (batch 1 only). Prefill is Llama.eval over the prompt after a reset; decode is Llama.generate at
   temperature 0 (greedy), the time to its first token (the prompt's evaluation) apart from the token loop after.
 """
@@ -19,7 +19,7 @@ import os
 import time
 
 PEERS = ("transformers", "llama.cpp")
-INSTALL = {"transformers": "pip install -e '.[test]'", "llama.cpp": "pip install -e '.[peers]'"}
+INSTALL = {"transformers": "pip install -e '.[test]'", "llama.cpp": "make peers"}
 
 
 def installed(peer: str) -> bool:

@@ -16,7 +16,7 @@ import os
 import re
 import statistics
 
-from model.config import MODEL_NAMES, named_config
+from model.config import MODEL_NAMES, check_users, named_config
 from model.errors import ConfigError
 from model.perf_model import predict
 from ttjax.device_model import SYSTEMS
@@ -116,6 +116,7 @@ def run(opts) -> int:
     for flag, value in (("--context", opts.context), ("--seq-len", opts.seq_len if opts.mode == "prefill" else None)):
         if value is not None and value > args.max_context_len:
             raise ConfigError(f"{flag} {value} is past {args.model_name}'s trained context of {args.max_context_len} tokens.")
+    check_users("--batch", opts.batch)
     rep = predict(args, opts.device, opts.mode, batch=opts.batch, context=opts.context or 256, seq_len=opts.seq_len,
                   precision=opts.precision)
     print(json.dumps(rep) if opts.json else format_ops(rep))

@@ -15,7 +15,7 @@ import sys
 
 from mesh import processes
 from model.config import check_users
-from model.errors import ConfigError, SequenceLengthError
+from model.errors import ConfigError, SequenceLengthError, naming
 
 DEFAULT_MAX_SEQ_LEN = 2048  # or the model's context, if shorter: a 32-slot cache of a long context would not fit in memory
 ENV_API_KEY = "TTJAX_API_KEY"  # the key without putting it on the process list
@@ -73,9 +73,12 @@ def run(opts) -> int:
     if opts.kv_blocks is not None and not opts.paged:
         raise ConfigError(f"--kv-blocks {opts.kv_blocks} sizes a paged cache; add --paged.")
     api_key = opts.api_key or os.environ.get(ENV_API_KEY) or None
-    listening_socket(opts.host, opts.port).close()  # a busy port fails now, not after the load
-    mesh_device = mesh_device_for(opts.mesh)
-    source = open_checkpoint(opts.model)
+    with naming("--host/--port"):
+        listening_socket(opts.host, opts.port).close()  # a busy port fails now, not after the load
+    with naming("--mesh"):
+        mesh_device = mesh_device_for(opts.mesh)
+    with naming("--model"):
+        source = open_checkpoint(opts.model)
     config = source.args
     max_seq_len = opts.max_seq_len or min(config.max_context_len, DEFAULT_MAX_SEQ_LEN)
     # A prompt whose bucket passes the prefill chunk is prefilled in chunks, which read the earlier ones through a
