@@ -66,6 +66,9 @@ def naming(flag: str):
     try:
         yield
     except TTJaxError as e:
-        if flag in str(e):
+        text = str(e)
+        if flag in text:
             raise
-        raise type(e)(f"{flag}: {e}") from None
+        word = flag.lstrip("-")
+        # "override 'x' is not ..." reads "--override 'x' is not ..."; anything else gets the flag in front
+        raise type(e)(flag + text[len(word):] if text.startswith(f"{word} '") else f"{flag}: {text}") from None

@@ -110,6 +110,17 @@ def reference(hf_model, ckpt):
 _ORACLE_SUMMARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache", "ttnn_oracle.txt")
 
 
+# The files that take minutes, first: `make test`'s workers take a file at a time in collection order, so the long
+# ones start early and the short ones fill the end instead of one worker finishing a long file alone.
+LONG_FILES = ("test_tensor_parallel.py", "test_readme.py", "test_engine.py", "test_long_prompts.py", "test_multiprocess.py",
+              "test_kernel_sequences.py", "test_server.py", "test_cli.py", "test_accuracy.py", "test_matmul_fidelity.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: each file's own order kept
+
+
 def pytest_sessionstart(session):
     session.config._ttjax_started = __import__("time").time()
 

@@ -249,15 +249,15 @@ def test_generate_bad_flags(capsys):
     msg = ttjax_error([*base, "--override", "layers.99.FF2=bfloat16"], capsys)
     assert msg == "precision override layers.99.FF2=bfloat16 names layer 99; the model has layers 0..29."
     msg = ttjax_error([*base, "--override", "layers.x.FF2=bfloat16"], capsys)
-    assert msg == "override 'layers.x.FF2=bfloat16' is not layers.N.GROUP=DTYPE with N a layer number."
+    assert msg == "--override 'layers.x.FF2=bfloat16' is not layers.N.GROUP=DTYPE with N a layer number."
     msg = ttjax_error([*base, "--max-seq-len", "100000"], capsys)
     assert msg == "--max-seq-len 100000 is past the model's trained context of 8192 tokens; pass --allow-past-context to run there anyway."
     assert "--allow-past-context" in subprocess.run(
         [sys.executable, "-m", "model.tools.cli", "generate", "--help"], capture_output=True, text=True, check=True
     ).stdout
     # the messages that were already good stay so
-    assert ttjax_error([*base, "--mesh", "abc"], capsys) == "mesh shape 'abc' is not of the form ROWSxCOLS, like 1x8 or 8x4."
-    assert ttjax_error([*base, "--override", "BOGUS=bfloat16"], capsys).startswith("tensor group 'BOGUS' is not one of")
+    assert ttjax_error([*base, "--mesh", "abc"], capsys) == "--mesh: mesh shape 'abc' is not of the form ROWSxCOLS, like 1x8 or 8x4."
+    assert ttjax_error([*base, "--override", "BOGUS=bfloat16"], capsys).startswith("--override: tensor group 'BOGUS' is not one of")
 
 
 def test_generate_with_a_checkpoint_that_has_no_tokenizer(tmp_path, capsys):

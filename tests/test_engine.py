@@ -164,8 +164,8 @@ def test_stop_strings_are_checked_on_the_new_text_only(ckpt, generator):
 
 @pytest.mark.parametrize(
     "shape, paged, async_output",
-    [(None, False, True), (None, False, False), ((1, 8), False, True), ((2, 4), True, True)],
-    ids=["1x1", "1x1-sync-output", "1x8", "2x4-paged"],
+    [(None, False, True), (None, False, False), ((2, 4), True, True)],  # 1D meshes: test_tensor_parallel's generation
+    ids=["1x1", "1x1-sync-output", "2x4-paged"],
 )
 def test_continuous_batching_real_model_matches_solo(ckpt, reference, shape, paged, async_output):
     """Prompts of different lengths arrive at steps 0, 0, 2, 5 and 9 into 3 slots (so some wait), greedy:
@@ -210,7 +210,7 @@ def test_seeded_sampling_on_the_real_model_alone_and_in_a_batch(ckpt, reference)
     assert first[0].tokens != reference[PROMPTS[0]][2][:12] or first[2].tokens != reference[PROMPTS[3]][2][:12]  # it sampled
 
 
-@pytest.mark.parametrize("shape, data_parallel", [(None, 1), ((1, 8), 1), ((1, 2), 2)], ids=["1x1", "1x8", "1x2-dp2"])
+@pytest.mark.parametrize("shape, data_parallel", [(None, 1), ((1, 2), 2)], ids=["1x1", "1x2-dp2"])
 def test_vllm_block_manager_allocates_and_frees_during_decode(ckpt, hf_model, reference, shape, data_parallel):
     """vLLM's scheduler hands out blocks as sequences grow: a user holds blocks for its prompt, gets another when its
     next position crosses into a new block, and gives them all back when it finishes; the next waiting prompt is

@@ -45,7 +45,8 @@ def cases(ckpt, hf_model):
     return out
 
 
-@pytest.mark.parametrize("name", ["past-2048", "past-4096"])  # near the context: the Engine's 8,192 cache below
+# past-4096 crosses both chunk boundaries; past-2048 and near the context run through the Engine below
+@pytest.mark.parametrize("name", ["past-4096"])
 def test_long_prompt_through_the_cli_sizing(cases, name, capsys):
     """`ttjax generate` sizes max_seq_len to the request (256-token steps) and pages the cache itself."""
     text, ids, ref = cases[name]

@@ -140,7 +140,7 @@ def test_a_process_that_fails_stops_the_others_at_once_naming_its_error():
                 p.kill()
     assert bad.returncode == 2 and "checkpoint path /nonexistent/model.gguf does not exist" in bad_err
     assert good.returncode != 0
-    assert "process 1 of 2 failed: checkpoint path /nonexistent/model.gguf does not exist" in err, err[-3000:]
+    assert "process 1 of 2 failed: --model: checkpoint path /nonexistent/model.gguf does not exist" in err, err[-3000:]
 
 
 def test_a_mesh_that_leaves_out_a_process_is_refused():

@@ -133,8 +133,8 @@ SHELL = [(line, c) for b in BLOCKS if kind(b) == "shell" for line, c in b.comman
 
 
 def env_for(tmp_path) -> dict:
-    # The compile cache on, as a user has it, in a folder of this test's own (later commands reuse what earlier ones
-    # compiled, as a user's do); the venv's ttjax first on PATH.
+    # The compile cache on, as a user has it, in a folder this run's tests share (later commands reuse what earlier
+    # ones compiled, as a user's do; the user's own cache is left alone); the venv's ttjax first on PATH.
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "TTJAX_COMPILE_CACHE": "1",
             "TTJAX_CACHE_DIR": str(tmp_path.parent / "readme-cache")}
 
