@@ -223,10 +223,8 @@ def run_accuracy(opts) -> int:
     with naming("--override"):
         overrides = parse_overrides(opts.override or [])
     for name in configs:  # every name checked before minutes of loading and references
-        try:
+        with naming("--configs"):
             ModelOptimizations.named(name)
-        except TTJaxError as e:
-            raise ConfigError(f"--configs: {e}") from None
     with naming("--model"):
         ck = load_checkpoint(opts.model, progress=not opts.json)
     progress = None if opts.json else (lambda r: print(f"  {r.name}: top-1 {100 * r.top1:.1f}%, top-5 {100 * r.top5:.1f}%, "
