@@ -80,7 +80,7 @@ def _run(argv) -> tuple[str, str]:
 
 
 @pytest.fixture
-def stubbed(monkeypatch):
+def stubbed(monkeypatch, tmp_path):
     """Every place a command starts its real work, replaced by a marker."""
     import model.checkpoint as checkpoint
     import model.serving.build as build
@@ -93,6 +93,21 @@ def stubbed(monkeypatch):
                          (bench, "call_worker"), (comm_report, "comm_report"), (launch, "Member")):
         monkeypatch.setattr(module, name, _stop)
     monkeypatch.setenv("TTJAX_COMPILE_CACHE", "0")
+    # `--compile-cache VALUE` turns jax's persistent cache on in this process: a relative VALUE would land in the
+    # checkout and every later test in this worker would write its programs there. Keep both in a temporary folder.
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    from model.serving import executables
+
+    monkeypatch.chdir(tmp_path)
+    saved = {k: getattr(jax.config, k) for k in ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+                                                  "jax_persistent_cache_min_entry_size_bytes")}
+    yield
+    for k, v in saved.items():
+        jax.config.update(k, v)
+    compilation_cache.reset_cache()  # jax opened the cache once; forget it so the restored folder (none) holds
+    executables.enable(None)
 
 
 def test_no_bad_value_of_any_flag_reaches_the_user_as_a_traceback(stubbed, paths):
