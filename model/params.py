@@ -145,8 +145,8 @@ def to_dtype(a, dtype):
             raise ConfigError(f"a weight stored as {a.fmt.name} cannot be converted to {getattr(dtype, 'name', dtype)}; "
                               "load the checkpoint again in that precision.")
         return a
-    if fmt is not None:
-        return to_block_float(np.asarray(a, np.float32), dtype)
+    if fmt is not None:  # encoded on the host, then placed: a numpy leaf would be copied in at every call of a program
+        return jax.tree.map(jax.device_put, to_block_float(np.asarray(a, np.float32), dtype))
     if isinstance(a, jax.Array):
         return a.astype(dtype)
     return jax.device_put(np.asarray(a, dtype=dtype))  # cast on the host; faster than jnp.asarray, the same values

@@ -90,7 +90,7 @@ def test_the_tables_print_the_command_the_date_and_every_row(report):
     assert f"`{report['command']}`" in lines[2]
     rows = [line for line in lines if line.startswith("| ttjax |") or line.startswith("| transformers |")]
     assert len(rows) == 2 and all(row.count("|") == 12 for row in rows)  # 11 columns: one prefill length
-    assert "| float32 | transformers | 1 |" in text
+    assert "| float32 | transformers | float32 | 1 |" in text
 
 
 BAD = [
@@ -103,6 +103,12 @@ BAD = [
     (["--peers", "vllm"], r"--peers names 'vllm', not one of transformers, llama\.cpp\."),
     (["--new-tokens", "1"], r"--new-tokens 1 leaves no decode step to time; ask for at least 2\."),
     (["--max-seq-len", "100000"], r"--max-seq-len 100000 is past the model's trained context of 8192 tokens"),
+    (["--model-name", "Llama-3.2-1B", "--model", "x.gguf"], r"--model x\.gguf and --model-name Llama-3\.2-1B each name the model; give one\."),
+    (["--model-name", "Llama-9B"], r"--model-name 'Llama-9B' is not a model ttjax knows"),
+    (["--model-name", "Llama-3.2-1B", "--gguf-formats", "Q8_0,Q5_K"], r"--gguf-formats 'Q5_K' is not a GGUF format ttjax writes; one of Q8_0, Q4_0, F16, F32\."),
+    (["--model-name", "Llama-3.2-1B", "--gguf-formats", "Q8_0,q8_0"], r"--gguf-formats 'Q8_0,q8_0' must name each format once"),
+    (["--model-name", "Llama-3.2-1B", "--n-layers", "17"], r"--n-layers 17 is past Llama-3\.2-1B's 16 layers\."),
+    (["--n-layers", "2"], r"--n-layers goes with --model-name"),
 ]
 
 

@@ -23,7 +23,7 @@ FIDELITIES = [MathFidelity.LoFi, MathFidelity.HiFi2, MathFidelity.HiFi3, MathFid
 # GEMV over wide strips (1 x 200: partial vectors and a tile of padding rows) and more rows in 64-column strips, so
 # 19 x 70 has partial strips on both sides.
 SHAPES = [(3, 40, 24), (32, 64, 32), (7, 96, 50), (19, 72, 70), (1, 96, 200), (1, 40, 24)]
-ISA_LEVELS = ["portable", "avx2", "avx512"]
+ISA_LEVELS = ["portable", "avx2", "avx512", "avx512vbmi"]
 PATHS = ["jax"] + [f"native-{isa}" for isa in ISA_LEVELS]
 
 
@@ -196,6 +196,40 @@ def test_native_kernel_reads_weights_as_stored(weight_format, isa):
             for rows in (slice(None), slice(2, 3)):
                 ours = np.asarray(run(x[rows], weight))
                 np.testing.assert_array_equal(ours.view(np.uint32), ref[rows].view(np.uint32), err_msg=f"{fidelity.name}")
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx512vbmi"])
+@pytest.mark.parametrize("weight_format", ["bfloat8_b", "bfloat4_b"])
+def test_block_gemv_is_bit_exact(weight_format, isa):
+    """Batch-1 decode's block-float GEMV (ttjax/csrc/tensix_gemv_block.inc: the block scales moved onto the
+    activations, fused multiply-adds where a tile's exponents keep every product normal, bfloat4_b's odd phases as
+    the signed zeros they add) equals the reference bit for bit: whole tiles of wide strips, and activations and
+    blocks that send tiles back to the general kernel or test its zero rules (tiny and huge activations, zeros,
+    negative zeros, half-tiles all negative, a block near the top of the range)."""
+    native_path(f"native-{isa}")
+    rng = np.random.default_rng(7)
+    k, n = 192, 1024 + 64 + 32  # one strip of 1024 columns in a single row's GEMV, and narrower ones
+    w = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
+    w[130, 64:80] = np.float32(2.0**100) * np.linspace(-1, 1, 16)  # a product past float32's range: not that path
+    w = np.asarray(operands_like(w, weight_format))
+    stored = ttjax.as_tensor(w, getattr(ttjax, weight_format))
+    x = np.asarray(jax.numpy.asarray(rng.standard_normal((6, k)).astype(np.float32), jax.numpy.bfloat16), np.float32)
+    x[1, :32] *= np.float32(2.0**-115)  # products below 2^-126: rounded one by one, so the general kernel
+    x[1, 32:64] *= np.float32(2.0**60)
+    x[2, :16], x[2, 16:32] = 0.0, -0.0  # a half-tile of zeros, one of negative zeros
+    x[2, 32:48] = -np.abs(x[2, 32:48])  # a half-tile all negative: bfloat4_b's odd phases add -0
+    x[3] = -0.0
+    x[4, 64:96] = -np.abs(x[4, 64:96]) * np.float32(2.0**-100)
+    x[5, 128:160] *= np.float32(2.0**30)
+    for fidelity in FIDELITIES:
+        for fp32 in (False, True):
+            config = WormholeComputeKernelConfig(fidelity, fp32_dest_acc_en=fp32)
+            ref = matmul_reference(x, w, fidelity.name, fp32)
+            run = jax.jit(lambda x, w: tensix_matmul_stored(x, w, config, isa=isa))
+            for r in range(len(x)):
+                ours = np.asarray(run(x[r : r + 1], stored))
+                np.testing.assert_array_equal(ours.view(np.uint32), ref[r : r + 1].view(np.uint32),
+                                              err_msg=f"{fidelity.name} fp32_dest={fp32} row {r}")
 
 
 @pytest.mark.parametrize("isa", ISA_LEVELS)

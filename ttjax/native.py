@@ -34,7 +34,7 @@ SDPA_PREFILL = "ttjax_sdpa_prefill"
 # ttjax/csrc/sfpu.cc's functions (its enum Fn)
 SFPU_FUNCTIONS = {"exp": 0, "reciprocal": 1, "rsqrt": 2, "sqrt": 3, "sigmoid": 4, "silu": 5, "mul_scalar": 6,
                   "exp_schraudolph": 7, "exp_polynomial": 8, "exp_accurate_scaled": 9, "reciprocal_iter": 10}
-ISA_LEVELS = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3}
+ISA_LEVELS = {"auto": 0, "portable": 1, "avx2": 2, "avx512": 3, "avx512vbmi": 4}  # avx512vbmi: AVX-512 with VBMI
 
 
 def build(verbose: bool = True) -> bool:

@@ -1,9 +1,15 @@
 """`ttjax bench`: ttjax against its peers on the same checkpoint and the same token ids, in one run, each figure a
 median over runs with the ratio of ttjax's to each peer's.
 
-    ttjax bench [--json] [--model PATH] [--precision float32,accuracy] [--batch 1,32] [--mesh 1x2]
+    ttjax bench [--json] [--model PATH | --model-name Llama-3.2-1B [--gguf-formats Q8_0,Q4_0] [--n-layers N]]
+                [--precision float32,accuracy] [--batch 1,32] [--mesh 1x2]
                 [--prefill-lengths 128,8000] [--runs 3] [--new-tokens 64] [--max-seq-len 256]
                 [--peers transformers,llama.cpp | --no-peers] [--profile DIR]
+
+--model-name benches a named model's shapes without its weights: same-shape GGUF files of random weights
+(model.checkpoint.synthetic, written once into the cache) that ttjax and transformers read in the first format and
+llama.cpp in each, so llama.cpp reads Q8_0 beside bfloat8_b and Q4_0 beside bfloat4_b, the same bytes a weight. A
+row whose weights would not fit this machine's memory (Llama-3.1-8B in float32) is a note, not a crash.
 
 What runs, in this order, each in a process of its own (so each row's peak RSS is its own, and no library's
 threads idle beside another's): for each ttjax precision, one row per batch; then each peer (model.tools.peers:
@@ -32,7 +38,7 @@ the programs are compiled and an untimed run).
                    "weight_bytes_per_token" (weights a decode step reads), "roofline_tokens_per_s" (read_gb_s over
                    those bytes: batch-1 decode's bound), "roofline_fraction" (decode steps/s x weight bytes /
                    read bandwidth), "first_tokens" (the first user's greedy tokens)}
-  ratios          for each ttjax row and each peer row of the same batch: {"precision", "batch", "peer",
+  ratios          for each ttjax row and each peer row of the same batch: {"precision", "batch", "peer", "peer_precision",
                   "decode_tokens_per_s", "prefill_tokens_per_s": {"128": ...}, "ttft_s", "peak_rss_mb"}, each ttjax's
                   median / the peer's (above 1: ttjax's figure is larger, so faster for tokens/s, slower for ttft_s,
                   more memory for peak_rss_mb)
@@ -83,9 +89,24 @@ class Plan:
     profile: str | None
     bandwidth_mib: int
     allow_past_context: bool
+    # --model-name: the named shapes in same-shape GGUF files ({format: path}, written by _run when missing); ttjax
+    # and transformers read the first, llama.cpp each
+    synthetic: dict | None = None
+    n_layers: int | None = None
+
+    @property
+    def peer_models(self) -> dict:
+        """{peer: the files it runs on}."""
+        files = list(self.synthetic.values()) if self.synthetic else [self.model]
+        return {"transformers": files[:1], "llama.cpp": files}
 
     def command(self) -> str:
-        words = ["ttjax bench", f"--model {self.model}", f"--precision {','.join(self.precisions)}",
+        if self.synthetic:
+            name = f"--model-name {self.model_name} --gguf-formats {','.join(self.synthetic)}"
+            name += f" --n-layers {self.n_layers}" if self.n_layers else ""
+        else:
+            name = f"--model {self.model}"
+        words = ["ttjax bench", name, f"--precision {','.join(self.precisions)}",
                  f"--batch {','.join(map(str, self.batches))}",
                  f"--prefill-lengths {','.join(map(str, self.prefill_lengths)) or 'none'}", f"--runs {self.runs}",
                  f"--new-tokens {self.new_tokens}", f"--max-seq-len {self.max_seq_len}",
@@ -139,10 +160,32 @@ def plan_from(opts) -> Plan:
         raise SequenceLengthError(f"--new-tokens {opts.new_tokens} leaves no decode step to time; ask for at least 2.")
     if not opts.prompt.strip():
         raise ConfigError("--prompt is empty; prefill needs at least one token.")
-    model = opts.model or default_model_path()
-    with naming("--model"):
-        fmt = detect_format(model)
-        config = load_args(model)
+    synthetic, n_layers = None, getattr(opts, "n_layers", None)
+    if getattr(opts, "model_name", None) is not None:
+        from model.checkpoint.synthetic import check_format, synthetic_path
+        from model.config import canonical_model_name, named_config
+
+        if opts.model is not None:
+            raise ConfigError(f"--model {opts.model} and --model-name {opts.model_name} each name the model; give one.")
+        name = canonical_model_name(opts.model_name)
+        text = opts.gguf_formats or "Q8_0,Q4_0"
+        formats = [check_format(f, "--gguf-formats") for f in text.split(",")]
+        if len(set(formats)) < len(formats):
+            raise ConfigError(f"--gguf-formats {text!r} must name each format once, comma separated.")
+        config = named_config(name)
+        if n_layers is not None and n_layers > config.n_layers:
+            raise ConfigError(f"--n-layers {n_layers} is past {name}'s {config.n_layers} layers.")
+        config = named_config(name, **({"n_layers": n_layers} if n_layers else {}))
+        synthetic = {f: str(synthetic_path(name, f, n_layers)) for f in formats}
+        model, fmt = synthetic[formats[0]], "gguf"
+    else:
+        for flag, value in (("--n-layers", n_layers), ("--gguf-formats", getattr(opts, "gguf_formats", None))):
+            if value is not None:
+                raise ConfigError(f"{flag} goes with --model-name (the same-shape files it writes); --model reads its file as it is.")
+        model = opts.model or default_model_path()
+        with naming("--model"):
+            fmt = detect_format(model)
+            config = load_args(model)
     for n in lengths:
         if n > config.max_context_len:
             raise SequenceLengthError(f"--prefill-lengths {n} is past the model's context of {config.max_context_len} tokens.")
@@ -162,7 +205,7 @@ def plan_from(opts) -> Plan:
         raise ConfigError(f"--profile {opts.profile} is a file; name a folder for the trace.")
     return Plan(model, fmt, config.model_name, precisions, batches, lengths, peers, opts.runs, opts.new_tokens,
                 opts.max_seq_len, opts.prompt, opts.mesh, opts.ccl, opts.norm, opts.profile, opts.bandwidth_mib,
-                opts.allow_past_context)
+                opts.allow_past_context, synthetic, n_layers)
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -187,8 +230,20 @@ def _run(opts, plan) -> int:
                 mesh=plan.mesh, ccl=plan.ccl, norm=plan.norm, allow_past_context=plan.allow_past_context,
                 compile_cache=None if cache is None else str(cache))
 
+    if plan.synthetic:
+        from model.checkpoint.synthetic import synthetic_gguf
+
+        for fmt in plan.synthetic:
+            say(f"same-shape {fmt} file of {plan.model_name}")
+            synthetic_gguf(plan.model_name, fmt, plan.n_layers)
     results, notes, prompt_ids, prefill_ids = [], [], None, {}
+    weights, memory = parameter_count(plan), physical_memory()
     for precision in plan.precisions:
+        if precision in ("float32", "bfloat16") and memory and weights * (4 if precision == "float32" else 2) > 0.9 * memory:
+            notes.append(f"ttjax {precision}: {plan.model_name}'s {weights / 1e9:.1f} G weights take "
+                         f"{weights * (4 if precision == 'float32' else 2) / 1e9:.0f} GB in {precision}, more than this "
+                         f"machine's {memory / 1e9:.0f} GB; its rows are missing")
+            continue
         for i, batch in enumerate(plan.batches):
             lengths = plan.prefill_lengths if i == 0 else ()
             say(f"ttjax {precision}, batch {batch}" + (f", prefill {', '.join(map(str, lengths))}" if lengths else ""))
@@ -206,20 +261,25 @@ def _run(opts, plan) -> int:
         if peer == "llama.cpp" and plan.model_format != "gguf":
             notes.append("llama.cpp: reads GGUF files only")
             continue
+        if peer == "transformers" and memory and 4 * weights > 0.9 * memory:  # it loads a GGUF in float32
+            notes.append(f"transformers: {plan.model_name} in float32 takes {4 * weights / 1e9:.0f} GB, more than this "
+                         f"machine's {memory / 1e9:.0f} GB; its rows are missing")
+            continue
         batches = plan.batches if peer == "transformers" else tuple(b for b in plan.batches if b == 1)
         if len(batches) < len(plan.batches):
             notes.append(f"{peer}: batch 1 only (llama-cpp-python decodes one sequence)")
-        for i, batch in enumerate(batches):
-            say(f"{peer}, batch {batch}")
-            ids = {n: prefill_ids[str(n)] for n in plan.prefill_lengths} if i == 0 else {}
-            try:
-                r = call_worker({**base, "engine": peer, "batch": batch, "prompt_ids": prompt_ids, "prefill_ids": ids},
-                                f"{peer} batch {batch}")
-            except WorkerCrash as e:  # a peer's own crash is a line of the report, not the end of the bench
-                notes.append(f"{peer}: batch {batch} {e.how}; its rows are missing ({e.last_line})")
-                say(f"{peer}, batch {batch}: {e.how}")
-                break
-            results.append(({"engine": peer, "precision": r.pop("precision"), "batch": batch}, r))
+        for path in plan.peer_models[peer]:
+            for i, batch in enumerate(batches):
+                say(f"{peer}, batch {batch}" + (f", {os.path.basename(path)}" if len(plan.peer_models[peer]) > 1 else ""))
+                ids = {n: prefill_ids[str(n)] for n in plan.prefill_lengths} if i == 0 else {}
+                try:
+                    r = call_worker({**base, "model": path, "engine": peer, "batch": batch, "prompt_ids": prompt_ids,
+                                     "prefill_ids": ids}, f"{peer} batch {batch}")
+                except WorkerCrash as e:  # a peer's own crash is a line of the report, not the end of the bench
+                    notes.append(f"{peer}: batch {batch} {e.how}; its rows are missing ({e.last_line})")
+                    say(f"{peer}, batch {batch}: {e.how}")
+                    break
+                results.append(({"engine": peer, "precision": r.pop("precision"), "batch": batch}, r))
     say(f"read bandwidth ({plan.bandwidth_mib} MiB GEMV)")
     bandwidth = call_worker({"engine": "bandwidth", "mib": plan.bandwidth_mib}, "bandwidth")
     profile = None
@@ -230,6 +290,28 @@ def _run(opts, plan) -> int:
     report = make_report(plan, started, time.perf_counter() - t0, machine(bandwidth), results, notes, profile, prompt_ids, cache)
     print(json.dumps(report) if opts.json else format_report(report))
     return 0
+
+
+def parameter_count(plan: Plan) -> int:
+    """The model's weights (an untied LM head counted apart), from its config: no weights read."""
+    import numpy as np
+
+    from model.checkpoint import load_args
+    from model.config import named_config
+    from model.params import param_specs
+
+    import jax
+
+    config = (named_config(plan.model_name, **({"n_layers": plan.n_layers} if plan.n_layers else {})) if plan.synthetic
+              else load_args(plan.model))
+    return sum(int(np.prod(s.shape)) for s in jax.tree.leaves(param_specs(config), is_leaf=lambda x: hasattr(x, "shape")))
+
+
+def physical_memory() -> float | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def cpu_name() -> str:
@@ -246,7 +328,7 @@ def cpu_name() -> str:
 
 def machine(bandwidth: dict) -> dict:
     cpu = cpu_name()
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9 if hasattr(os, "sysconf") else None
+    memory = physical_memory() / 1e9 if physical_memory() else None
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": memory, "read_gb_s": bandwidth["gb_s"],
             "read_gb_s_runs": bandwidth["runs_gb_s"], "read_method": bandwidth["method"]}
 
@@ -281,7 +363,8 @@ def make_report(plan: Plan, started, wall_s, machine: dict, results, notes, prof
     ratios = []
     for ours in (r for r in rows if r["engine"] == "ttjax"):
         for peer in (r for r in rows if r["engine"] != "ttjax" and r["batch"] == ours["batch"]):
-            ratio = {"precision": ours["precision"], "batch": ours["batch"], "peer": peer["engine"]}
+            ratio = {"precision": ours["precision"], "batch": ours["batch"], "peer": peer["engine"],
+                     "peer_precision": peer["precision"]}
             for key in ("decode_tokens_per_s", "ttft_s", "peak_rss_mb"):
                 ratio[key] = ours[key] / peer[key]
             ratio["prefill_tokens_per_s"] = {n: v / peer["prefill_tokens_per_s"][n] for n, v in ours["prefill_tokens_per_s"].items()
@@ -342,12 +425,13 @@ def format_report(rep: dict) -> str:
             "Ratios, ttjax / peer, of the medians (above 1: ttjax's figure is larger; faster for tokens/s, slower for TTFT, "
             "more memory for RSS):",
             "",
-            "| ttjax precision | peer | batch | decode | " + "".join(f"prefill {n} | " for n in lengths) + "TTFT | peak RSS |",
-            "|---|---|---:|---:|" + "---:|" * len(lengths) + "---:|---:|",
+            "| ttjax precision | peer | peer precision | batch | decode | " + "".join(f"prefill {n} | " for n in lengths)
+            + "TTFT | peak RSS |",
+            "|---|---|---|---:|---:|" + "---:|" * len(lengths) + "---:|---:|",
         ]
         for q in rep["ratios"]:
             prefill = "".join(f"{num(q['prefill_tokens_per_s'].get(n), '.2f')} | " for n in lengths)
-            out.append(f"| {q['precision']} | {q['peer']} | {q['batch']} | {q['decode_tokens_per_s']:.2f} | {prefill}"
+            out.append(f"| {q['precision']} | {q['peer']} | {q['peer_precision']} | {q['batch']} | {q['decode_tokens_per_s']:.2f} | {prefill}"
                        f"{q['ttft_s']:.2f} | {q['peak_rss_mb']:.2f} |")
     versions = sorted({f"{r['engine']}: {r['version']}" for r in rep["runs"]})
     out += ["", "Versions: " + "; ".join(versions) + "."]

@@ -89,13 +89,13 @@ def measure(spec: dict) -> dict:
     and the weight bytes a decode step reads."""
     import jax
 
-    from model.checkpoint import load_checkpoint
+    from model.checkpoint import open_checkpoint
     from model.serving.build import mesh_device_for
     from model.tools.roofline import ttjax_weight_bytes
 
     mesh = mesh_device_for(spec["mesh"])
     options = generator_options(spec)
-    ck = load_checkpoint(spec["model"], progress=False)
+    ck = open_checkpoint(spec["model"])  # weights read straight into the precision: no float32 copy of the model
     tok = ck.require_tokenizer()
     prompt = tok.encode(spec["prompt"])
     if len(prompt) + spec["new_tokens"] > spec["max_seq_len"]:  # in the flags the user gave the bench

@@ -340,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="decode, prefill, TTFT, compile and memory against transformers and llama.cpp, with the roofline")
     b.add_argument("--json", action="store_true", help="print one JSON object (keys: model/tools/bench.py)")
     b.add_argument("--model", default=None, help="a .gguf file or Hugging Face folder (default: shipped SmolLM2-135M)")
+    b.add_argument("--model-name", default=None,
+                   help="a named model's shapes (Llama-3.2-1B, Llama-3.1-8B, ...) in same-shape GGUF files of random weights "
+                        "and SmolLM2's tokenizer, written once into the cache: ttjax and transformers read the first format, "
+                        "llama.cpp each (model/checkpoint/synthetic.py)")
+    b.add_argument("--gguf-formats", default=None, help="with --model-name: comma list of Q8_0, Q4_0, F16, F32 (default Q8_0,Q4_0)")
+    b.add_argument("--n-layers", type=positive_int, default=None, help="with --model-name: its first N layers")
     b.add_argument("--precision", default="float32", help="comma list of float32, bfloat16, accuracy, performance, bfloat8_b, bfloat4_b")
     b.add_argument("--batch", default="1,32", help="comma list of decode batch sizes (default 1,32)")
     _add_mesh_options(b)

@@ -57,6 +57,10 @@ bool Avx512() {
 bool Avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2"); }
 
 int64_t Level(int64_t isa) {
+  if (isa == kIsaAvx512Vbmi) {  // no VBMI code here: the AVX-512 kernels, where the CPU has VBMI
+    if (!__builtin_cpu_supports("avx512vbmi")) return -1;
+    isa = kIsaAvx512;
+  }
   if (isa == kIsaAuto) return Avx512() ? kIsaAvx512 : Avx2() ? kIsaAvx2 : kIsaPortable;
   if ((isa == kIsaAvx512 && !Avx512()) || (isa == kIsaAvx2 && !Avx2())) return -1;
   return isa;

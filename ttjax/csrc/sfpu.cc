@@ -97,6 +97,10 @@ bool CpuHasAvx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_suppo
 using RunFn = void (*)(const Call&, int64_t, int64_t);
 
 RunFn Pick(int64_t isa) {
+  if (isa == kIsaAvx512Vbmi) {  // no VBMI code here: the AVX-512 kernels, where the CPU has VBMI
+    if (!__builtin_cpu_supports("avx512vbmi")) return nullptr;
+    isa = kIsaAvx512;
+  }
   if (isa == kIsaAuto) isa = CpuHasAvx512() ? kIsaAvx512 : CpuHasAvx2() ? kIsaAvx2 : kIsaPortable;
   if (isa == kIsaAvx512) return CpuHasAvx512() ? sfpu_avx512::Run : nullptr;
   if (isa == kIsaAvx2) return CpuHasAvx2() ? sfpu_avx2::Run : nullptr;

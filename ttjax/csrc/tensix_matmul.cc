@@ -170,11 +170,14 @@ bool HasAvx512() {
 
 bool HasAvx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 
+bool HasAvx512Vbmi() { return HasAvx512() && __builtin_cpu_supports("avx512vbmi"); }
+
 using StripFn = void (*)(const Problem&, int64_t, int64_t, float*);
 
 // The kernel for an ISA level, or nullptr where this CPU cannot run it.
 StripFn Kernel(int64_t isa) {
-  if (isa == kIsaAuto) isa = HasAvx512() ? kIsaAvx512 : HasAvx2() ? kIsaAvx2 : kIsaPortable;
+  if (isa == kIsaAuto) isa = HasAvx512Vbmi() ? kIsaAvx512Vbmi : HasAvx512() ? kIsaAvx512 : HasAvx2() ? kIsaAvx2 : kIsaPortable;
+  if (isa == kIsaAvx512Vbmi) return HasAvx512Vbmi() ? StripAvx512 : nullptr;
   if (isa == kIsaAvx512) return HasAvx512() ? StripAvx512 : nullptr;
   if (isa == kIsaAvx2) return HasAvx2() ? StripAvx2 : nullptr;
   return isa == kIsaPortable ? StripPortable : nullptr;
@@ -182,12 +185,18 @@ StripFn Kernel(int64_t isa) {
 
 int64_t PortableScratchFloats(const Problem& p) { return p.rows * kCols + 4 * p.rows * kTile; }
 
-// Columns per unit of work. One row (the AVX-512 GEMV) takes wide strips, a few per thread, so that each reads
-// long contiguous runs of every weight row; more rows keep their Dst for a 64-column strip.
+// Columns per unit of work. One row (the AVX-512 GEMV) takes the widest strips whose rows are runs of about 4 KB
+// of weights (the block GEMV reads each row of a strip from end to end, and long runs are what the hardware
+// prefetchers stream at full bandwidth), as many strips as make an equal share for every thread; more rows keep
+// their Dst for a 64-column strip.
 int64_t StripWidth(const Problem& p, bool gemv_kernel, int64_t threads) {
   if (!gemv_kernel || p.rows != 1) return kCols;
-  const int64_t per_unit = (p.cols + 4 * threads - 1) / (4 * threads);
-  return std::clamp<int64_t>((per_unit + kCols - 1) / kCols * kCols, kCols, kWideCols);
+  const int64_t bits = p.format == kF32 ? 32 : p.format == kBF16 ? 16 : p.format == kBFP8 ? 8 : 4;
+  const int64_t widest = std::min<int64_t>(kWideCols, 4096 * 8 / bits / kCols * kCols);
+  int64_t strips = (p.cols + widest - 1) / widest;
+  strips = (strips + threads - 1) / threads * threads;
+  const int64_t width = (p.cols + strips - 1) / strips;
+  return std::clamp<int64_t>((width + kCols - 1) / kCols * kCols, kCols, widest);
 }
 
 // Strips are handed out through an atomic counter; the calling thread works too and then waits only for
@@ -204,13 +213,19 @@ struct Work {
   std::condition_variable finished;
 
   void Run() {
-    std::vector<float> scratch;  // per thread; the AVX-512 kernels want it 64-byte aligned
+    // Per thread, kept between calls: a fresh buffer of a few hundred KB a call would cost its page faults every
+    // time. The kernels write what they read; the AVX-512 ones want it 64-byte aligned.
+    thread_local std::unique_ptr<float[]> scratch;
+    thread_local int64_t capacity = 0;
     float* aligned = nullptr;
     for (int64_t i = next.fetch_add(1); i < strips; i = next.fetch_add(1)) {
       const Problem& p = *problem;
       if (aligned == nullptr) {
-        scratch.resize(scratch_floats + 16);
-        aligned = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) & ~uintptr_t{63});
+        if (capacity < scratch_floats + 16) {
+          scratch.reset(new float[scratch_floats + 16]);
+          capacity = scratch_floats + 16;
+        }
+        aligned = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(scratch.get()) + 63) & ~uintptr_t{63});
       }
       const int64_t c0 = i * width;
       strip(p, c0, std::min(width, p.cols - c0), aligned);
@@ -225,6 +240,7 @@ struct Work {
 ffi::Error Run(ffi::ThreadPool& pool, Problem& p, int64_t isa) {
   if (p.rows == 0 || p.cols == 0) return ffi::Error::Success();
   StripFn strip = Kernel(isa);
+  p.vbmi = isa == kIsaAvx512Vbmi || (isa == kIsaAuto && HasAvx512Vbmi());
   if (strip == nullptr) return ffi::Error::InvalidArgument("tensix_matmul: this CPU cannot run the requested ISA level");
   auto work = std::make_shared<Work>();
   work->problem = &p;
@@ -291,10 +307,11 @@ ffi::Error BlockFloatImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::An
 }  // namespace
 }  // namespace ttjax
 
-// The ISA levels this CPU runs, as a bit set over ttjax::Isa (bit 1 portable, 2 AVX2, 3 AVX-512).
+// The ISA levels this CPU runs, as a bit set over ttjax::Isa (bit 1 portable, 2 AVX2, 3 AVX-512, 4 AVX-512 VBMI).
 extern "C" int64_t TtjaxIsaLevels() {
   return (int64_t{1} << ttjax::kIsaPortable) | (ttjax::HasAvx2() ? int64_t{1} << ttjax::kIsaAvx2 : 0) |
-         (ttjax::HasAvx512() ? int64_t{1} << ttjax::kIsaAvx512 : 0);
+         (ttjax::HasAvx512() ? int64_t{1} << ttjax::kIsaAvx512 : 0) |
+         (ttjax::HasAvx512Vbmi() ? int64_t{1} << ttjax::kIsaAvx512Vbmi : 0);
 }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(TtjaxTensixMatmul, ttjax::FloatImpl,

@@ -11,7 +11,7 @@ namespace ttjax {
 constexpr int64_t kTile = 32;
 constexpr int64_t kFace = 16;
 constexpr int64_t kCols = 64;         // columns a strip of the many-row kernels holds in L1
-constexpr int64_t kWideCols = 1024;   // the widest strip a single row is computed in (a unit of work)
+constexpr int64_t kWideCols = 8192;   // the widest strip a single row is computed in (a unit of work)
 
 inline uint32_t Bits(float f) {
   uint32_t u;
@@ -30,7 +30,8 @@ inline float Float(uint32_t u) {
 enum WeightFormat : int64_t { kF32 = 0, kBF16 = 1, kBFP8 = 2, kBFP4 = 3 };
 
 // Vector ISA levels, as the `isa` attribute names them (0 lets the kernel choose the best the CPU has).
-enum Isa : int64_t { kIsaAuto = 0, kIsaPortable = 1, kIsaAvx2 = 2, kIsaAvx512 = 3 };
+// kIsaAvx512Vbmi: AVX-512 with VBMI, which only the block-float GEMV uses (other kernels run their AVX-512 code).
+enum Isa : int64_t { kIsaAuto = 0, kIsaPortable = 1, kIsaAvx2 = 2, kIsaAvx512 = 3, kIsaAvx512Vbmi = 4 };
 
 struct Problem {
   const float* x;        // [rows, depth]: unpacked operands (emulated), or the activations as they are (exact)
@@ -45,6 +46,7 @@ struct Problem {
   bool tf32;   // float32 weights are read as TF32 (else BF16)
   bool exact;  // fidelity off: float32 math on the values as stored, no phases, no Dst rounding
   WeightFormat format;
+  bool vbmi = false;  // the AVX-512 kernels may use VBMI
 };
 
 inline float FlushDenormal(float v) {
@@ -86,5 +88,12 @@ constexpr float kNibble[16] = {0, 1, 2, 3, 4, 5, 6, 7, 0, -1, -2, -3, -4, -5, -6
 // kWideCols for one row, else kCols). scratch holds at least ScratchFloats(p) floats, 64-byte aligned.
 void StripAvx512(const Problem& p, int64_t c0, int64_t nc, float* scratch);
 int64_t ScratchFloats(const Problem& p);
+
+// The block-float GEMV for one K tile of a strip (tensix_gemv_block.inc): true when it took the tile, false when
+// the tile is not one it can do exactly (the caller's general kernel then does it). table: 2 x 32 x 64 floats.
+bool GemvBlockTileAvx512(const Problem& p, const float* hi, const float* lo, int64_t k0, int64_t c0, int64_t nc,
+                         float* dst, float* table);
+bool GemvBlockTileAvx512Vbmi(const Problem& p, const float* hi, const float* lo, int64_t k0, int64_t c0, int64_t nc,
+                             float* dst, float* table);
 
 }  // namespace ttjax

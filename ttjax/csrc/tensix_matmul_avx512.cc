@@ -305,11 +305,15 @@ template <WeightFormat F, int PH, int NV>
 TTJAX_AVX512 void Gemv(const Problem& p, int64_t c0, int64_t nc, float* scratch) {
   float* dst = scratch;                   // [kWideCols + 128]
   float* buf = scratch + kWideCols + 128;  // [32][128]
+  float* table = buf + kTile * 128;        // [2][32][kWideCols / 16]: the block GEMV's scaled activations
   std::fill(dst, dst + kWideCols + 128, 0.0f);
   alignas(64) float hi[kTile], lo[kTile];
   for (int64_t k0 = 0; k0 < p.depth; k0 += kTile) {
     if (p.exact && k0 >= p.w_rows) break;
     if (!p.exact) SrcBTile(p.x + k0, hi, lo);
+    if constexpr (F == kBFP8 || F == kBFP4) {  // most tiles: the block GEMV, at memory speed
+      if (!p.exact && (p.vbmi ? GemvBlockTileAvx512Vbmi : GemvBlockTileAvx512)(p, hi, lo, k0, c0, nc, dst, table)) continue;
+    }
     GemvSweep<F, PH, NV>(p, hi, lo, k0, c0, nc, dst, buf);
   }
   for (int64_t j = 0; j < nc; j += 16) {
@@ -319,9 +323,12 @@ TTJAX_AVX512 void Gemv(const Problem& p, int64_t c0, int64_t nc, float* scratch)
 }
 
 // Many rows: each 32 x 64 weight tile of the strip is decoded (and split, emulated) once into wa, then every
-// row runs its sums from there, two rows at a time.
-template <int PH>
-TTJAX_AVX512 void RowsEmulated(const Problem& p, const float* wa, const float* xb, int64_t r, int pair, float* dst) {
+// row runs its sums from there, R rows at a time (4: each weight vector loaded once for 16 products).
+//
+// FMA: the tile's weight parts and the rows' activation parts keep every product normal (Exponents below), so a
+// fused multiply-add rounds exactly as the model's multiply then add: one instruction a product instead of two.
+template <int PH, int R, bool FMA>
+TTJAX_AVX512 void RowsEmulated(const Problem& p, const float* wa, const float* xb, int64_t r, float* dst) {
   constexpr int NV = kCols / 16;
 #pragma GCC unroll 4
   for (int ph = 0; ph < PH; ++ph) {
@@ -329,25 +336,29 @@ TTJAX_AVX512 void RowsEmulated(const Problem& p, const float* wa, const float* x
     const float* b = xb + (ph & 2 ? p.rows : 0) * kTile;
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
-      __m512 s[2][NV];
-#pragma GCC unroll 2
-      for (int q = 0; q < 2; ++q) {
-        const __m512 bk = _mm512_set1_ps(b[(r + q * (pair - 1)) * kTile + h * kFace]);
+      __m512 s[R][NV];
+#pragma GCC unroll 4
+      for (int q = 0; q < R; ++q) {
+        const __m512 bk = _mm512_set1_ps(b[(r + q) * kTile + h * kFace]);
 #pragma GCC unroll 4
         for (int c = 0; c < NV; ++c) s[q][c] = _mm512_mul_ps(bk, _mm512_load_ps(a + h * kFace * kCols + 16 * c));
       }
       for (int kk = 1; kk < kFace; ++kk) {
         const float* arow = a + (h * kFace + kk) * kCols;
-#pragma GCC unroll 2
-        for (int q = 0; q < 2; ++q) {
-          const __m512 bk = _mm512_set1_ps(b[(r + q * (pair - 1)) * kTile + h * kFace + kk]);
+        __m512 av[NV];
 #pragma GCC unroll 4
-          for (int c = 0; c < NV; ++c) s[q][c] = _mm512_add_ps(s[q][c], _mm512_mul_ps(bk, _mm512_load_ps(arow + 16 * c)));
+        for (int c = 0; c < NV; ++c) av[c] = _mm512_load_ps(arow + 16 * c);
+#pragma GCC unroll 4
+        for (int q = 0; q < R; ++q) {
+          const __m512 bk = _mm512_set1_ps(b[(r + q) * kTile + h * kFace + kk]);
+#pragma GCC unroll 4
+          for (int c = 0; c < NV; ++c) {
+            s[q][c] = FMA ? _mm512_fmadd_ps(bk, av[c], s[q][c]) : _mm512_add_ps(s[q][c], _mm512_mul_ps(bk, av[c]));
+          }
         }
       }
-#pragma GCC unroll 2
-      for (int q = 0; q < 2; ++q) {
-        if (q >= pair) break;
+#pragma GCC unroll 4
+      for (int q = 0; q < R; ++q) {
         float* d = dst + (r + q) * kCols;
 #pragma GCC unroll 4
         for (int c = 0; c < NV; ++c) {
@@ -359,33 +370,61 @@ TTJAX_AVX512 void RowsEmulated(const Problem& p, const float* wa, const float* x
   }
 }
 
-TTJAX_AVX512 void RowsExact(const Problem& p, const float* wt, int64_t k0, int64_t r, int pair, float* dst) {
+template <int R>
+TTJAX_AVX512 void RowsExact(const Problem& p, const float* wt, int64_t k0, int64_t r, float* dst) {
   constexpr int NV = kCols / 16;
-  __m512 s[2][NV];
-#pragma GCC unroll 2
-  for (int q = 0; q < 2; ++q) {
+  __m512 s[R][NV];
 #pragma GCC unroll 4
-    for (int c = 0; c < NV; ++c) s[q][c] = _mm512_load_ps(dst + (r + q * (pair - 1)) * kCols + 16 * c);
+  for (int q = 0; q < R; ++q) {
+#pragma GCC unroll 4
+    for (int c = 0; c < NV; ++c) s[q][c] = _mm512_load_ps(dst + (r + q) * kCols + 16 * c);
   }
   for (int64_t i = 0; i < kTile; ++i) {
-#pragma GCC unroll 2
-    for (int q = 0; q < 2; ++q) {
-      const __m512 bk = _mm512_set1_ps(p.x[(r + q * (pair - 1)) * p.depth + k0 + i]);
+    __m512 av[NV];
 #pragma GCC unroll 4
-      for (int c = 0; c < NV; ++c) s[q][c] = _mm512_fmadd_ps(bk, _mm512_load_ps(wt + i * kCols + 16 * c), s[q][c]);
+    for (int c = 0; c < NV; ++c) av[c] = _mm512_load_ps(wt + i * kCols + 16 * c);
+#pragma GCC unroll 4
+    for (int q = 0; q < R; ++q) {
+      const __m512 bk = _mm512_set1_ps(p.x[(r + q) * p.depth + k0 + i]);
+#pragma GCC unroll 4
+      for (int c = 0; c < NV; ++c) s[q][c] = _mm512_fmadd_ps(bk, av[c], s[q][c]);
     }
   }
-#pragma GCC unroll 2
-  for (int q = 0; q < 2; ++q) {
-    if (q >= pair) break;
+#pragma GCC unroll 4
+  for (int q = 0; q < R; ++q) {
 #pragma GCC unroll 4
     for (int c = 0; c < NV; ++c) _mm512_store_ps(dst + (r + q) * kCols + 16 * c, s[q][c]);
   }
 }
 
-// The tile's weights as Src holds them (split into even and odd phase parts when emulated) into wa.
+// The range of the biased exponent fields of a set of values' nonzero members, gathered a vector at a time: a
+// nonzero below 2^-126 counts as field 0, inf and NaN as 255, which no product bound admits.
+struct Exponents {
+  __m512i lo, hi;
+  TTJAX_INLINE Exponents() : lo(_mm512_set1_epi32(255)), hi(_mm512_setzero_si512()) {}
+  TTJAX_INLINE void Add(__m512 v) {
+    const __m512i u = _mm512_castps_si512(v);
+    const __mmask16 nonzero = _mm512_test_epi32_mask(u, _mm512_set1_epi32(0x7FFFFFFF));
+    const __m512i e = _mm512_and_si512(_mm512_srli_epi32(u, 23), _mm512_set1_epi32(0xFF));
+    lo = _mm512_mask_min_epu32(lo, nonzero, lo, e);
+    hi = _mm512_mask_max_epu32(hi, nonzero, hi, e);
+  }
+  TTJAX_INLINE int32_t Min() const { return static_cast<int32_t>(_mm512_reduce_min_epu32(lo)); }
+  TTJAX_INLINE int32_t Max() const { return static_cast<int32_t>(_mm512_reduce_max_epu32(hi)); }
+};
+
+// Every product of a value of a and one of b is normal and finite, hence exact and rounded alike by an FMA:
+// |a b| >= 2^(Ea - 127 + Eb - 127) >= 2^-126 and |a b| < 2^(Ea - 126 + Eb - 126) <= 2^128.
+TTJAX_INLINE bool ProductsNormal(const Exponents& a, const Exponents& b) {
+  const int32_t amin = a.Min(), amax = a.Max(), bmin = b.Min(), bmax = b.Max();
+  if (amax < amin || bmax < bmin) return true;  // all zeros on one side: every product an exact zero
+  return amin > 0 && bmin > 0 && amax < 255 && bmax < 255 && amin + bmin >= 128 && amax + bmax <= 379;
+}
+
+// The tile's weights as Src holds them (split into even and odd phase parts when emulated) into wa; their
+// exponent range into ea.
 template <WeightFormat F, typename Loader>
-TTJAX_AVX512 void StoreTile(const Problem& p, const Loader& load, float* wa) {
+TTJAX_AVX512 void StoreTile(const Problem& p, const Loader& load, float* wa, Exponents& ea) {
   for (int64_t i = 0; i < kTile; ++i) {
 #pragma GCC unroll 4
     for (int c = 0; c < kCols / 16; ++c) {
@@ -393,11 +432,26 @@ TTJAX_AVX512 void StoreTile(const Problem& p, const Loader& load, float* wa) {
       if (p.exact) {
         _mm512_store_ps(wa + i * kCols + 16 * c, w);
       } else {
-        _mm512_store_ps(wa + i * kCols + 16 * c, SrcAEven(w));
-        _mm512_store_ps(wa + (kTile + i) * kCols + 16 * c, SrcAOdd(w));
+        const __m512 even = SrcAEven(w), odd = SrcAOdd(w);
+        _mm512_store_ps(wa + i * kCols + 16 * c, even);
+        _mm512_store_ps(wa + (kTile + i) * kCols + 16 * c, odd);
+        ea.Add(even);
+        ea.Add(odd);
       }
     }
   }
+}
+
+template <int R>
+TTJAX_AVX512 void RowsExactFrom(const Problem& p, const float* wa, int64_t k0, int64_t r, float* dst) {
+  for (; r + R <= p.rows; r += R) RowsExact<R>(p, wa, k0, r, dst);
+  if constexpr (R > 1) RowsExactFrom<R - 1>(p, wa, k0, r, dst);
+}
+
+template <int PH, int R, bool FMA>
+TTJAX_AVX512 void RowsEmulatedFrom(const Problem& p, const float* wa, const float* xb, int64_t r, float* dst) {
+  for (; r + R <= p.rows; r += R) RowsEmulated<PH, R, FMA>(p, wa, xb, r, dst);
+  if constexpr (R > 1) RowsEmulatedFrom<PH, R - 1, FMA>(p, wa, xb, r, dst);
 }
 
 template <WeightFormat F, int PH>
@@ -408,22 +462,35 @@ TTJAX_AVX512 void Rows(const Problem& p, int64_t c0, int64_t nc, float* scratch)
   float* dst = xb + 2 * p.rows * kTile;      // [rows][64]
   std::fill(dst, dst + p.rows * kCols, 0.0f);
   for (int64_t k0 = 0; k0 < p.depth; k0 += kTile) {
+    Exponents ea, eb;
     if (PlainTile<F>(p, k0, c0, nc, kCols / 16)) {
       if (p.exact) {
-        StoreTile<F>(p, typename PlainLoader<F, true>::type(p, k0, c0), wa);
+        StoreTile<F>(p, typename PlainLoader<F, true>::type(p, k0, c0), wa, ea);
       } else {
-        StoreTile<F>(p, typename PlainLoader<F, false>::type(p, k0, c0), wa);
+        StoreTile<F>(p, typename PlainLoader<F, false>::type(p, k0, c0), wa, ea);
       }
     } else {
       DecodeTile(p, k0, c0, nc, kCols, buf);
-      StoreTile<F>(p, BufferLoader{buf, kCols}, wa);
+      StoreTile<F>(p, BufferLoader{buf, kCols}, wa, ea);
     }
     if (p.exact) {
-      for (int64_t r = 0; r < p.rows; r += 2) RowsExact(p, wa, k0, r, r + 1 < p.rows ? 2 : 1, dst);
+      RowsExactFrom<4>(p, wa, k0, 0, dst);
       continue;
     }
-    for (int64_t r = 0; r < p.rows; ++r) SrcBTile(p.x + r * p.depth + k0, xb + r * kTile, xb + (p.rows + r) * kTile);
-    for (int64_t r = 0; r < p.rows; r += 2) RowsEmulated<PH>(p, wa, xb, r, r + 1 < p.rows ? 2 : 1, dst);
+    for (int64_t r = 0; r < p.rows; ++r) {
+      float* hi = xb + r * kTile;
+      float* lo = xb + (p.rows + r) * kTile;
+      SrcBTile(p.x + r * p.depth + k0, hi, lo);
+      for (int64_t i = 0; i < kTile; i += 16) {
+        eb.Add(_mm512_load_ps(hi + i));
+        if (PH > 2) eb.Add(_mm512_load_ps(lo + i));
+      }
+    }
+    if (ProductsNormal(ea, eb)) {
+      RowsEmulatedFrom<PH, 4, true>(p, wa, xb, 0, dst);
+    } else {
+      RowsEmulatedFrom<PH, 4, false>(p, wa, xb, 0, dst);
+    }
   }
   for (int64_t r = 0; r < p.rows; ++r) {
     for (int64_t j = 0; j < nc; j += 16) {
@@ -457,7 +524,7 @@ TTJAX_AVX512 void StripFormat(const Problem& p, int64_t c0, int64_t nc, float* s
 }  // namespace
 
 int64_t ScratchFloats(const Problem& p) {
-  return std::max(3 * kTile * kCols + p.rows * (2 * kTile + kCols), kWideCols + 128 + kTile * 128);
+  return std::max(3 * kTile * kCols + p.rows * (2 * kTile + kCols), kWideCols + 128 + kTile * 128 + 2 * kTile * (kWideCols / 16) + 4 * 2 * kWideCols);
 }
 
 void StripAvx512(const Problem& p, int64_t c0, int64_t nc, float* scratch) {
