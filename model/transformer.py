@@ -32,6 +32,7 @@ def forward(
     current_pos: jax.Array | None = None,
     user_id=0,
     get_last_token=None,
+    last_row=None,
     return_hidden: bool = False,
     page_table=None,
     chunk_start_idx=None,
@@ -41,8 +42,11 @@ def forward(
     one per user at current_pos [batch].
 
     get_last_token (prefill): start row of the 32-row tile that holds the last real token; only that tile
-    goes through the final norm and LM head, as in tt-metal. None computes logits for every position.
-    Returns logits [1, 32 or seq, vocab] (prefill) or [batch, 1, vocab] (decode), float32, and the cache;
+    goes through the final norm and LM head, as in tt-metal. last_row (prefill, instead): the last real token's
+    row; only that row does (the logits a prompt's generation reads: a row's logits do not depend on the tile's
+    other rows, and the LM head of one row reads its weights once, as a decode step does). Neither computes logits
+    for every position. Returns logits [1, rows (32, 1 or seq), vocab] (prefill) or [batch, 1, vocab] (decode), float32,
+    and the cache;
     with return_hidden, also each decoder layer's output (for per-layer PCC).
     """
     x = embedding(params, tokens).astype(args.activation_dtype)
@@ -60,6 +64,8 @@ def forward(
     if mode == "prefill" and get_last_token is not None:
         rows = min(TILE_SIZE, x.shape[1])
         x = jax.lax.dynamic_slice_in_dim(x, get_last_token, rows, axis=1)
+    elif mode == "prefill" and last_row is not None:
+        x = jax.lax.dynamic_slice_in_dim(x, last_row, 1, axis=1)
     x = norm_for_matmul(x, params.norm, args, mode)
     logits = lm_head(x, params.output, args)
     return (logits, tuple(new_cache), hidden) if return_hidden else (logits, tuple(new_cache))

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from model.serving.engine import generate
-from model.serving.generator import Generator, get_padded_prefill_len
+from model.buckets import get_padded_prefill_len
+from model.serving.generator import Generator
 from model.transformer import forward
 from tests.conftest import PROMPTS
 from ttjax.metrics import pcc

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mesh import MeshDevice, processes
-from model.buckets import get_last_token, get_max_prefill_chunk_size, get_padded_prefill_len, prefill_extent
+from model.buckets import compute_prefill_len, get_max_prefill_chunk_size, get_padded_prefill_len, prefill_extent
 from model.config import ModelArgs, PagedAttentionConfig
 from model.errors import KVCacheError
 from model.params import TransformerParams
@@ -124,7 +124,7 @@ class Generator:
         """Compile (once) the prefill and decode programs a prompt of prompt_len tokens will use; table_shape is
         the [batch, blocks_per_user] page table of a paged cache."""
         batch = batch or self.args.max_batch_size
-        padded = get_padded_prefill_len(prompt_len)
+        padded = self.prefill_rows(prompt_len)
         if self.paged is None:
             prefill = partial(self.prefill_program, padded)
             decode = partial(self.decode_program, batch, None, sampled)
@@ -139,6 +139,12 @@ class Generator:
             for done in [pool.submit(prefill), pool.submit(decode)]:
                 done.result()
         self.compile_s = before + time.perf_counter() - start  # wall time, not the two threads' sum
+
+    def prefill_rows(self, n: int) -> int:
+        """Rows a prompt of n tokens is prefilled on: its own tiles when short (model.buckets.compute_prefill_len),
+        tt's bucket where a paged cache's blocks do not divide them."""
+        rows = compute_prefill_len(n)
+        return get_padded_prefill_len(n) if self.paged is not None and rows % self.paged.block_size else rows
 
     def prefill_table_width(self, padded: int, chunked: bool) -> int:
         """Page-table blocks a prefill program reads: the padded prompt's, or for chunked prefill those of the longest
@@ -168,8 +174,7 @@ class Generator:
         n = len(tokens)
         check_fits(n, 0, self.args.max_seq_len)
         tokens = check_tokens(tokens, self.args.vocab_size)
-        padded = get_padded_prefill_len(n)
-        last_tile = get_last_token(n - 1)
+        padded = self.prefill_rows(n)
         ids = np.zeros((1, padded), np.int32)
         ids[0, :n] = tokens
         put = self.put
@@ -184,8 +189,8 @@ class Generator:
                 raise KVCacheError(f"user_id {user_id} is outside the cache's slots 0..{slots - 1}.")
             check_prefill_rows(0, padded, self.rot)
             run = self.prefill_program(padded, kv_cache)
-            logits, kv_cache = run(self.params, put(ids), self.rot, kv_cache, put(np.int32(user_id)), put(np.int32(last_tile)))
-            return self.placement.local(logits)[0, (n - 1) - last_tile], kv_cache
+            logits, kv_cache = run(self.params, put(ids), self.rot, kv_cache, put(np.int32(user_id)), put(np.int32(n - 1)))
+            return self.placement.local(logits)[0, 0], kv_cache
 
         table = checked_page_table(page_table, self.paged, user_id, n)
         chunk = get_max_prefill_chunk_size(padded, self.args.max_prefill_chunk_size)
@@ -195,12 +200,12 @@ class Generator:
         table = np.pad(table, ((0, 0), (0, max(0, width - table.shape[1]))), constant_values=-1)[:, :width]
         run = self.prefill_program(chunk, kv_cache, table.shape, chunked)
         put_table, put_user = put(table), put(np.int32(user_id))
-        for start in range(0, last_tile + 1, chunk):  # chunks past the last token hold only padding
+        for start in range(0, n, chunk):  # chunks past the last token hold only padding
             check_prefill_rows(start, chunk, self.rot)
-            tail = last_tile - start if start + chunk > last_tile else 0
-            inputs = (put(ids[:, start : start + chunk]), self.rot, kv_cache, put_user, put(np.int32(tail)), put_table)
+            last = (n - 1) - start if start + chunk >= n else 0  # the last token's row, in the chunk that holds it
+            inputs = (put(ids[:, start : start + chunk]), self.rot, kv_cache, put_user, put(np.int32(last)), put_table)
             logits, kv_cache = run(self.params, *inputs, put(np.int32(start)) if chunked else None)
-        return self.placement.local(logits)[0, (n - 1) - last_tile], kv_cache
+        return self.placement.local(logits)[0, 0], kv_cache
 
     def decode_forward(self, tokens, current_pos, kv_cache, page_table=None, sampling: SamplingBatch | None = None, enable_trace: bool = True):
         """One decode step for every slot: (next tokens, logits, positions + 1, kv_cache), all left on device.

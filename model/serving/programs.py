@@ -22,11 +22,11 @@ from model.transformer import forward
 CACHE_ARG = {"prefill": 3, "decode": 4}
 
 
-def prefill(params, tokens, rot, kv_cache, user_id, last_tile, page_table=None, chunk_start=None, *, args: ModelArgs):
-    """One user's padded prompt (or a chunk of it) into its cache slot or pages; logits of the 32-row tile that
-    holds its last token."""
+def prefill(params, tokens, rot, kv_cache, user_id, last_row, page_table=None, chunk_start=None, *, args: ModelArgs):
+    """One user's padded prompt (or a chunk of it) into its cache slot or pages; logits [1, 1, vocab] of its last
+    token (row last_row)."""
     return forward(
-        params, tokens, rot, kv_cache, args=args, mode="prefill", user_id=user_id, get_last_token=last_tile,
+        params, tokens, rot, kv_cache, args=args, mode="prefill", user_id=user_id, last_row=last_row,
         page_table=page_table, chunk_start_idx=chunk_start,
     )
 
