@@ -170,7 +170,7 @@ def load_params(model, args: ModelArgs, mesh_device: MeshDevice | None = None, *
            "conversion": params_cache.conversion(args)}
     params = params_cache.load(root, key, args)
     if params is None:
-        read = weight_reader(model.state, args, model.path)
+        read = weight_reader(model.state, args, model.path, chunks=True)
         params = build_params(read, args, mesh_device, progress=progress, desc=f"loading {os.path.basename(os.path.abspath(model.path))}")
         params_cache.store(root, key, params, args, model.path)
     return params

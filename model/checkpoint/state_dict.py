@@ -25,9 +25,13 @@ from model.params import TransformerParams, WeightSpec, map_specs
 class LazyTensor:
     """A checkpoint tensor whose values are read when asked for (np.asarray), each time afresh: nothing is kept."""
 
-    def __init__(self, shape: tuple[int, ...], load: Callable[[], np.ndarray]):
+    def __init__(self, shape: tuple[int, ...], load: Callable[[], np.ndarray], slices: Callable[[], object] | None = None,
+                 block: int = 1):
         self.shape = tuple(int(n) for n in shape)
         self.load = load
+        # slices() -> an object with rows(r0, r1) and columns(c0, c1) of the float32 values (a 2-D tensor whose file
+        # can be read in parts); columns in whole blocks of `block`
+        self.slices, self.block = slices, block
 
     def __array__(self, dtype=None, copy=None):
         a = np.asarray(self.load())
@@ -56,11 +60,15 @@ def check_shapes(state_dict, args: ModelArgs):
     map_specs(lambda spec: [_expect(state_dict, name, shape) for name, shape in spec.source] and None, args)
 
 
-def weight_reader(state_dict, args: ModelArgs, path: str = "the checkpoint") -> Callable[[WeightSpec], np.ndarray]:
+def weight_reader(state_dict, args: ModelArgs, path: str = "the checkpoint", *, chunks: bool = False) -> Callable[[WeightSpec], np.ndarray]:
     """read(spec) -> the weight's float32 values in its logical layout ([K, N] for matmuls), read from the state
-    dict one weight at a time; a weight holding NaN or inf is a CheckpointError naming its tensor."""
+    dict one weight at a time; a weight holding NaN or inf is a CheckpointError naming its tensor. chunks: where the
+    file allows, a function rows(r0, r1) of them instead (model.checkpoint.placed converts it chunk by chunk)."""
 
-    def read(spec: WeightSpec) -> np.ndarray:
+    def read(spec: WeightSpec):
+        chunked = _chunk_reader(state_dict, spec, path) if chunks else None
+        if chunked is not None:
+            return chunked
         parts = []
         for name, shape in spec.source:
             a = np.asarray(_expect(state_dict, name, shape), dtype=np.float32)
@@ -71,6 +79,39 @@ def weight_reader(state_dict, args: ModelArgs, path: str = "the checkpoint") -> 
         return a.T if spec.transpose else a
 
     return read
+
+
+def _chunk_reader(state_dict, spec: WeightSpec, path: str):
+    """rows(r0, r1) of the weight's [K, N] values read from its tensors' parts (model.params.row_chunks' ranges),
+    or None where a tensor cannot be read in parts or the chunks would cut its quantization blocks."""
+    from model.params import row_chunks
+
+    if len(spec.shape) != 2:
+        return None
+    sources = [_expect(state_dict, name, shape) for name, shape in spec.source]
+    if not all(isinstance(t, LazyTensor) and t.slices is not None for t in sources):
+        return None
+    if spec.transpose:  # rows of [K, N] are columns of each [out, in] tensor
+        cuts = [r0 for r0, _ in row_chunks(spec.shape)]
+        if any(r0 % t.block for t in sources for r0 in cuts):
+            return None
+    elif len(sources) != 1:
+        return None
+    opened = []
+
+    def rows(r0: int, r1: int) -> np.ndarray:
+        if not opened:  # each tensor's bytes read once, kept while this weight converts
+            opened.extend(t.slices() for t in sources)
+        if spec.transpose:
+            a = np.concatenate([s.columns(r0, r1) for s in opened], axis=0).T
+        else:
+            a = opened[0].rows(r0, r1)
+        if not np.isfinite(a).all():
+            names = ", ".join(repr(name) for name, _ in spec.source)
+            raise CheckpointError(f"tensor {names} of {path} holds NaN or inf values, so the checkpoint is corrupt.")
+        return a
+
+    return rows
 
 
 def params_from_state_dict(state_dict, args: ModelArgs, dtype=jnp.float32) -> TransformerParams:
