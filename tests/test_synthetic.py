@@ -66,3 +66,12 @@ def test_names_and_formats_are_checked(tmp_path):
         synthetic_path("Llama-3.2-1B", "Q2_K", folder=tmp_path)
     with pytest.raises(ConfigError, match="vocab_size 1000 is smaller than the tokenizer's 49152 tokens"):
         write_gguf(named_config("Llama-3.2-1B", vocab_size=1000, n_layers=1), "Q8_0", tmp_path / "x.gguf", show_progress=False)
+
+
+def test_a_folder_that_cannot_be_written_is_one_sentence(tmp_path):
+    from model.checkpoint.synthetic import synthetic_gguf
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"the same-shape file .*file/Llama-3\.2-1B-1L-Q8_0\.gguf cannot be written"):
+        synthetic_gguf("Llama-3.2-1B", "Q8_0", n_layers=1, folder=blocker)

@@ -87,18 +87,13 @@ def write_gguf(args: ModelArgs, fmt: str, path: str | os.PathLike, *, seed: int 
     w.add_name(args.model_name)  # the name the precision presets key on (tt_transformers' base model name)
     w.add_description(f"{args.model_name}'s shapes with random weights in {fmt} and SmolLM2's tokenizer (ttjax)")
     w.add_uint32(_VERSION_KEY, VERSION)
-    w.add_context_length(args.max_context_len)
-    w.add_embedding_length(args.dim)
-    w.add_block_count(args.n_layers)
-    w.add_feed_forward_length(args.hidden_dim)
-    w.add_head_count(args.n_heads)
-    w.add_head_count_kv(args.n_kv_heads)
-    w.add_key_length(args.head_dim)
-    w.add_value_length(args.head_dim)
-    w.add_rope_dimension_count(args.head_dim)
-    w.add_rope_freq_base(args.rope_theta)
-    w.add_layer_norm_rms_eps(args.norm_eps)
-    w.add_vocab_size(args.vocab_size)
+    for add, value in ((w.add_context_length, args.max_context_len), (w.add_embedding_length, args.dim),
+                       (w.add_block_count, args.n_layers), (w.add_feed_forward_length, args.hidden_dim),
+                       (w.add_head_count, args.n_heads), (w.add_head_count_kv, args.n_kv_heads),
+                       (w.add_key_length, args.head_dim), (w.add_value_length, args.head_dim),
+                       (w.add_rope_dimension_count, args.head_dim), (w.add_rope_freq_base, args.rope_theta),
+                       (w.add_layer_norm_rms_eps, args.norm_eps), (w.add_vocab_size, args.vocab_size)):
+        add(value)
     w.add_file_type({"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7}[fmt])
     for key, field in src.fields.items():
         if not key.startswith("tokenizer."):
@@ -175,5 +170,13 @@ def synthetic_gguf(name: str, fmt: str = "Q8_0", n_layers: int | None = None, fo
     Llama-3.2-1B in Q8_0, ~8.5 GB and a few minutes for Llama-3.1-8B. n_layers: its first n_layers layers."""
     path = synthetic_path(name, fmt, n_layers, folder)
     if not is_current(path):
-        write_gguf(named_config(name, **({} if n_layers is None else {"n_layers": n_layers})), fmt, path)
+        try:
+            write_gguf(named_config(name, **({} if n_layers is None else {"n_layers": n_layers})), fmt, path)
+        except OSError as e:  # a full disk or a folder that cannot be written: say which, leave no partial file
+            try:
+                path.with_name(path.name + ".part").unlink(missing_ok=True)
+            except OSError:
+                pass  # no folder to hold one
+            raise ConfigError(f"the same-shape file {path} cannot be written ({e.strerror or e}); free space there or set "
+                              "$TTJAX_CACHE_DIR to another folder.") from None
     return str(path)
