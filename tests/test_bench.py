@@ -112,6 +112,15 @@ BAD = [
 ]
 
 
+def test_a_model_too_big_for_the_machine_in_every_precision_asked_is_refused(capsys, monkeypatch):
+    """Before writing any file: Llama-3.1-8B in float32 alone cannot run here (32 GB), and the bench says so."""
+    monkeypatch.setattr(bench, "physical_memory", lambda: 25e9)
+    assert main(["bench", "--no-peers", "--model-name", "Llama-3.1-8B", "--precision", "float32,bfloat16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(r"ttjax: error: --precision float32,bfloat16: Llama-3\.1-8B's 8\.\d G weights take more than this "
+                        r"machine's 25 GB in each; choose bfloat8_b, bfloat4_b, performance or accuracy\.", err), err
+
+
 def test_a_peer_asked_for_by_name_must_be_installed(capsys, monkeypatch):
     monkeypatch.setattr(peers, "installed", lambda peer: peer != "llama.cpp")  # as on a machine without `make peers`
     assert main(["bench", "--peers", "llama.cpp"]) == 2

@@ -93,6 +93,7 @@ class Plan:
     # and transformers read the first, llama.cpp each
     synthetic: dict | None = None
     n_layers: int | None = None
+    config: object = None  # the model's ModelArgs (no weights read)
 
     @property
     def peer_models(self) -> dict:
@@ -199,13 +200,17 @@ def plan_from(opts) -> Plan:
         for batch in batches:
             generator_args(config, mesh_device=mesh_device, precision=precision, max_batch_size=batch,
                            max_seq_len=opts.max_seq_len, **options)
+    memory, weights = physical_memory(), parameter_count(config)
+    if memory and all(p in FLOAT_BYTES and weights * FLOAT_BYTES[p] > FITS * memory for p in precisions):
+        raise ConfigError(f"--precision {opts.precision}: {config.model_name}'s {weights / 1e9:.1f} G weights take more than "
+                          f"this machine's {memory / 1e9:.0f} GB in each; choose bfloat8_b, bfloat4_b, performance or accuracy.")
     if opts.new_tokens >= opts.max_seq_len:
         raise SequenceLengthError(f"--new-tokens {opts.new_tokens} does not fit --max-seq-len {opts.max_seq_len} with a prompt.")
     if opts.profile and os.path.exists(opts.profile) and not os.path.isdir(opts.profile):
         raise ConfigError(f"--profile {opts.profile} is a file; name a folder for the trace.")
     return Plan(model, fmt, config.model_name, precisions, batches, lengths, peers, opts.runs, opts.new_tokens,
                 opts.max_seq_len, opts.prompt, opts.mesh, opts.ccl, opts.norm, opts.profile, opts.bandwidth_mib,
-                opts.allow_past_context, synthetic, n_layers)
+                opts.allow_past_context, synthetic, n_layers, config)
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -237,11 +242,11 @@ def _run(opts, plan) -> int:
             say(f"same-shape {fmt} file of {plan.model_name}")
             synthetic_gguf(plan.model_name, fmt, plan.n_layers)
     results, notes, prompt_ids, prefill_ids = [], [], None, {}
-    weights, memory = parameter_count(plan), physical_memory()
+    weights, memory = parameter_count(plan.config), physical_memory()
     for precision in plan.precisions:
-        if precision in ("float32", "bfloat16") and memory and weights * (4 if precision == "float32" else 2) > 0.9 * memory:
+        if precision in FLOAT_BYTES and memory and weights * FLOAT_BYTES[precision] > FITS * memory:
             notes.append(f"ttjax {precision}: {plan.model_name}'s {weights / 1e9:.1f} G weights take "
-                         f"{weights * (4 if precision == 'float32' else 2) / 1e9:.0f} GB in {precision}, more than this "
+                         f"{weights * FLOAT_BYTES[precision] / 1e9:.0f} GB in {precision}, more than this "
                          f"machine's {memory / 1e9:.0f} GB; its rows are missing")
             continue
         for i, batch in enumerate(plan.batches):
@@ -261,7 +266,7 @@ def _run(opts, plan) -> int:
         if peer == "llama.cpp" and plan.model_format != "gguf":
             notes.append("llama.cpp: reads GGUF files only")
             continue
-        if peer == "transformers" and memory and 4 * weights > 0.9 * memory:  # it loads a GGUF in float32
+        if peer == "transformers" and memory and 4 * weights > FITS * memory:  # it loads a GGUF in float32
             notes.append(f"transformers: {plan.model_name} in float32 takes {4 * weights / 1e9:.0f} GB, more than this "
                          f"machine's {memory / 1e9:.0f} GB; its rows are missing")
             continue
@@ -292,18 +297,18 @@ def _run(opts, plan) -> int:
     return 0
 
 
-def parameter_count(plan: Plan) -> int:
+FLOAT_BYTES = {"float32": 4, "bfloat16": 2}  # the precisions whose weights take more than a byte each
+FITS = 0.6  # of the machine's memory, the most a row's weights may take: loading and compiling hold more beside them
+# (Llama-3.1-8B in bfloat16, 16 GB, was killed on a 25 GB machine)
+
+
+def parameter_count(config) -> int:
     """The model's weights (an untied LM head counted apart), from its config: no weights read."""
+    import jax
     import numpy as np
 
-    from model.checkpoint import load_args
-    from model.config import named_config
     from model.params import param_specs
 
-    import jax
-
-    config = (named_config(plan.model_name, **({"n_layers": plan.n_layers} if plan.n_layers else {})) if plan.synthetic
-              else load_args(plan.model))
     return sum(int(np.prod(s.shape)) for s in jax.tree.leaves(param_specs(config), is_leaf=lambda x: hasattr(x, "shape")))
 
 
