@@ -2,7 +2,7 @@
 (tt_transformers' common.py: get_padded_prefill_len, get_max_prefill_chunk_size).
 
 A prompt of n tokens is padded to its bucket, 128 for short prompts, else the smaller of the next
-power of two and the next multiple of 2048 (ttjax computes a prompt of up to 64 tokens on 32 or 64 rows:
+power of two and the next multiple of 2048 (ttjax computes a prompt of up to 64 tokens on 8, 32 or 64 rows:
 compute_prefill_len); a bucket longer than max_prefill_chunk_size is
 prefilled in chunks of the largest tile multiple up to that size that divides it. The padding
 can run past max_seq_len (a 4,100-token prompt pads to 6,144 whatever the cache holds), so every
@@ -15,6 +15,8 @@ import math
 
 from model.config import TILE_SIZE, ModelArgs
 
+FEW_ROWS = 8  # the native kernels' kFewRows: up to this many rows share one pass over the weights
+
 
 def get_padded_prefill_len(seq_len: int) -> int:
     """tt-metal's prefill buckets: 128 for short prompts, else the smaller of the next power of two and the next
@@ -26,10 +28,14 @@ def get_padded_prefill_len(seq_len: int) -> int:
 
 def compute_prefill_len(seq_len: int) -> int:
     """The rows ttjax's prefill programs compute for a prompt of seq_len tokens: tt's bucket, except that a prompt
-    of up to 64 tokens computes only its own 32 or 64 rows where tt pads it to 128. The rows past the prompt are
-    padding nobody reads: matmuls and norms go row by row, causal attention never lets a prompt token attend to a
-    later row, and decode writes a position's K/V before attending to it; so the prompt's logits and K/V come out
-    the same, bit for bit (tests/test_buckets.py), while a 5-token prompt computes a quarter of the rows."""
+    of up to 64 tokens computes only its own rows where tt pads it to 128: 8 for up to 8 tokens (the matmuls then
+    stream the weights once for all of them, as a decode step does: ttjax/csrc/tensix_gemv_block.inc), else 32 or
+    64. The rows past the prompt are padding nobody reads: matmuls and norms go row by row, causal attention never
+    lets a prompt token attend to a later row, and decode writes a position's K/V before attending to it; so the
+    prompt's logits and K/V come out the same, bit for bit (tests/test_buckets.py), while a 5-token prompt computes
+    a sixteenth of the rows."""
+    if seq_len <= FEW_ROWS:
+        return FEW_ROWS
     if seq_len <= 2 * TILE_SIZE:
         return TILE_SIZE if seq_len <= TILE_SIZE else 2 * TILE_SIZE
     return get_padded_prefill_len(seq_len)

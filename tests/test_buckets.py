@@ -13,7 +13,7 @@ from model.transformer import forward
 
 
 def test_short_prompts_compute_their_own_tiles():
-    assert [compute_prefill_len(n) for n in (1, 5, 32, 33, 64, 65, 128, 129, 3000)] == [32, 32, 32, 64, 64, 128, 128, 256, 4096]
+    assert [compute_prefill_len(n) for n in (1, 5, 8, 9, 32, 33, 64, 65, 128, 129, 3000)] == [8, 8, 8, 32, 32, 64, 64, 128, 128, 256, 4096]
     assert all(compute_prefill_len(n) == get_padded_prefill_len(n) for n in range(65, 5000, 37))
 
 

@@ -205,7 +205,8 @@ def test_block_gemv_is_bit_exact(weight_format, isa):
     activations, fused multiply-adds where a tile's exponents keep every product normal, bfloat4_b's odd phases as
     the signed zeros they add) equals the reference bit for bit: whole tiles of wide strips, and activations and
     blocks that send tiles back to the general kernel or test its zero rules (tiny and huge activations, zeros,
-    negative zeros, half-tiles all negative, a block near the top of the range)."""
+    negative zeros, half-tiles all negative, a block near the top of the range); and for a few rows at once (a short
+    prompt's prefill), plain ones and those among them."""
     native_path(f"native-{isa}")
     rng = np.random.default_rng(7)
     k, n = 192, 1024 + 64 + 32  # one strip of 1024 columns in a single row's GEMV, and narrower ones
@@ -221,6 +222,7 @@ def test_block_gemv_is_bit_exact(weight_format, isa):
     x[3] = -0.0
     x[4, 64:96] = -np.abs(x[4, 64:96]) * np.float32(2.0**-100)
     x[5, 128:160] *= np.float32(2.0**30)
+    plain = np.asarray(jax.numpy.asarray(rng.standard_normal((8, k)).astype(np.float32), jax.numpy.bfloat16), np.float32)
     for fidelity in FIDELITIES:
         for fp32 in (False, True):
             config = WormholeComputeKernelConfig(fidelity, fp32_dest_acc_en=fp32)
@@ -230,6 +232,13 @@ def test_block_gemv_is_bit_exact(weight_format, isa):
                 ours = np.asarray(run(x[r : r + 1], stored))
                 np.testing.assert_array_equal(ours.view(np.uint32), ref[r : r + 1].view(np.uint32),
                                               err_msg=f"{fidelity.name} fp32_dest={fp32} row {r}")
+            # A short prompt's few rows (FewRows: each weight vector decoded once for all of them): plain rows, whose
+            # tiles take the fast path together, and the odd rows above among them, which send tiles back
+            for rows in (plain[:2], plain[:5], plain, x[:3], x, np.concatenate([plain[:4], x[2:4]])):
+                ours = np.asarray(run(rows, stored))
+                expected = matmul_reference(rows, w, fidelity.name, fp32)
+                np.testing.assert_array_equal(ours.view(np.uint32), expected.view(np.uint32),
+                                              err_msg=f"{fidelity.name} fp32_dest={fp32} {len(rows)} rows")
 
 
 @pytest.mark.parametrize("isa", ISA_LEVELS)

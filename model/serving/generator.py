@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mesh import MeshDevice, processes
-from model.buckets import compute_prefill_len, get_max_prefill_chunk_size, get_padded_prefill_len, prefill_extent
+from model.buckets import FEW_ROWS, compute_prefill_len, get_max_prefill_chunk_size, get_padded_prefill_len, prefill_extent
 from model.config import ModelArgs, PagedAttentionConfig
 from model.errors import KVCacheError
 from model.params import TransformerParams
@@ -144,7 +144,10 @@ class Generator:
         """Rows a prompt of n tokens is prefilled on: its own tiles when short (model.buckets.compute_prefill_len),
         tt's bucket where a paged cache's blocks do not divide them."""
         rows = compute_prefill_len(n)
-        return get_padded_prefill_len(n) if self.paged is not None and rows % self.paged.block_size else rows
+        if self.paged is not None and rows % self.paged.block_size:  # a paged prefill writes whole blocks
+            rows = compute_prefill_len(max(n, FEW_ROWS + 1))
+            return get_padded_prefill_len(n) if rows % self.paged.block_size else rows
+        return rows
 
     def prefill_table_width(self, padded: int, chunked: bool) -> int:
         """Page-table blocks a prefill program reads: the padded prompt's, or for chunked prefill those of the longest

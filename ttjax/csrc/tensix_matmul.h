@@ -89,11 +89,21 @@ constexpr float kNibble[16] = {0, 1, 2, 3, 4, 5, 6, 7, 0, -1, -2, -3, -4, -5, -6
 void StripAvx512(const Problem& p, int64_t c0, int64_t nc, float* scratch);
 int64_t ScratchFloats(const Problem& p);
 
-// The block-float GEMV for one K tile of a strip (tensix_gemv_block.inc): true when it took the tile, false when
-// the tile is not one it can do exactly (the caller's general kernel then does it). table: 2 x 32 x 64 floats.
-bool GemvBlockTileAvx512(const Problem& p, const float* hi, const float* lo, int64_t k0, int64_t c0, int64_t nc,
-                         float* dst, float* table);
-bool GemvBlockTileAvx512Vbmi(const Problem& p, const float* hi, const float* lo, int64_t k0, int64_t c0, int64_t nc,
-                             float* dst, float* table);
+// The block-float GEMV for one K tile of a strip and `rows` activation rows (tensix_gemv_block.inc; hi, lo: the
+// rows' SrcB phases, 32 apart; dst: rows dst_stride apart): true when it took the tile, false when the tile is not
+// one it can do exactly (the caller's general kernel then does it). table: GemvTableFloats(rows) floats.
+bool GemvBlockTileAvx512(const Problem& p, const float* hi, const float* lo, int64_t rows, int64_t k0, int64_t c0,
+                         int64_t nc, float* dst, int64_t dst_stride, float* table);
+bool GemvBlockTileAvx512Vbmi(const Problem& p, const float* hi, const float* lo, int64_t rows, int64_t k0, int64_t c0,
+                             int64_t nc, float* dst, int64_t dst_stride, float* table);
+inline int64_t GemvTableFloats(int64_t rows) { return rows * (2 * kTile * (kWideCols / kFace) + 4 * 2 * kWideCols); }
+
+// A few rows (a short prompt's prefill) stream the weights as one row does, each weight vector decoded once for all
+// of them, when their 16-deep sums fit the registers: block floats with at most two sums a vector.
+constexpr int64_t kFewRows = 8;
+inline bool FewRows(const Problem& p) {
+  const int64_t sums = p.format == kBFP4 ? (p.phases + 1) / 2 : p.phases;
+  return p.rows > 1 && p.rows <= kFewRows && !p.exact && (p.format == kBFP8 || p.format == kBFP4) && sums <= 2;
+}
 
 }  // namespace ttjax

@@ -298,27 +298,34 @@ TTJAX_AVX512 void GemvSweep(const Problem& p, const float* hi, const float* lo, 
   }
 }
 
-// One row, a strip of up to kWideCols columns: tile by tile, sweeping the strip in register-sized pieces, so
-// that each tile reads 32 runs of contiguous weight bytes (long runs keep the prefetchers streaming; a narrow
-// strip would read a few cache lines per row, a page apart in a wide matrix).
+// One row (or a few: FewRows), a strip of up to kWideCols columns: tile by tile, sweeping the strip in
+// register-sized pieces, so that each tile reads 32 runs of contiguous weight bytes (long runs keep the prefetchers
+// streaming; a narrow strip would read a few cache lines per row, a page apart in a wide matrix).
 template <WeightFormat F, int PH, int NV>
 TTJAX_AVX512 void Gemv(const Problem& p, int64_t c0, int64_t nc, float* scratch) {
-  float* dst = scratch;                   // [kWideCols + 128]
-  float* buf = scratch + kWideCols + 128;  // [32][128]
-  float* table = buf + kTile * 128;        // [2][32][kWideCols / 16]: the block GEMV's scaled activations
-  std::fill(dst, dst + kWideCols + 128, 0.0f);
-  alignas(64) float hi[kTile], lo[kTile];
+  constexpr int64_t kDst = kWideCols + 128;
+  const int64_t rows = p.rows;
+  float* dst = scratch;                        // [rows][kDst]
+  float* buf = scratch + rows * kDst;          // [32][128]
+  float* table = buf + kTile * 128;            // GemvTableFloats(rows): the block GEMV's scaled activations and sums
+  std::fill(dst, dst + rows * kDst, 0.0f);
+  alignas(64) float hi[kFewRows * kTile], lo[kFewRows * kTile];
   for (int64_t k0 = 0; k0 < p.depth; k0 += kTile) {
     if (p.exact && k0 >= p.w_rows) break;
-    if (!p.exact) SrcBTile(p.x + k0, hi, lo);
-    if constexpr (F == kBFP8 || F == kBFP4) {  // most tiles: the block GEMV, at memory speed
-      if (!p.exact && (p.vbmi ? GemvBlockTileAvx512Vbmi : GemvBlockTileAvx512)(p, hi, lo, k0, c0, nc, dst, table)) continue;
+    if (!p.exact) {
+      for (int64_t m = 0; m < rows; ++m) SrcBTile(p.x + m * p.depth + k0, hi + m * kTile, lo + m * kTile);
     }
-    GemvSweep<F, PH, NV>(p, hi, lo, k0, c0, nc, dst, buf);
+    if constexpr (F == kBFP8 || F == kBFP4) {  // most tiles: the block GEMV, at memory speed
+      const auto tile = p.vbmi ? GemvBlockTileAvx512Vbmi : GemvBlockTileAvx512;
+      if (!p.exact && tile(p, hi, lo, rows, k0, c0, nc, dst, kDst, table)) continue;
+    }
+    for (int64_t m = 0; m < rows; ++m) GemvSweep<F, PH, NV>(p, hi + m * kTile, lo + m * kTile, k0, c0, nc, dst + m * kDst, buf);
   }
-  for (int64_t j = 0; j < nc; j += 16) {
-    const __mmask16 mask = static_cast<__mmask16>((1u << std::min<int64_t>(16, nc - j)) - 1u);
-    _mm512_mask_storeu_ps(p.out + c0 + j, mask, _mm512_load_ps(dst + j));
+  for (int64_t m = 0; m < rows; ++m) {
+    for (int64_t j = 0; j < nc; j += 16) {
+      const __mmask16 mask = static_cast<__mmask16>((1u << std::min<int64_t>(16, nc - j)) - 1u);
+      _mm512_mask_storeu_ps(p.out + m * p.cols + c0 + j, mask, _mm512_load_ps(dst + m * kDst + j));
+    }
   }
 }
 
@@ -502,8 +509,8 @@ TTJAX_AVX512 void Rows(const Problem& p, int64_t c0, int64_t nc, float* scratch)
 
 template <WeightFormat F, int PH>
 TTJAX_AVX512 void StripFor(const Problem& p, int64_t c0, int64_t nc, float* scratch) {
-  if (p.rows == 1) {  // batch-1 decode: weights decoded in registers, never stored; as many columns at once as
-                      // the registers hold the sums of
+  if (p.rows == 1 || FewRows(p)) {  // batch-1 decode, short prompts: weights decoded in registers, never stored;
+                                    // as many columns at once as the registers hold the sums of
     if (p.exact || PH == 1) return Gemv<F, PH, 8>(p, c0, nc, scratch);
     if (PH == 2) return Gemv<F, PH, 4>(p, c0, nc, scratch);
     return Gemv<F, PH, 2>(p, c0, nc, scratch);
@@ -524,7 +531,9 @@ TTJAX_AVX512 void StripFormat(const Problem& p, int64_t c0, int64_t nc, float* s
 }  // namespace
 
 int64_t ScratchFloats(const Problem& p) {
-  return std::max(3 * kTile * kCols + p.rows * (2 * kTile + kCols), kWideCols + 128 + kTile * 128 + 2 * kTile * (kWideCols / 16) + 4 * 2 * kWideCols);
+  const int64_t gemv_rows = FewRows(p) ? p.rows : 1;
+  return std::max(3 * kTile * kCols + p.rows * (2 * kTile + kCols),
+                  gemv_rows * (kWideCols + 128) + kTile * 128 + GemvTableFloats(gemv_rows));
 }
 
 void StripAvx512(const Problem& p, int64_t c0, int64_t nc, float* scratch) {
