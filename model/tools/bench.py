@@ -12,9 +12,11 @@ llama.cpp in each, so llama.cpp reads Q8_0 beside bfloat8_b and Q4_0 beside bflo
 row whose weights would not fit this machine's memory (Llama-3.1-8B in float32) is a note, not a crash.
 
 What runs, in this order, each in a process of its own (so each row's peak RSS is its own, and no library's
-threads idle beside another's): for each ttjax precision, one row per batch; then each peer (model.tools.peers:
-transformers always, llama.cpp when llama-cpp-python is installed, batch 1 only), one row per batch; the
-read-bandwidth measurement (model.tools.roofline); last, with --profile, a traced ttjax run (model.tools.profiling).
+threads idle beside another's): the read-bandwidth measurement (model.tools.roofline), first, on a quiet machine
+(right after a process of several GB exits, the memory it hands back made one measurement swing from 14 to 32
+GB/s); for each ttjax precision, one row per batch; then each peer (model.tools.peers: transformers always,
+llama.cpp when llama-cpp-python is installed, batch 1 only), one row per batch; last, with --profile, a traced
+ttjax run (model.tools.profiling).
 Every engine is greedy, ignores EOS and gets the same token ids: the prompt, copied to every user of a batch, and
 for prefill the first n tokens of the shipped text. The row of each engine's smallest batch also times the
 prefills.
@@ -241,6 +243,8 @@ def _run(opts, plan) -> int:
         for fmt in plan.synthetic:
             say(f"same-shape {fmt} file of {plan.model_name}")
             synthetic_gguf(plan.model_name, fmt, plan.n_layers)
+    say(f"read bandwidth ({plan.bandwidth_mib} MiB GEMV)")
+    bandwidth = call_worker({"engine": "bandwidth", "mib": plan.bandwidth_mib}, "bandwidth")
     results, notes, prompt_ids, prefill_ids = [], [], None, {}
     weights, memory = parameter_count(plan.config), physical_memory()
     for precision in plan.precisions:
@@ -285,8 +289,6 @@ def _run(opts, plan) -> int:
                     say(f"{peer}, batch {batch}: {e.how}")
                     break
                 results.append(({"engine": peer, "precision": r.pop("precision"), "batch": batch}, r))
-    say(f"read bandwidth ({plan.bandwidth_mib} MiB GEMV)")
-    bandwidth = call_worker({"engine": "bandwidth", "mib": plan.bandwidth_mib}, "bandwidth")
     profile = None
     if plan.profile:
         say(f"profile into {plan.profile}")
