@@ -6,7 +6,8 @@ conversion (the dtype, the layers kept, or for params in a precision every weigh
 layout), so a changed file or setting misses and builds a new entry; an entry for a path whose files changed is
 removed when its successor is stored. Each weight is one .npy (block floats: their codes and exponents), loaded
 memory-mapped, or read into the process's own memory on huge pages when it is large (_resident): on the CPU
-jax.device_put takes those pages without a copy, so a warm entry costs little. Entries are written to a temporary folder and renamed into place, never changed after.
+jax.device_put takes those pages without a copy, so a warm entry costs little. Entries are written to a temporary
+folder and renamed into place, never changed after.
 
 Where: `cache=` of the loaders. None (the default) follows the process: on beside the compilation cache when a
 command turned that on (the `ttjax` command does unless --no-compile-cache; --compile-cache DIR puts this one in
@@ -98,11 +99,12 @@ MADV_POPULATE_READ = 22  # Linux 5.14+ (Python's mmap module does not name it be
 HUGE_PAGE = 2 << 20
 
 
-def _mapped(path: Path) -> np.ndarray:
-    """The .npy file memory-mapped, its page tables filled in one call: left to page faults, the first step that
-    reads the weights takes one for every 4 KB (35 ms of a 0.36 s first prefill for SmolLM2's 538 MB, measured).
-    Where madvise or the flag is missing (not Linux, a kernel before 5.14) the call fails and faults it is."""
-    a = np.load(path, mmap_mode="r")
+def _mapped(path: Path, a: np.ndarray | None = None) -> np.ndarray:
+    """The .npy file memory-mapped (a: its mapping, when the caller has it), its page tables filled in one call: left
+    to page faults, the first step that reads the weights takes one for every 4 KB (35 ms of a 0.36 s first prefill
+    for SmolLM2's 538 MB, measured). Where madvise or the flag is missing (not Linux, a kernel before 5.14) the call
+    fails and faults it is."""
+    a = np.load(path, mmap_mode="r") if a is None else a
     madvise = _madvise()
     if a.nbytes and madvise is not None:
         start = a.ctypes.data & ~(mmap.PAGESIZE - 1)
@@ -119,7 +121,7 @@ def _resident(path: Path) -> np.ndarray:
     a = np.load(path, mmap_mode="r")
     madvise = _madvise()
     if a.nbytes < 4 * HUGE_PAGE or madvise is None:
-        return _mapped(path)
+        return _mapped(path, a)
     whole = np.empty(a.nbytes + HUGE_PAGE, np.uint8)  # untouched: only the pages read into count
     start = -whole.ctypes.data % HUGE_PAGE
     buf = whole[start : start + a.nbytes]
