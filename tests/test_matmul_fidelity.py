@@ -241,6 +241,50 @@ def test_block_gemv_is_bit_exact(weight_format, isa):
                                               err_msg=f"{fidelity.name} fp32_dest={fp32} {len(rows)} rows")
 
 
+def tame_boundary_case(weight_format):
+    """x [3 rows, 64], w [64, 16] at the edge of the kernels' two-op BF16 Dst write (TameProducts in
+    ttjax/csrc/tensix_matmul.h: every product a multiple of 2^-126, every 16-deep sum finite), where a write that
+    skipped the exact rule's flush would leave a denormal. Weight row k holds 2^(e - 127) in column 0 (setting the
+    block's exponent e) and the code 1 in column 1; x field + e is 130 + W in tile 0 (products normal, so the fused
+    path, but not tame) and 136 + W in tile 1 (tame). Column 1 of row 0: tile 0 leaves Dst 2^-123 (1 + 2^-4), tile 1
+    adds -2^-123, and the Dst write must flush the 2^-127 left. Row 1: tile 0's 16-deep sum cancels to 2^-129. Row 2:
+    ordinary values. (XLA runs custom calls with denormals flushed, which already zeroes those two sums; the rule
+    keeps the kernels exact without relying on it.)"""
+    w_bits = 7 if weight_format == "bfloat8_b" else 3
+    e0, e1 = 60, 60
+    x0, x1 = 70 + w_bits, 76 + w_bits  # exponent fields: x0 + e0 = 130 + W, x1 + e1 = 136 + W
+    w = np.zeros((64, 16), np.float32)
+    for k in range(64):
+        e = e0 if k < 32 else e1
+        w[k, 0], w[k, 1] = np.exp2(e - 127.0), np.exp2(e - 127.0 - (w_bits - 1))
+    x = np.zeros((3, 64), np.float32)
+    x[0, 0] = 1.0625 * np.exp2(x0 - 127.0)
+    x[0, 32], x[0, 33] = -(1 + 2.0**-6) * np.exp2(x1 - 127.0), np.exp2(x1 - 127.0)
+    x[1, 0], x[1, 1] = (1 + 2.0**-6) * np.exp2(x0 - 127.0), -np.exp2(x0 - 127.0)
+    x[2] = np.asarray(jax.numpy.asarray(np.random.default_rng(3).standard_normal(64), jax.numpy.bfloat16), np.float32)
+    return x, np.asarray(ttjax.typecast(w, getattr(ttjax, weight_format)))
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx512vbmi"])
+@pytest.mark.parametrize("weight_format", ["bfloat8_b", "bfloat4_b"])
+def test_tame_dst_writes_keep_the_flush(weight_format, isa):
+    """The two-op BF16 Dst write is taken only while every add so far is tame: at the boundary (tame_boundary_case)
+    the GEMV (one row), a short prompt's few rows and the many-row kernel equal the reference bit for bit."""
+    native_path(f"native-{isa}")
+    x, w = tame_boundary_case(weight_format)
+    stored = ttjax.as_tensor(w, getattr(ttjax, weight_format))
+    for fidelity in (MathFidelity.LoFi, MathFidelity.HiFi2, MathFidelity.HiFi4):
+        config = WormholeComputeKernelConfig(fidelity, fp32_dest_acc_en=False)
+        run = jax.jit(lambda x, w: tensix_matmul_stored(x, w, config, isa=isa))
+        whole = matmul_reference(x, w, fidelity.name, False)
+        assert whole[0, 1] == 0.0 and whole[1, 1] == 0.0  # the case flushes where it should
+        for rows in (x[:1], x[1:2], x, np.repeat(x, 4, axis=0)):  # GEMV, GEMV, few rows, many rows
+            expected = matmul_reference(rows, w, fidelity.name, False)
+            ours = np.asarray(run(rows, stored))
+            np.testing.assert_array_equal(ours.view(np.uint32), expected.view(np.uint32),
+                                          err_msg=f"{fidelity.name} {len(rows)} rows")
+
+
 @pytest.mark.parametrize("isa", ISA_LEVELS)
 @pytest.mark.parametrize("weight_format", ["bfloat16", "bfloat8_b", "bfloat4_b"])
 def test_exact_kernel_equals_float_math(weight_format, isa):

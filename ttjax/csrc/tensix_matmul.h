@@ -84,6 +84,21 @@ inline void BlockRow(const float* code, int32_t shared, int32_t w, float* out) {
 // A bfloat4_b nibble (sign bit 3, magnitude bits 0-2) as a float; magnitude 0 is +0 whatever its sign.
 constexpr float kNibble[16] = {0, 1, 2, 3, 4, 5, 6, 7, 0, -1, -2, -3, -4, -5, -6, -7};
 
+// A BF16 Dst write (DstBF16 in tensix_matmul.cc) is TF32 then BF16 rounding, ties away, which on a float's bits is
+// (u + 0x9000) & 0xFFFF0000, plus two exceptions: an inf / NaN sum is kept as it is, and a result below 2^-126 flushes
+// to zero. A "tame" run of a Dst's adds has neither, so it is the two integer ops alone: every value added to the Dst
+// is a multiple of 2^-126 (so is the Dst, and a nonzero sum is at least 2^-126; rounding keeps the multiple), and
+// every 16-deep sum is finite (a finite Dst plus a finite sum rounds to a finite value or to inf, which the two ops
+// keep; NaN needs an inf operand). TameProducts says it of a tile from its operands' nonzero exponent fields (a
+// denormal counts as 0, inf / NaN as 255, neither tame): products of
+// an x-part with at most 7 significant bits (a multiple of 2^(Ex - 127 - 6)) and a w-part with at most 5 (of
+// 2^(Ew - 127 - 4)) are multiples of 2^-126 when Ex + Ew >= 137, and 16 of them, each below 2^(Ex + Ew - 252),
+// sum below 2^127 when Ex + Ew <= 375. Once a tile is not tame, the Dst's later adds take the exact rule.
+inline bool TameProducts(int32_t x_min, int32_t x_max, int32_t w_min, int32_t w_max) {
+  if (x_max < x_min || w_max < w_min) return true;  // all zeros on one side
+  return x_min > 0 && w_min > 0 && x_max < 255 && w_max < 255 && x_min + w_min >= 137 && x_max + w_max <= 375;
+}
+
 // The AVX-512 kernels (tensix_matmul_avx512.cc): the strip of columns [c0, c0 + nc) for every row (nc at most
 // kWideCols for one row, else kCols). scratch holds at least ScratchFloats(p) floats, 64-byte aligned.
 void StripAvx512(const Problem& p, int64_t c0, int64_t nc, float* scratch);
@@ -91,11 +106,12 @@ int64_t ScratchFloats(const Problem& p);
 
 // The block-float GEMV for one K tile of a strip and `rows` activation rows (tensix_gemv_block.inc; hi, lo: the
 // rows' SrcB phases, 32 apart; dst: rows dst_stride apart): true when it took the tile, false when the tile is not
-// one it can do exactly (the caller's general kernel then does it). table: GemvTableFloats(rows) floats.
+// one it can do exactly (the caller's general kernel then does it). table: GemvTableFloats(rows) floats. tame: in,
+// whether the Dst's adds so far were tame (TameProducts); out, whether they still are.
 bool GemvBlockTileAvx512(const Problem& p, const float* hi, const float* lo, int64_t rows, int64_t k0, int64_t c0,
-                         int64_t nc, float* dst, int64_t dst_stride, float* table);
+                         int64_t nc, float* dst, int64_t dst_stride, float* table, bool* tame);
 bool GemvBlockTileAvx512Vbmi(const Problem& p, const float* hi, const float* lo, int64_t rows, int64_t k0, int64_t c0,
-                             int64_t nc, float* dst, int64_t dst_stride, float* table);
+                             int64_t nc, float* dst, int64_t dst_stride, float* table, bool* tame);
 inline int64_t GemvTableFloats(int64_t rows) { return rows * (2 * kTile * (kWideCols / kFace) + 4 * 2 * kWideCols); }
 
 // A few rows (a short prompt's prefill) stream the weights as one row does, each weight vector decoded once for all

@@ -39,8 +39,13 @@ TTJAX_INLINE __m512 Flush(__m512 v) {
   return _mm512_mask_mov_ps(AndBits(v, 0x80000000u), normal, v);
 }
 
-// A BF16 Dst write (DstBF16 in tensix_matmul.cc).
+// A BF16 Dst write (DstBF16 in tensix_matmul.cc); TAME: two integer ops (TameProducts in tensix_matmul.h).
+template <bool TAME = false>
 TTJAX_INLINE __m512 DstBF16(__m512 v) {
+  if constexpr (TAME) {
+    return _mm512_castsi512_ps(_mm512_and_si512(_mm512_add_epi32(_mm512_castps_si512(v), _mm512_set1_epi32(0x9000)),
+                                                _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
+  }
   const __m512i u = _mm512_castps_si512(v);
   const __m512i exp_mask = _mm512_set1_epi32(0x7F800000);
   const __mmask16 special = _mm512_cmpeq_epi32_mask(_mm512_and_si512(u, exp_mask), exp_mask);
@@ -146,17 +151,22 @@ template <bool EXACT>
 struct PlainLoader<kBFP4, EXACT> { using type = BlockLoader<kBFP4>; };
 
 // Tile rows [k0, k0 + 32), columns [c0, c0 + 16 * nv) read straight from storage: whole vectors, stored rows,
-// block exponents in the plain range.
+// block exponents in the plain range (their least and greatest into emin, emax where asked).
 template <WeightFormat F>
-bool PlainTile(const Problem& p, int64_t k0, int64_t c0, int64_t nc, int nv) {
+bool PlainTile(const Problem& p, int64_t k0, int64_t c0, int64_t nc, int nv, int32_t* emin = nullptr,
+               int32_t* emax = nullptr) {
   if (nc < 16 * nv || k0 + kTile > p.w_rows) return false;
   if constexpr (F == kBFP8 || F == kBFP4) {
     const uint8_t* e = p.exps + k0 * (p.w_cols / kFace) + c0 / kFace;
+    int32_t lo = 255, hi = 0;
     for (int64_t i = 0; i < kTile; ++i, e += p.w_cols / kFace) {
       for (int c = 0; c < nv; ++c) {
         if (!PlainScale(e[c], F == kBFP8 ? 7 : 3)) return false;
+        lo = std::min<int32_t>(lo, e[c]);
+        hi = std::max<int32_t>(hi, e[c]);
       }
     }
+    if (emin != nullptr) *emin = lo, *emax = hi;
   }
   return true;
 }
@@ -310,6 +320,7 @@ TTJAX_AVX512 void Gemv(const Problem& p, int64_t c0, int64_t nc, float* scratch)
   float* table = buf + kTile * 128;            // GemvTableFloats(rows): the block GEMV's scaled activations and sums
   std::fill(dst, dst + rows * kDst, 0.0f);
   alignas(64) float hi[kFewRows * kTile], lo[kFewRows * kTile];
+  bool tame = true;  // the Dst's adds so far (TameProducts)
   for (int64_t k0 = 0; k0 < p.depth; k0 += kTile) {
     if (p.exact && k0 >= p.w_rows) break;
     if (!p.exact) {
@@ -317,8 +328,9 @@ TTJAX_AVX512 void Gemv(const Problem& p, int64_t c0, int64_t nc, float* scratch)
     }
     if constexpr (F == kBFP8 || F == kBFP4) {  // most tiles: the block GEMV, at memory speed
       const auto tile = p.vbmi ? GemvBlockTileAvx512Vbmi : GemvBlockTileAvx512;
-      if (!p.exact && tile(p, hi, lo, rows, k0, c0, nc, dst, kDst, table)) continue;
+      if (!p.exact && tile(p, hi, lo, rows, k0, c0, nc, dst, kDst, table, &tame)) continue;
     }
+    tame = false;
     for (int64_t m = 0; m < rows; ++m) GemvSweep<F, PH, NV>(p, hi + m * kTile, lo + m * kTile, k0, c0, nc, dst + m * kDst, buf);
   }
   for (int64_t m = 0; m < rows; ++m) {
@@ -334,7 +346,7 @@ TTJAX_AVX512 void Gemv(const Problem& p, int64_t c0, int64_t nc, float* scratch)
 //
 // FMA: the tile's weight parts and the rows' activation parts keep every product normal (Exponents below), so a
 // fused multiply-add rounds exactly as the model's multiply then add: one instruction a product instead of two.
-template <int PH, int R, bool FMA>
+template <int PH, int R, bool FMA, bool TAME>
 TTJAX_AVX512 void RowsEmulated(const Problem& p, const float* wa, const float* xb, int64_t r, float* dst) {
   constexpr int NV = kCols / 16;
 #pragma GCC unroll 4
@@ -370,7 +382,7 @@ TTJAX_AVX512 void RowsEmulated(const Problem& p, const float* wa, const float* x
 #pragma GCC unroll 4
         for (int c = 0; c < NV; ++c) {
           const __m512 v = _mm512_add_ps(_mm512_load_ps(d + 16 * c), s[q][c]);
-          _mm512_store_ps(d + 16 * c, p.fp32_dest ? v : DstBF16(v));
+          _mm512_store_ps(d + 16 * c, p.fp32_dest ? v : DstBF16<TAME>(v));
         }
       }
     }
@@ -409,6 +421,7 @@ TTJAX_AVX512 void RowsExact(const Problem& p, const float* wt, int64_t k0, int64
 struct Exponents {
   __m512i lo, hi;
   TTJAX_INLINE Exponents() : lo(_mm512_set1_epi32(255)), hi(_mm512_setzero_si512()) {}
+  TTJAX_INLINE void Set(int32_t least, int32_t greatest) { lo = _mm512_set1_epi32(least), hi = _mm512_set1_epi32(greatest); }
   TTJAX_INLINE void Add(__m512 v) {
     const __m512i u = _mm512_castps_si512(v);
     const __mmask16 nonzero = _mm512_test_epi32_mask(u, _mm512_set1_epi32(0x7FFFFFFF));
@@ -429,8 +442,8 @@ TTJAX_INLINE bool ProductsNormal(const Exponents& a, const Exponents& b) {
 }
 
 // The tile's weights as Src holds them (split into even and odd phase parts when emulated) into wa; their
-// exponent range into ea.
-template <WeightFormat F, typename Loader>
+// exponent range into ea when TRACK (a plain block-float tile's follows from its block exponents instead).
+template <bool TRACK, typename Loader>
 TTJAX_AVX512 void StoreTile(const Problem& p, const Loader& load, float* wa, Exponents& ea) {
   for (int64_t i = 0; i < kTile; ++i) {
 #pragma GCC unroll 4
@@ -442,8 +455,7 @@ TTJAX_AVX512 void StoreTile(const Problem& p, const Loader& load, float* wa, Exp
         const __m512 even = SrcAEven(w), odd = SrcAOdd(w);
         _mm512_store_ps(wa + i * kCols + 16 * c, even);
         _mm512_store_ps(wa + (kTile + i) * kCols + 16 * c, odd);
-        ea.Add(even);
-        ea.Add(odd);
+        if (TRACK) ea.Add(even), ea.Add(odd);
       }
     }
   }
@@ -455,10 +467,10 @@ TTJAX_AVX512 void RowsExactFrom(const Problem& p, const float* wa, int64_t k0, i
   if constexpr (R > 1) RowsExactFrom<R - 1>(p, wa, k0, r, dst);
 }
 
-template <int PH, int R, bool FMA>
+template <int PH, int R, bool FMA, bool TAME>
 TTJAX_AVX512 void RowsEmulatedFrom(const Problem& p, const float* wa, const float* xb, int64_t r, float* dst) {
-  for (; r + R <= p.rows; r += R) RowsEmulated<PH, R, FMA>(p, wa, xb, r, dst);
-  if constexpr (R > 1) RowsEmulatedFrom<PH, R - 1, FMA>(p, wa, xb, r, dst);
+  for (; r + R <= p.rows; r += R) RowsEmulated<PH, R, FMA, TAME>(p, wa, xb, r, dst);
+  if constexpr (R > 1) RowsEmulatedFrom<PH, R - 1, FMA, TAME>(p, wa, xb, r, dst);
 }
 
 template <WeightFormat F, int PH>
@@ -468,17 +480,24 @@ TTJAX_AVX512 void Rows(const Problem& p, int64_t c0, int64_t nc, float* scratch)
   float* xb = buf + kTile * kCols;           // [2 groups][rows][32]
   float* dst = xb + 2 * p.rows * kTile;      // [rows][64]
   std::fill(dst, dst + p.rows * kCols, 0.0f);
+  constexpr bool kBlock = F == kBFP8 || F == kBFP4;
+  bool tame = true;  // the Dst's adds so far (TameProducts)
   for (int64_t k0 = 0; k0 < p.depth; k0 += kTile) {
     Exponents ea, eb;
-    if (PlainTile<F>(p, k0, c0, nc, kCols / 16)) {
+    int32_t emin = 255, emax = 0;
+    if (PlainTile<F>(p, k0, c0, nc, kCols / 16, &emin, &emax)) {
       if (p.exact) {
-        StoreTile<F>(p, typename PlainLoader<F, true>::type(p, k0, c0), wa, ea);
+        StoreTile<false>(p, typename PlainLoader<F, true>::type(p, k0, c0), wa, ea);
+      } else if (kBlock) {
+        // A value's phase parts (code parts x 2^(e - 127 - (W - 1))) have exponent fields in [e - (W - 1), e].
+        StoreTile<false>(p, typename PlainLoader<F, false>::type(p, k0, c0), wa, ea);
+        ea.Set(emin - (F == kBFP8 ? 6 : 2), emax);
       } else {
-        StoreTile<F>(p, typename PlainLoader<F, false>::type(p, k0, c0), wa, ea);
+        StoreTile<true>(p, typename PlainLoader<F, false>::type(p, k0, c0), wa, ea);
       }
     } else {
       DecodeTile(p, k0, c0, nc, kCols, buf);
-      StoreTile<F>(p, BufferLoader{buf, kCols}, wa, ea);
+      StoreTile<true>(p, BufferLoader{buf, kCols}, wa, ea);
     }
     if (p.exact) {
       RowsExactFrom<4>(p, wa, k0, 0, dst);
@@ -493,10 +512,14 @@ TTJAX_AVX512 void Rows(const Problem& p, int64_t c0, int64_t nc, float* scratch)
         if (PH > 2) eb.Add(_mm512_load_ps(lo + i));
       }
     }
-    if (ProductsNormal(ea, eb)) {
-      RowsEmulatedFrom<PH, 4, true>(p, wa, xb, 0, dst);
+    const bool normal = ProductsNormal(ea, eb);
+    tame = tame && normal && TameProducts(eb.Min(), eb.Max(), ea.Min(), ea.Max());
+    if (tame) {
+      RowsEmulatedFrom<PH, 4, true, true>(p, wa, xb, 0, dst);
+    } else if (normal) {
+      RowsEmulatedFrom<PH, 4, true, false>(p, wa, xb, 0, dst);
     } else {
-      RowsEmulatedFrom<PH, 4, false>(p, wa, xb, 0, dst);
+      RowsEmulatedFrom<PH, 4, false, false>(p, wa, xb, 0, dst);
     }
   }
   for (int64_t r = 0; r < p.rows; ++r) {
