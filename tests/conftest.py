@@ -47,6 +47,17 @@ def gguf_path():
 
 
 @pytest.fixture(scope="session")
+def first_two_layers(gguf_path, tmp_path_factory) -> str:
+    """The shipped model cut to its first 2 layers (checkpoint_writers.first_layers_gguf): the same files, vocabulary,
+    formats and code paths, compiled in seconds, for tests of plumbing rather than of the model's answers."""
+    from pathlib import Path
+
+    from tests.checkpoint_writers import first_layers_gguf
+
+    return first_layers_gguf(gguf_path, str(tmp_path_factory.mktemp("first-2-layers") / Path(gguf_path).name), 2)
+
+
+@pytest.fixture(scope="session")
 def ckpt(gguf_path):
     from model.checkpoint import load_checkpoint
 

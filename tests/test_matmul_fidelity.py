@@ -241,6 +241,26 @@ def test_block_gemv_is_bit_exact(weight_format, isa):
                                               err_msg=f"{fidelity.name} fp32_dest={fp32} {len(rows)} rows")
 
 
+@pytest.mark.parametrize("weight_format", ["bfloat16", "bfloat8_b", "bfloat4_b", "float32"])
+def test_many_row_strips_hold_several_pieces(weight_format):
+    """The AVX-512 many-row kernel takes strips of up to 256 columns in 64-column pieces, each K tile's activation
+    phases made once for all of them: 12 rows x 600 columns (strips of two pieces, the last 24 columns wide; each
+    piece's Dst judged tame on its own, one of them not: a huge weight) against the reference bit for bit."""
+    native_path("native-avx512")
+    x, w = operands((12, 96, 600), weight_format, seed=5)
+    w[40, 150:166] = np.float32(2.0**120) * np.linspace(-1, 1, 16)  # products past the tame bound in one piece
+    w = np.asarray(operands_like(w, weight_format))
+    if weight_format in ("bfloat8_b", "bfloat4_b"):
+        stored = ttjax.as_tensor(w, getattr(ttjax, weight_format))
+    else:
+        stored = jax.numpy.asarray(w, jax.numpy.dtype(weight_format))
+    for fidelity, fp32 in ((MathFidelity.HiFi2, False), (MathFidelity.HiFi4, True), (MathFidelity.LoFi, False)):
+        config = WormholeComputeKernelConfig(fidelity, fp32_dest_acc_en=fp32)
+        ref = matmul_reference(x, w, fidelity.name, fp32, weight_is_float32=weight_format == "float32")
+        ours = np.asarray(jax.jit(lambda x, w: tensix_matmul_stored(x, w, config, isa="avx512"))(x, stored))
+        np.testing.assert_array_equal(ours.view(np.uint32), ref.view(np.uint32), err_msg=f"{fidelity.name}")
+
+
 def tame_boundary_case(weight_format):
     """x [3 rows, 64], w [64, 16] at the edge of the kernels' two-op BF16 Dst write (TameProducts in
     ttjax/csrc/tensix_matmul.h: every product a multiple of 2^-126, every 16-deep sum finite), where a write that

@@ -2,7 +2,8 @@
 holding its share of the weights, and a lost process named by the survivors within the heartbeat timeout.
 
 Every launch here starts real processes on 127.0.0.1 that join through jax.distributed (gloo collectives over TCP)
-and run the shipped SmolLM2.
+and run the shipped SmolLM2's first two layers (conftest's first_two_layers: which tokens each split of the mesh gives
+is the question, not what 30 layers answer; each process compiles in seconds).
 """
 
 import contextlib
@@ -29,8 +30,8 @@ def ttjax(*argv, timeout=600, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "model.tools.cli", *argv], capture_output=True, text=True, timeout=timeout, **kw)
 
 
-def generate_args(mesh, *extra):
-    return ["generate", "--prompt", PROMPT, "--max-new-tokens", str(NEW_TOKENS), "--json", "--mesh", mesh, *extra]
+def generate_args(model, mesh, *extra):
+    return ["generate", "--model", model, "--prompt", PROMPT, "--max-new-tokens", str(NEW_TOKENS), "--json", "--mesh", mesh, *extra]
 
 
 def in_process(capsys, *argv) -> dict:
@@ -38,37 +39,37 @@ def in_process(capsys, *argv) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def launched(mesh, *extra) -> dict:
-    run = ttjax("launch", "--num-processes", "2", "--", *generate_args(mesh, *extra))
+def launched(model, mesh, *extra) -> dict:
+    run = ttjax("launch", "--num-processes", "2", "--", *generate_args(model, mesh, *extra))
     assert run.returncode == 0, run.stderr[-3000:]
     assert "[Gloo]" not in run.stderr, run.stderr[-3000:]  # a mesh that works says nothing of its connections
     return json.loads(run.stdout)  # one object: only process 0 prints
 
 
 @pytest.fixture(scope="module")
-def two_by_four():
-    return launched("2x4")
+def two_by_four(first_two_layers):
+    return launched(first_two_layers, "2x4")
 
 
 @pytest.fixture(scope="module")
-def single():
+def single(first_two_layers):
     """One device, no mesh: the tokens every mesh must give."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert main(["generate", "--prompt", PROMPT, "--max-new-tokens", str(NEW_TOKENS), "--json"]) == 0
+        assert main(["generate", "--model", first_two_layers, "--prompt", PROMPT, "--max-new-tokens", str(NEW_TOKENS), "--json"]) == 0
     return json.loads(out.getvalue())
 
 
-def test_a_2x4_mesh_over_two_processes_generates_the_tokens_of_one_process(two_by_four, single, capsys):
-    one_process = in_process(capsys, *generate_args("2x4"))
+def test_a_2x4_mesh_over_two_processes_generates_the_tokens_of_one_process(two_by_four, single, first_two_layers, capsys):
+    one_process = in_process(capsys, *generate_args(first_two_layers, "2x4"))
     assert len(two_by_four["tokens"]) == NEW_TOKENS  # the first from prefill, the rest from decode steps
     assert two_by_four["tokens"] == one_process["tokens"] == single["tokens"]
     assert two_by_four["mesh"] == "2x4"
 
 
-def test_a_1x8_mesh_as_two_1x4_halves_with_a_paged_cache(single, capsys):
-    across = launched("1x8", "--paged")
-    one_process = in_process(capsys, *generate_args("1x8", "--paged"))
+def test_a_1x8_mesh_as_two_1x4_halves_with_a_paged_cache(single, first_two_layers, capsys):
+    across = launched(first_two_layers, "1x8", "--paged")
+    one_process = in_process(capsys, *generate_args(first_two_layers, "1x8", "--paged"))
     assert across["kv_cache"] == "paged"
     assert across["tokens"] == one_process["tokens"] == single["tokens"]
 
@@ -105,9 +106,10 @@ def _wait_for_output(proc: subprocess.Popen, timeout: float) -> str:
     return seen
 
 
-def test_killing_a_process_mid_decode_stops_the_survivor_naming_it():
+def test_killing_a_process_mid_decode_stops_the_survivor_naming_it(first_two_layers):
     port = free_port()
-    argv = ["generate", "--prompt", PROMPT, "--max-new-tokens", "400", "--mesh", "2x4", "--no-compile-cache"]
+    argv = ["generate", "--model", first_two_layers, "--prompt", PROMPT, "--max-new-tokens", "400", "--mesh", "2x4",
+            "--no-compile-cache"]
     survivor, victim = _join(0, port, *argv), _join(1, port, *argv)
     try:
         _wait_for_output(survivor, timeout=300)  # tokens are streaming: the processes are in decode
@@ -125,12 +127,12 @@ def test_killing_a_process_mid_decode_stops_the_survivor_naming_it():
     assert took < HEARTBEAT_S + 30, took  # the timeout, plus one heartbeat period and a loaded CI machine's slack
 
 
-def test_a_process_that_fails_stops_the_others_at_once_naming_its_error():
+def test_a_process_that_fails_stops_the_others_at_once_naming_its_error(first_two_layers):
     """A checkpoint missing on one host: that process fails, and the other stops at once with its reason rather
     than waiting in a collective."""
     port = free_port()
     args = ["generate", "--prompt", PROMPT, "--max-new-tokens", "4", "--mesh", "2x4", "--no-compile-cache"]
-    good, bad = _join(0, port, *args), _join(1, port, *args, "--model", "/nonexistent/model.gguf")
+    good, bad = _join(0, port, *args, "--model", first_two_layers), _join(1, port, *args, "--model", "/nonexistent/model.gguf")
     try:
         _, err = good.communicate(timeout=300)
         bad_err = bad.communicate(timeout=60)[1]
@@ -143,8 +145,8 @@ def test_a_process_that_fails_stops_the_others_at_once_naming_its_error():
     assert "process 1 of 2 failed: --model: checkpoint path /nonexistent/model.gguf does not exist" in err, err[-3000:]
 
 
-def test_a_mesh_that_leaves_out_a_process_is_refused():
-    run = ttjax("launch", "--num-processes", "2", "--local-devices", "4", "--", *generate_args("1x4"))
+def test_a_mesh_that_leaves_out_a_process_is_refused(first_two_layers):
+    run = ttjax("launch", "--num-processes", "2", "--local-devices", "4", "--", *generate_args(first_two_layers, "1x4"))
     assert run.returncode != 0
     assert "a 1x4 mesh uses 4 devices, but the 2 processes hold 8 (4 each)" in run.stderr
     no_mesh = ttjax("launch", "--num-processes", "2", "--local-devices", "2", "--", "generate", "--prompt-ids", "1,2", "--json")
@@ -212,8 +214,9 @@ def test_comm_report_on_a_mesh_across_processes_is_the_one_process_report(capsys
     assert json.loads(run.stdout) == in_process(capsys, *argv)
 
 
-def test_chat_input_is_read_by_process_0_and_shared():
-    run = ttjax("launch", "--num-processes", "2", "--", "python", "demos/chat.py", "--mesh", "1x2", "--max-new-tokens", "4",
+def test_chat_input_is_read_by_process_0_and_shared(first_two_layers):
+    run = ttjax("launch", "--num-processes", "2", "--", "python", "demos/chat.py", "--model", first_two_layers, "--mesh", "1x2",
+                "--max-new-tokens", "4",
                 input="What is the capital of France?\n\n", cwd=os.path.dirname(os.path.dirname(__file__)))
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("bot>") == 1 and run.stdout.count("you>") == 2  # one turn, then the empty line ends it

@@ -156,11 +156,8 @@ def run(command: str, env: dict, **kw) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def two(tmp_path_factory) -> str:
-    from tests.checkpoint_writers import first_layers_gguf
-
-    shipped = Path(default_model_path())
-    return first_layers_gguf(str(shipped), str(tmp_path_factory.mktemp("first-2-layers") / shipped.name), 2)
+def two(first_two_layers) -> str:
+    return first_two_layers
 
 
 def test_every_block_is_recognised_and_every_short_form_is_still_in_the_readme():

@@ -185,12 +185,17 @@ StripFn Kernel(int64_t isa) {
 
 int64_t PortableScratchFloats(const Problem& p) { return p.rows * kCols + 4 * p.rows * kTile; }
 
-// Columns per unit of work. One row or a few (the AVX-512 GEMV, FewRows) take the widest strips whose rows are runs of about 4 KB
-// of weights (the block GEMV reads each row of a strip from end to end, and long runs are what the hardware
-// prefetchers stream at full bandwidth), as many strips as make an equal share for every thread; more rows keep
+// Columns per unit of work. With the AVX-512 kernels, one row or a few (the GEMV, FewRows) take the widest strips whose
+// rows are runs of about 4 KB of weights (the block GEMV reads each row of a strip from end to end, and long runs are
+// what the hardware prefetchers stream at full bandwidth), as many strips as make an equal share for every thread;
+// more rows take up to kRowCols (each K tile's activation phases made once for them). The portable kernels keep
 // their Dst for a 64-column strip.
-int64_t StripWidth(const Problem& p, bool gemv_kernel, int64_t threads) {
-  if (!gemv_kernel || (p.rows != 1 && !FewRows(p))) return kCols;
+int64_t StripWidth(const Problem& p, bool avx512, int64_t threads) {
+  if (!avx512) return kCols;
+  if (p.rows != 1 && !FewRows(p)) {  // the AVX-512 many-row kernel: up to kRowCols, two strips a thread at least
+    const int64_t pieces = (p.cols + kCols - 1) / kCols;
+    return kCols * std::clamp<int64_t>(pieces / (2 * threads), 1, kRowCols / kCols);
+  }
   const int64_t bits = p.format == kF32 ? 32 : p.format == kBF16 ? 16 : p.format == kBFP8 ? 8 : 4;
   const int64_t widest = std::min<int64_t>(kWideCols, 4096 * 8 / bits / kCols * kCols);
   int64_t strips = (p.cols + widest - 1) / widest;

@@ -10,7 +10,8 @@ namespace ttjax {
 
 constexpr int64_t kTile = 32;
 constexpr int64_t kFace = 16;
-constexpr int64_t kCols = 64;         // columns a strip of the many-row kernels holds in L1
+constexpr int64_t kCols = 64;         // columns a tile of the many-row kernels holds in L1
+constexpr int64_t kRowCols = 4 * kCols;  // columns a strip of the AVX-512 many-row kernel computes (in kCols pieces)
 constexpr int64_t kWideCols = 8192;   // the widest strip a single row is computed in (a unit of work)
 
 inline uint32_t Bits(float f) {

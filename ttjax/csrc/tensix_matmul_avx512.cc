@@ -473,63 +473,77 @@ TTJAX_AVX512 void RowsEmulatedFrom(const Problem& p, const float* wa, const floa
   if constexpr (R > 1) RowsEmulatedFrom<PH, R - 1, FMA, TAME>(p, wa, xb, r, dst);
 }
 
+// Many rows, a strip of up to kRowCols columns in 64-column pieces: each K tile's activation phases (and their
+// exponent range) made once for all the pieces, then piece by piece the weight tile decoded into wa and every row's
+// sums added to the piece's Dst [rows][64].
 template <WeightFormat F, int PH>
 TTJAX_AVX512 void Rows(const Problem& p, int64_t c0, int64_t nc, float* scratch) {
+  const int64_t pieces = (nc + kCols - 1) / kCols;
   float* wa = scratch;                       // [2 parts][32][64]
   float* buf = wa + 2 * kTile * kCols;       // [32][64]
   float* xb = buf + kTile * kCols;           // [2 groups][rows][32]
-  float* dst = xb + 2 * p.rows * kTile;      // [rows][64]
-  std::fill(dst, dst + p.rows * kCols, 0.0f);
+  float* dst = xb + 2 * p.rows * kTile;      // [pieces][rows][64]
+  std::fill(dst, dst + pieces * p.rows * kCols, 0.0f);
   constexpr bool kBlock = F == kBFP8 || F == kBFP4;
-  bool tame = true;  // the Dst's adds so far (TameProducts)
+  bool tame[kRowCols / kCols];  // each piece's Dst: its adds so far (TameProducts)
+  std::fill(tame, tame + pieces, true);
   for (int64_t k0 = 0; k0 < p.depth; k0 += kTile) {
-    Exponents ea, eb;
-    int32_t emin = 255, emax = 0;
-    if (PlainTile<F>(p, k0, c0, nc, kCols / 16, &emin, &emax)) {
-      if (p.exact) {
-        StoreTile<false>(p, typename PlainLoader<F, true>::type(p, k0, c0), wa, ea);
-      } else if (kBlock) {
-        // A value's phase parts (code parts x 2^(e - 127 - (W - 1))) have exponent fields in [e - (W - 1), e].
-        StoreTile<false>(p, typename PlainLoader<F, false>::type(p, k0, c0), wa, ea);
-        ea.Set(emin - (F == kBFP8 ? 6 : 2), emax);
+    Exponents eb;
+    if (!p.exact) {
+      for (int64_t r = 0; r < p.rows; ++r) {
+        float* hi = xb + r * kTile;
+        float* lo = xb + (p.rows + r) * kTile;
+        SrcBTile(p.x + r * p.depth + k0, hi, lo);
+        for (int64_t i = 0; i < kTile; i += 16) {
+          eb.Add(_mm512_load_ps(hi + i));
+          if (PH > 2) eb.Add(_mm512_load_ps(lo + i));
+        }
+      }
+    }
+    for (int64_t s = 0; s < pieces; ++s) {
+      const int64_t cs = c0 + s * kCols, ns = std::min(kCols, nc - s * kCols);
+      float* ds = dst + s * p.rows * kCols;
+      Exponents ea;
+      int32_t emin = 255, emax = 0;
+      if (PlainTile<F>(p, k0, cs, ns, kCols / 16, &emin, &emax)) {
+        if (p.exact) {
+          StoreTile<false>(p, typename PlainLoader<F, true>::type(p, k0, cs), wa, ea);
+        } else if (kBlock) {
+          // A value's phase parts (code parts x 2^(e - 127 - (W - 1))) have exponent fields in [e - (W - 1), e].
+          StoreTile<false>(p, typename PlainLoader<F, false>::type(p, k0, cs), wa, ea);
+          ea.Set(emin - (F == kBFP8 ? 6 : 2), emax);
+        } else {
+          StoreTile<true>(p, typename PlainLoader<F, false>::type(p, k0, cs), wa, ea);
+        }
       } else {
-        StoreTile<true>(p, typename PlainLoader<F, false>::type(p, k0, c0), wa, ea);
+        DecodeTile(p, k0, cs, ns, kCols, buf);
+        StoreTile<true>(p, BufferLoader{buf, kCols}, wa, ea);
       }
-    } else {
-      DecodeTile(p, k0, c0, nc, kCols, buf);
-      StoreTile<true>(p, BufferLoader{buf, kCols}, wa, ea);
-    }
-    // The next tile's 32 lines (a row stride apart, which no hardware prefetcher follows), asked for now so that
-    // they arrive during this tile's products: read on demand, the decode waited on memory for half as long as the
-    // products of 32 rows took.
-    if (k0 + kTile < p.w_rows) PrefetchTile<F>(p, k0 + kTile, c0, nc);
-    if (p.exact) {
-      RowsExactFrom<4>(p, wa, k0, 0, dst);
-      continue;
-    }
-    for (int64_t r = 0; r < p.rows; ++r) {
-      float* hi = xb + r * kTile;
-      float* lo = xb + (p.rows + r) * kTile;
-      SrcBTile(p.x + r * p.depth + k0, hi, lo);
-      for (int64_t i = 0; i < kTile; i += 16) {
-        eb.Add(_mm512_load_ps(hi + i));
-        if (PH > 2) eb.Add(_mm512_load_ps(lo + i));
+      // The next tile's 32 lines (a row stride apart, which no hardware prefetcher follows), asked for now so that
+      // they arrive during this tile's products: read on demand, the decode waited on memory for half as long as
+      // the products of 32 rows took.
+      if (k0 + kTile < p.w_rows) PrefetchTile<F>(p, k0 + kTile, cs, ns);
+      if (p.exact) {
+        RowsExactFrom<4>(p, wa, k0, 0, ds);
+        continue;
       }
-    }
-    const bool normal = ProductsNormal(ea, eb);
-    tame = tame && normal && TameProducts(eb.Min(), eb.Max(), ea.Min(), ea.Max());
-    if (tame) {
-      RowsEmulatedFrom<PH, 4, true, true>(p, wa, xb, 0, dst);
-    } else if (normal) {
-      RowsEmulatedFrom<PH, 4, true, false>(p, wa, xb, 0, dst);
-    } else {
-      RowsEmulatedFrom<PH, 4, false, false>(p, wa, xb, 0, dst);
+      const bool normal = ProductsNormal(ea, eb);
+      tame[s] = tame[s] && normal && TameProducts(eb.Min(), eb.Max(), ea.Min(), ea.Max());
+      if (tame[s]) {
+        RowsEmulatedFrom<PH, 4, true, true>(p, wa, xb, 0, ds);
+      } else if (normal) {
+        RowsEmulatedFrom<PH, 4, true, false>(p, wa, xb, 0, ds);
+      } else {
+        RowsEmulatedFrom<PH, 4, false, false>(p, wa, xb, 0, ds);
+      }
     }
   }
-  for (int64_t r = 0; r < p.rows; ++r) {
-    for (int64_t j = 0; j < nc; j += 16) {
-      const __mmask16 mask = static_cast<__mmask16>((1u << std::min<int64_t>(16, nc - j)) - 1u);
-      _mm512_mask_storeu_ps(p.out + r * p.cols + c0 + j, mask, _mm512_load_ps(dst + r * kCols + j));
+  for (int64_t s = 0; s < pieces; ++s) {
+    for (int64_t r = 0; r < p.rows; ++r) {
+      for (int64_t j = s * kCols; j < std::min(nc, (s + 1) * kCols); j += 16) {
+        const __mmask16 mask = static_cast<__mmask16>((1u << std::min<int64_t>(16, nc - j)) - 1u);
+        _mm512_mask_storeu_ps(p.out + r * p.cols + c0 + j, mask, _mm512_load_ps(dst + (s * p.rows + r) * kCols + j - s * kCols));
+      }
     }
   }
 }
@@ -542,7 +556,7 @@ TTJAX_AVX512 void StripFor(const Problem& p, int64_t c0, int64_t nc, float* scra
     if (PH == 2) return Gemv<F, PH, 4>(p, c0, nc, scratch);
     return Gemv<F, PH, 2>(p, c0, nc, scratch);
   }
-  for (int64_t j = 0; j < nc; j += kCols) Rows<F, PH>(p, c0 + j, std::min(kCols, nc - j), scratch);
+  for (int64_t j = 0; j < nc; j += kRowCols) Rows<F, PH>(p, c0 + j, std::min(kRowCols, nc - j), scratch);
 }
 
 template <WeightFormat F>
@@ -559,7 +573,7 @@ TTJAX_AVX512 void StripFormat(const Problem& p, int64_t c0, int64_t nc, float* s
 
 int64_t ScratchFloats(const Problem& p) {
   const int64_t gemv_rows = FewRows(p) ? p.rows : 1;
-  return std::max(3 * kTile * kCols + p.rows * (2 * kTile + kCols),
+  return std::max(3 * kTile * kCols + p.rows * (2 * kTile + kRowCols),
                   gemv_rows * (kWideCols + 128) + kTile * 128 + GemvTableFloats(gemv_rows));
 }
 
