@@ -233,12 +233,15 @@ def test_block_gemv_is_bit_exact(weight_format, isa):
                 np.testing.assert_array_equal(ours.view(np.uint32), ref[r : r + 1].view(np.uint32),
                                               err_msg=f"{fidelity.name} fp32_dest={fp32} row {r}")
             # A short prompt's few rows (FewRows: each weight vector decoded once for all of them): plain rows, whose
-            # tiles take the fast path together, and the odd rows above among them, which send tiles back
-            for rows in (plain[:2], plain[:5], plain, x[:3], x, np.concatenate([plain[:4], x[2:4]])):
-                ours = np.asarray(run(rows, stored))
-                expected = matmul_reference(rows, w, fidelity.name, fp32)
-                np.testing.assert_array_equal(ours.view(np.uint32), expected.view(np.uint32),
-                                              err_msg=f"{fidelity.name} fp32_dest={fp32} {len(rows)} rows")
+            # tiles take the fast path together, and the odd rows above among them, which send tiles back. The
+            # reference is row by row, so theirs are the rows of the two references.
+            both, ref_both = np.concatenate([x, plain]), np.concatenate([ref, matmul_reference(plain, w, fidelity.name, fp32)])
+            p0 = len(x)  # where plain's rows start in both
+            for picked in (np.arange(p0, p0 + 2), np.arange(p0, p0 + 5), np.arange(p0, p0 + 8), np.arange(3),
+                           np.arange(p0), np.r_[p0 : p0 + 4, 2:4]):
+                ours = np.asarray(run(both[picked], stored))
+                np.testing.assert_array_equal(ours.view(np.uint32), ref_both[picked].view(np.uint32),
+                                              err_msg=f"{fidelity.name} fp32_dest={fp32} {len(picked)} rows")
 
 
 @pytest.mark.parametrize("weight_format", ["bfloat16", "bfloat8_b", "bfloat4_b", "float32"])
