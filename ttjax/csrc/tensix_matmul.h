@@ -91,17 +91,17 @@ constexpr float kNibble[16] = {0, 1, 2, 3, 4, 5, 6, 7, 0, -1, -2, -3, -4, -5, -6
 // is a multiple of 2^-126 (so is the Dst, and a nonzero sum is at least 2^-126; rounding keeps the multiple), and
 // every 16-deep sum is finite (a finite Dst plus a finite sum rounds to a finite value or to inf, which the two ops
 // keep; NaN needs an inf operand). TameProducts says it of a tile from its operands' nonzero exponent fields (a
-// denormal counts as 0, inf / NaN as 255, neither tame): products of
-// an x-part with at most 7 significant bits (a multiple of 2^(Ex - 127 - 6)) and a w-part with at most 5 (of
-// 2^(Ew - 127 - 4)) are multiples of 2^-126 when Ex + Ew >= 137, and 16 of them, each below 2^(Ex + Ew - 252),
-// sum below 2^127 when Ex + Ew <= 375. Once a tile is not tame, the Dst's later adds take the exact rule.
+// denormal counts as 0, inf / NaN as 255, neither tame): products of an x-part with at most 7 significant bits (a
+// multiple of 2^(Ex - 127 - 6)) and a w-part with at most 5 (of 2^(Ew - 127 - 4)) are multiples of 2^-126 when
+// Ex + Ew >= 137, and 16 of them, each below 2^(Ex + Ew - 252), sum below 2^127 when Ex + Ew <= 375. Once a tile is
+// not tame, the Dst's later adds take the exact rule.
 inline bool TameProducts(int32_t x_min, int32_t x_max, int32_t w_min, int32_t w_max) {
   if (x_max < x_min || w_max < w_min) return true;  // all zeros on one side
   return x_min > 0 && w_min > 0 && x_max < 255 && w_max < 255 && x_min + w_min >= 137 && x_max + w_max <= 375;
 }
 
 // The AVX-512 kernels (tensix_matmul_avx512.cc): the strip of columns [c0, c0 + nc) for every row (nc at most
-// kWideCols for one row, else kCols). scratch holds at least ScratchFloats(p) floats, 64-byte aligned.
+// kWideCols for one row or a few, else kRowCols). scratch holds at least ScratchFloats(p) floats, 64-byte aligned.
 void StripAvx512(const Problem& p, int64_t c0, int64_t nc, float* scratch);
 int64_t ScratchFloats(const Problem& p);
 
