@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from model.checkpoint import default_model_path
 from model.tools.launch import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
