@@ -77,3 +77,30 @@ def test_reference_spread_needs_the_transformers_reference(capsys):
 
     assert main(["accuracy", "--reference", "float32", "--reference-spread"]) == 2
     assert "--reference-spread measures transformers' reference" in capsys.readouterr().err
+
+
+def test_the_reference_is_kept_and_read_back(ckpt, hf_model, tmp_path, monkeypatch):
+    """`ttjax accuracy` keeps transformers' reference beside its compile cache: the same checkpoint, tokens and
+    lengths read it back (the same bits, transformers not loaded); other lengths, or a damaged file, compute afresh."""
+    from model.tools import reference
+
+    loads = []
+    monkeypatch.setattr(reference, "load_reference_model", lambda path, fmt: loads.append(path) or hf_model)
+    monkeypatch.setattr(reference, "_folder", None)
+    reference.enable(tmp_path / "references")
+    tokens = ckpt.require_tokenizer().encode(shipped_text())
+    first = reference.kept_transformers_reference(ckpt, tokens, 24, 2)
+    again = reference.kept_transformers_reference(ckpt, tokens, 24, 2)
+    assert len(loads) == 1 and again.name == first.name and len(again.layer_outputs) == len(first.layer_outputs) == 30
+    assert np.array_equal(again.logits, first.logits) and all(np.array_equal(a, b) for a, b in zip(again.layer_outputs, first.layer_outputs))
+    longer = reference.kept_transformers_reference(ckpt, tokens, 25, 2)
+    assert len(loads) == 2 and longer.layer_outputs[0].shape[0] == 25
+    def rows(path):
+        with np.load(path) as f:
+            return f["layer_0"].shape[0]
+
+    (kept,) = [p for p in (tmp_path / "references").iterdir() if rows(p) == 24]
+    kept.write_bytes(b"not an npz")
+    damaged = reference.kept_transformers_reference(ckpt, tokens, 24, 2)
+    assert len(loads) == 3 and np.array_equal(damaged.logits, first.logits)
+    reference.enable(None)

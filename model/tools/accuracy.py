@@ -30,7 +30,7 @@ from model.serving.build import build_generator
 from model.params import weight_nbytes
 from model.precision import ModelOptimizations
 from model.transformer import forward
-from model.tools.reference import Reference, transformers_reference
+from model.tools.reference import Reference, kept_transformers_reference, transformers_reference
 from model.tools.reference_spread import margins, measure as measure_spread
 from ttjax.metrics import pcc
 
@@ -130,7 +130,8 @@ def evaluate(
         raise SequenceLengthError(f"prefill_len + decode_steps + 1 = {need} is past the model's context of {ck.args.max_context_len}.")
     targets = np.asarray(tokens[prefill_len : prefill_len + decode_steps + 1])
     if reference == "transformers":
-        ref = transformers_reference(ck, tokens, prefill_len, decode_steps, reference_model)
+        ref = (transformers_reference(ck, tokens, prefill_len, decode_steps, reference_model) if reference_model is not None
+               else kept_transformers_reference(ck, tokens, prefill_len, decode_steps))
     elif reference == "float32":
         logits, layers, _ = run_config(ck, ModelOptimizations.float32(), tokens, prefill_len, decode_steps)
         ref = Reference(logits, layers, "ttjax float32")

@@ -5,7 +5,8 @@ and shapes loads them instead of compiling: $TTJAX_CACHE_DIR if set, else $XDG_C
 ~/.cache/ttjax/xla; `--compile-cache DIR` overrides it, `--no-compile-cache` (or TTJAX_COMPILE_CACHE=0) turns
 it off. JAX keys each entry by the program's HLO, the compile options and the jax / jaxlib versions, so an
 upgrade or a changed flag compiles afresh instead of loading a stale program. Beside it, in `executables`,
-model.serving.executables keeps the compiled programs themselves, so a second run does not even trace them.
+model.serving.executables keeps the compiled programs themselves, so a second run does not even trace them, and
+in `references` model.tools.reference keeps `ttjax accuracy`'s transformers references.
 """
 
 from __future__ import annotations
@@ -50,9 +51,11 @@ def _usable(path: Path, source: str) -> None:
 def enable(folder: str | os.PathLike | None = None) -> Path | None:
     """Turn the cache on in this process (None when TTJAX_COMPILE_CACHE=0); returns the folder used."""
     from model.serving import executables
+    from model.tools import reference
 
     if folder is None and os.environ.get("TTJAX_COMPILE_CACHE", "1") == "0":
         executables.enable(None)
+        reference.enable(None)
         return None
     import jax
 
@@ -62,4 +65,5 @@ def enable(folder: str | os.PathLike | None = None) -> Path | None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # every program: startup is many small ones
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     executables.enable(path / "executables")  # whole executables, which skip tracing too (model.serving.executables)
+    reference.enable(path / "references")  # transformers' references for `ttjax accuracy` (model.tools.reference)
     return path

@@ -1,12 +1,21 @@
 """The float32 reference the accuracy harness measures against: transformers' model of the same checkpoint, teacher-
 forced over the same tokens in one forward, with each decoder layer's output (model.tools.accuracy,
-model.tools.reference_spread)."""
+model.tools.reference_spread).
+
+`ttjax accuracy` keeps the reference it computed in a `references` folder beside its compile cache
+(model.tools.compile_cache), keyed by the checkpoint's files (path, size, modification time), the tokens, the
+lengths, the versions of transformers and torch, torch's CPU kernels and thread count: loading transformers' model
+of a GGUF file takes most of a short run (15 s of 19 for SmolLM2 at 16 tokens), and a user comparing configs runs
+the same reference again and again."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +28,17 @@ class Reference:
     logits: np.ndarray  # [decode_steps + 1, vocab]: predictions for positions prefill_len .. prefill_len + decode_steps
     layer_outputs: list[np.ndarray]  # per decoder layer, [prefill_len, dim]
     name: str
+
+
+_folder: Path | None = None
+
+
+def enable(folder: str | os.PathLike | None) -> None:
+    """Keep computed references in folder (None: off)."""
+    global _folder
+    _folder = None if folder is None else Path(folder)
+    if _folder is not None:
+        _folder.mkdir(parents=True, exist_ok=True)
 
 
 def load_reference_model(path: str, fmt: str):
@@ -59,3 +79,42 @@ def transformers_reference(ck: Checkpoint | None, tokens: list[int], prefill_len
             h.remove()
     layers = [o[0, :prefill_len].float().numpy() for o in outputs]
     return Reference(logits[prefill_len - 1 :], layers, "transformers LlamaForCausalLM float32")
+
+
+def _files(path: str) -> list:
+    """(name, size, modification time) of a checkpoint's file, or of every file of its folder."""
+    p = Path(path).resolve()
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
+def reference_key(ck: Checkpoint, tokens: list[int], prefill_len: int, decode_steps: int, threads: int) -> str:
+    """The file name a reference is kept under: a digest of what its numbers depend on (the module docstring)."""
+    import importlib.metadata
+
+    import torch
+
+    parts = [_files(ck.path), ck.format, tokens[: prefill_len + decode_steps], prefill_len, decode_steps,
+             importlib.metadata.version("transformers"), torch.__version__, torch.backends.cpu.get_cpu_capability(),
+             threads]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def kept_transformers_reference(ck: Checkpoint, tokens: list[int], prefill_len: int, decode_steps: int) -> Reference:
+    """transformers_reference, from the store when it holds this one (else computed and kept there)."""
+    if _folder is None:
+        return transformers_reference(ck, tokens, prefill_len, decode_steps)
+    threads = os.cpu_count() or 1
+    path = _folder / f"{reference_key(ck, tokens, prefill_len, decode_steps, threads)}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as f:
+                return Reference(f["logits"], [f[f"layer_{i}"] for i in range(int(f["layers"]))], str(f["name"]))
+        except Exception:  # a file from an interrupted write or another numpy: compute afresh and replace it
+            pass
+    ref = transformers_reference(ck, tokens, prefill_len, decode_steps, threads=threads)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, logits=ref.logits, layers=len(ref.layer_outputs), name=ref.name,
+             **{f"layer_{i}": o for i, o in enumerate(ref.layer_outputs)})
+    os.replace(tmp, path)  # atomic: a concurrent run reads a whole file or none
+    return ref
