@@ -73,13 +73,45 @@ def generator(ckpt):
 
 @pytest.fixture(scope="session")
 def hf_model(gguf_path):
+    """transformers' float32 model of the shipped GGUF. transformers reads a GGUF file's metadata value by value
+    (14 s of a 16 s load for SmolLM2, most of it the vocabulary), so the model it makes is kept (its config and
+    state dict, which load in 2 s and give the same logits bit for bit) for the other test worker and later runs,
+    keyed by the file and the versions of transformers and torch."""
+    import hashlib
+    import json
+    from pathlib import Path
+
     import torch
-    from transformers import AutoModelForCausalLM
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.set_num_threads(2)
+    st = os.stat(gguf_path)
+    key = f"{os.path.realpath(gguf_path)}:{st.st_size}:{st.st_mtime_ns}:{transformers.__version__}:{torch.__version__}"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ttjax" / "hf-reference"
+    kept = cache / hashlib.sha256(key.encode()).hexdigest()[:20]
+    if (kept / "model.pt").exists():
+        try:
+            config = AutoConfig.for_model(**json.loads((kept / "config.json").read_text()))
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            model.load_state_dict(torch.load(kept / "model.pt"))
+            return model.eval()
+        except Exception:  # a partial or stale copy: load the GGUF and keep it afresh
+            pass
     folder, name = os.path.split(gguf_path)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    return model.eval()
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+    config = {k: v for k, v in model.config.to_dict().items() if k != "quantization_config"}
+    tmp = cache / f"{kept.name}.{os.getpid()}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "config.json").write_text(json.dumps(config))
+    torch.save(model.state_dict(), tmp / "model.pt")
+    try:
+        os.replace(tmp, kept)  # whole or not at all; another worker's copy may have landed first
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return model
 
 
 @pytest.fixture(scope="session")
