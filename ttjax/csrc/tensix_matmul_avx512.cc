@@ -341,12 +341,15 @@ TTJAX_AVX512 void Gemv(const Problem& p, int64_t c0, int64_t nc, float* scratch)
   }
 }
 
+// How a many-row kernel writes Dst: float32 adds, or BF16 writes by the exact rule or by the tame one's two ops.
+enum DstMode : int { kDstFp32, kDstBf16, kDstTame };
+
 // Many rows: each 32 x 64 weight tile of the strip is decoded (and split, emulated) once into wa, then every
 // row runs its sums from there, R rows at a time (4: each weight vector loaded once for 16 products).
 //
 // FMA: the tile's weight parts and the rows' activation parts keep every product normal (Exponents below), so a
 // fused multiply-add rounds exactly as the model's multiply then add: one instruction a product instead of two.
-template <int PH, int R, bool FMA, bool TAME>
+template <int PH, int R, bool FMA, int DST>
 TTJAX_AVX512 void RowsEmulated(const Problem& p, const float* wa, const float* xb, int64_t r, float* dst) {
   constexpr int NV = kCols / 16;
 #pragma GCC unroll 4
@@ -382,7 +385,7 @@ TTJAX_AVX512 void RowsEmulated(const Problem& p, const float* wa, const float* x
 #pragma GCC unroll 4
         for (int c = 0; c < NV; ++c) {
           const __m512 v = _mm512_add_ps(_mm512_load_ps(d + 16 * c), s[q][c]);
-          _mm512_store_ps(d + 16 * c, p.fp32_dest ? v : DstBF16<TAME>(v));
+          _mm512_store_ps(d + 16 * c, DST == kDstFp32 ? v : DstBF16<DST == kDstTame>(v));
         }
       }
     }
@@ -467,10 +470,10 @@ TTJAX_AVX512 void RowsExactFrom(const Problem& p, const float* wa, int64_t k0, i
   if constexpr (R > 1) RowsExactFrom<R - 1>(p, wa, k0, r, dst);
 }
 
-template <int PH, int R, bool FMA, bool TAME>
+template <int PH, int R, bool FMA, int DST>
 TTJAX_AVX512 void RowsEmulatedFrom(const Problem& p, const float* wa, const float* xb, int64_t r, float* dst) {
-  for (; r + R <= p.rows; r += R) RowsEmulated<PH, R, FMA, TAME>(p, wa, xb, r, dst);
-  if constexpr (R > 1) RowsEmulatedFrom<PH, R - 1, FMA, TAME>(p, wa, xb, r, dst);
+  for (; r + R <= p.rows; r += R) RowsEmulated<PH, R, FMA, DST>(p, wa, xb, r, dst);
+  if constexpr (R > 1) RowsEmulatedFrom<PH, R - 1, FMA, DST>(p, wa, xb, r, dst);
 }
 
 // Many rows, a strip of up to kRowCols columns in 64-column pieces: each K tile's activation phases (and their
@@ -529,12 +532,18 @@ TTJAX_AVX512 void Rows(const Problem& p, int64_t c0, int64_t nc, float* scratch)
       }
       const bool normal = ProductsNormal(ea, eb);
       tame[s] = tame[s] && normal && TameProducts(eb.Min(), eb.Max(), ea.Min(), ea.Max());
-      if (tame[s]) {
-        RowsEmulatedFrom<PH, 4, true, true>(p, wa, xb, 0, ds);
+      if (p.fp32_dest) {
+        if (normal) {
+          RowsEmulatedFrom<PH, 4, true, kDstFp32>(p, wa, xb, 0, ds);
+        } else {
+          RowsEmulatedFrom<PH, 4, false, kDstFp32>(p, wa, xb, 0, ds);
+        }
+      } else if (tame[s]) {
+        RowsEmulatedFrom<PH, 4, true, kDstTame>(p, wa, xb, 0, ds);
       } else if (normal) {
-        RowsEmulatedFrom<PH, 4, true, false>(p, wa, xb, 0, ds);
+        RowsEmulatedFrom<PH, 4, true, kDstBf16>(p, wa, xb, 0, ds);
       } else {
-        RowsEmulatedFrom<PH, 4, false, false>(p, wa, xb, 0, ds);
+        RowsEmulatedFrom<PH, 4, false, kDstBf16>(p, wa, xb, 0, ds);
       }
     }
   }
