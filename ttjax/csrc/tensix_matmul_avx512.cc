@@ -279,13 +279,14 @@ TTJAX_AVX512 void GemvTile(const Problem& p, const float* hi, const float* lo, i
 // Ask for the weight bytes of tile rows [k0, k0 + 32), columns [c0, c0 + nc) (and their block exponents) ahead of
 // use. A strip's tile is 32 short runs a row stride apart, more streams than the hardware prefetchers follow, so
 // without this a GEMV waits on memory at a fraction of the read bandwidth.
+// (Only rows [i0, i1) of the tile where asked.)
 template <WeightFormat F>
-TTJAX_INLINE void PrefetchTile(const Problem& p, int64_t k0, int64_t c0, int64_t nc) {
+TTJAX_INLINE void PrefetchTile(const Problem& p, int64_t k0, int64_t c0, int64_t nc, int64_t i0 = 0, int64_t i1 = kTile) {
   constexpr int64_t kBitsPer = F == kF32 ? 32 : F == kBF16 ? 16 : F == kBFP8 ? 8 : 4;
   const char* base = static_cast<const char*>(p.w);
-  const int64_t rows = std::min<int64_t>(kTile, p.w_rows - k0);
+  const int64_t rows = std::min<int64_t>(i1, p.w_rows - k0);
   const int64_t first = c0 * kBitsPer / 8, last = (c0 + nc) * kBitsPer / 8;
-  for (int64_t i = 0; i < rows; ++i) {
+  for (int64_t i = i0; i < rows; ++i) {
     const char* row = base + (k0 + i) * p.w_cols * kBitsPer / 8;
     for (int64_t b = first & ~int64_t{63}; b < last; b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
     if constexpr (F == kBFP8 || F == kBFP4) _mm_prefetch(reinterpret_cast<const char*>(p.exps + (k0 + i) * (p.w_cols / kFace) + c0 / kFace), _MM_HINT_T0);
@@ -470,10 +471,26 @@ TTJAX_AVX512 void RowsExactFrom(const Problem& p, const float* wa, int64_t k0, i
   if constexpr (R > 1) RowsExactFrom<R - 1>(p, wa, k0, r, dst);
 }
 
-template <int PH, int R, bool FMA, int DST>
-TTJAX_AVX512 void RowsEmulatedFrom(const Problem& p, const float* wa, const float* xb, int64_t r, float* dst) {
-  for (; r + R <= p.rows; r += R) RowsEmulated<PH, R, FMA, DST>(p, wa, xb, r, dst);
-  if constexpr (R > 1) RowsEmulatedFrom<PH, R - 1, FMA, DST>(p, wa, xb, r, dst);
+// The next weight tile of a strip piece, asked for a share at a time while the rows compute on this one: asked for
+// at once, its 32 lines (a row stride apart, each its own DRAM page) filled the core's line-fill buffers and the
+// prefetches stalled it for a tenth of a 32-row matmul.
+template <WeightFormat F>
+struct Ahead {
+  const Problem& p;
+  int64_t k0, c0, nc;  // the tile (k0 past the weights: nothing to ask for)
+  TTJAX_INLINE void Rows(int64_t r0, int64_t r1) const {  // the share of activation rows [r0, r1)
+    if (k0 < p.w_rows) PrefetchTile<F>(p, k0, c0, nc, r0 * kTile / p.rows, r1 * kTile / p.rows);
+  }
+};
+
+template <int PH, int R, bool FMA, int DST, WeightFormat F>
+TTJAX_AVX512 void RowsEmulatedFrom(const Problem& p, const float* wa, const float* xb, int64_t r, float* dst,
+                                   const Ahead<F>& ahead) {
+  for (; r + R <= p.rows; r += R) {
+    ahead.Rows(r, r + R);
+    RowsEmulated<PH, R, FMA, DST>(p, wa, xb, r, dst);
+  }
+  if constexpr (R > 1) RowsEmulatedFrom<PH, R - 1, FMA, DST>(p, wa, xb, r, dst, ahead);
 }
 
 // Many rows, a strip of up to kRowCols columns in 64-column pieces: each K tile's activation phases (and their
@@ -522,11 +539,11 @@ TTJAX_AVX512 void Rows(const Problem& p, int64_t c0, int64_t nc, float* scratch)
         DecodeTile(p, k0, cs, ns, kCols, buf);
         StoreTile<true>(p, BufferLoader{buf, kCols}, wa, ea);
       }
-      // The next tile's 32 lines (a row stride apart, which no hardware prefetcher follows), asked for now so that
-      // they arrive during this tile's products: read on demand, the decode waited on memory for half as long as
-      // the products of 32 rows took.
-      if (k0 + kTile < p.w_rows) PrefetchTile<F>(p, k0 + kTile, cs, ns);
+      // The next tile's 32 lines (a row stride apart, which no hardware prefetcher follows), asked for during this
+      // tile's products: read on demand, the decode waited on memory for half as long as the products of 32 rows took.
+      const Ahead<F> ahead{p, k0 + kTile, cs, ns};
       if (p.exact) {
+        ahead.Rows(0, p.rows);
         RowsExactFrom<4>(p, wa, k0, 0, ds);
         continue;
       }
@@ -534,16 +551,16 @@ TTJAX_AVX512 void Rows(const Problem& p, int64_t c0, int64_t nc, float* scratch)
       tame[s] = tame[s] && normal && TameProducts(eb.Min(), eb.Max(), ea.Min(), ea.Max());
       if (p.fp32_dest) {
         if (normal) {
-          RowsEmulatedFrom<PH, 4, true, kDstFp32>(p, wa, xb, 0, ds);
+          RowsEmulatedFrom<PH, 4, true, kDstFp32>(p, wa, xb, 0, ds, ahead);
         } else {
-          RowsEmulatedFrom<PH, 4, false, kDstFp32>(p, wa, xb, 0, ds);
+          RowsEmulatedFrom<PH, 4, false, kDstFp32>(p, wa, xb, 0, ds, ahead);
         }
       } else if (tame[s]) {
-        RowsEmulatedFrom<PH, 4, true, kDstTame>(p, wa, xb, 0, ds);
+        RowsEmulatedFrom<PH, 4, true, kDstTame>(p, wa, xb, 0, ds, ahead);
       } else if (normal) {
-        RowsEmulatedFrom<PH, 4, true, kDstBf16>(p, wa, xb, 0, ds);
+        RowsEmulatedFrom<PH, 4, true, kDstBf16>(p, wa, xb, 0, ds, ahead);
       } else {
-        RowsEmulatedFrom<PH, 4, false, kDstBf16>(p, wa, xb, 0, ds);
+        RowsEmulatedFrom<PH, 4, false, kDstBf16>(p, wa, xb, 0, ds, ahead);
       }
     }
   }
