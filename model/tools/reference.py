@@ -5,7 +5,7 @@ model.tools.reference_spread).
 `ttjax accuracy` keeps the reference it computed in a `references` folder beside its compile cache
 (model.tools.compile_cache), keyed by the checkpoint's files (path, size, modification time), the tokens, the
 lengths, the versions of transformers and torch, torch's CPU kernels and thread count: loading transformers' model
-of a GGUF file takes most of a short run (15 s of 19 for SmolLM2 at 16 tokens), and a user comparing configs runs
+of a GGUF file takes most of a short run (16 s of 19 for SmolLM2 at 16 tokens), and a user comparing configs runs
 the same reference again and again."""
 
 from __future__ import annotations
