@@ -76,18 +76,22 @@ def hf_model(gguf_path):
     """transformers' float32 model of the shipped GGUF. transformers reads a GGUF file's metadata value by value
     (14 s of a 16 s load for SmolLM2, most of it the vocabulary), so the model it makes is kept (its config and
     state dict, which load in 2 s and give the same logits bit for bit) for the other test worker and later runs,
-    keyed by the file and the versions of transformers and torch."""
+    keyed by the file and the versions of what reads and dequantizes it; a newer key replaces the file's older copy.
+    The copy is a convenience: where it cannot be read or written the GGUF is loaded as it always was."""
     import hashlib
+    import importlib.metadata
     import json
+    import shutil
     from pathlib import Path
 
     import torch
-    import transformers
     from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.set_num_threads(2)
     st = os.stat(gguf_path)
-    key = f"{os.path.realpath(gguf_path)}:{st.st_size}:{st.st_mtime_ns}:{transformers.__version__}:{torch.__version__}"
+    versions = [importlib.metadata.version(n) for n in ("transformers", "torch", "gguf", "numpy")]
+    source = os.path.realpath(gguf_path)
+    key = json.dumps([source, st.st_size, st.st_mtime_ns, versions])
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ttjax" / "hf-reference"
     kept = cache / hashlib.sha256(key.encode()).hexdigest()[:20]
     if (kept / "model.pt").exists():
@@ -96,20 +100,21 @@ def hf_model(gguf_path):
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
             model.load_state_dict(torch.load(kept / "model.pt"))
             return model.eval()
-        except Exception:  # a partial or stale copy: load the GGUF and keep it afresh
-            pass
+        except Exception:  # a partial or unreadable copy: load the GGUF and keep it afresh
+            shutil.rmtree(kept, ignore_errors=True)
     folder, name = os.path.split(gguf_path)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
-    config = {k: v for k, v in model.config.to_dict().items() if k != "quantization_config"}
     tmp = cache / f"{kept.name}.{os.getpid()}.tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "config.json").write_text(json.dumps(config))
-    torch.save(model.state_dict(), tmp / "model.pt")
     try:
-        os.replace(tmp, kept)  # whole or not at all; another worker's copy may have landed first
-    except OSError:
-        import shutil
-
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / "config.json").write_text(json.dumps({k: v for k, v in model.config.to_dict().items() if k != "quantization_config"}))
+        (tmp / "source.txt").write_text(source)
+        torch.save(model.state_dict(), tmp / "model.pt")
+        os.replace(tmp, kept)  # whole or not at all
+        for old in cache.iterdir():  # this file's copies under older keys (0.5 GB each)
+            if old != kept and old.suffix != ".tmp" and (old / "source.txt").is_file() and (old / "source.txt").read_text() == source:
+                shutil.rmtree(old, ignore_errors=True)
+    except OSError:  # another worker's copy landed first, or the disk is full or read-only
         shutil.rmtree(tmp, ignore_errors=True)
     return model
 

@@ -215,7 +215,7 @@ def paged(cache, rng, block):
                                                    ("LoFi-fp32-approx", True), ("HiFi4-bf16-approx", False)])
 def test_native_decode_equals_the_jax_walk(name, exp_approx_mode):
     cfg, rng = CONFIGS[name], np.random.default_rng(8)
-    q = bf16(rng, (3, 9, 64), 2.0)
+    q = bf16(rng, (3, 15, 64), 2.0)
     k, v = bf16(rng, (3, 3, 256, 64), 2.0), bf16(rng, (3, 3, 256, 64))
     pos = jnp.asarray([-1, 70, 255], jnp.int32)  # -1: an empty slot
     kp, table = paged(k, rng, 32)

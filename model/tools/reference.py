@@ -81,22 +81,17 @@ def transformers_reference(ck: Checkpoint | None, tokens: list[int], prefill_len
     return Reference(logits[prefill_len - 1 :], layers, "transformers LlamaForCausalLM float32")
 
 
-def _files(path: str) -> list:
-    """(name, size, modification time) of a checkpoint's file, or of every file of its folder."""
-    p = Path(path).resolve()
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-
-
 def reference_key(ck: Checkpoint, tokens: list[int], prefill_len: int, decode_steps: int, threads: int) -> str:
     """The file name a reference is kept under: a digest of what its numbers depend on (the module docstring)."""
     import importlib.metadata
 
     import torch
 
-    parts = [_files(ck.path), ck.format, tokens[: prefill_len + decode_steps], prefill_len, decode_steps,
-             importlib.metadata.version("transformers"), torch.__version__, torch.backends.cpu.get_cpu_capability(),
-             threads]
+    from model.checkpoint.cache import fingerprint
+
+    versions = [importlib.metadata.version(name) for name in ("transformers", "gguf", "numpy")]
+    parts = [fingerprint(ck.path), ck.format, tokens[: prefill_len + decode_steps], prefill_len, decode_steps, versions,
+             torch.__version__, torch.backends.cpu.get_cpu_capability(), threads]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
@@ -114,7 +109,11 @@ def kept_transformers_reference(ck: Checkpoint, tokens: list[int], prefill_len: 
             pass
     ref = transformers_reference(ck, tokens, prefill_len, decode_steps, threads=threads)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, logits=ref.logits, layers=len(ref.layer_outputs), name=ref.name,
-             **{f"layer_{i}": o for i, o in enumerate(ref.layer_outputs)})
-    os.replace(tmp, path)  # atomic: a concurrent run reads a whole file or none
+    try:
+        np.savez(tmp, logits=ref.logits, layers=len(ref.layer_outputs), name=ref.name,
+                 **{f"layer_{i}": o for i, o in enumerate(ref.layer_outputs)})
+        os.replace(tmp, path)  # atomic: a concurrent run reads a whole file or none
+    except OSError as e:  # a full disk or a removed folder: the reference is still good for this run
+        tmp.unlink(missing_ok=True)
+        print(f"ttjax: transformers' reference was not kept in {_folder}: {e.strerror or e}", file=sys.stderr)
     return ref

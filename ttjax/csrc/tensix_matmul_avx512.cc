@@ -284,9 +284,9 @@ template <WeightFormat F>
 TTJAX_INLINE void PrefetchTile(const Problem& p, int64_t k0, int64_t c0, int64_t nc, int64_t i0 = 0, int64_t i1 = kTile) {
   constexpr int64_t kBitsPer = F == kF32 ? 32 : F == kBF16 ? 16 : F == kBFP8 ? 8 : 4;
   const char* base = static_cast<const char*>(p.w);
-  const int64_t rows = std::min<int64_t>(i1, p.w_rows - k0);
+  const int64_t end = std::min<int64_t>(i1, p.w_rows - k0);
   const int64_t first = c0 * kBitsPer / 8, last = (c0 + nc) * kBitsPer / 8;
-  for (int64_t i = i0; i < rows; ++i) {
+  for (int64_t i = i0; i < end; ++i) {
     const char* row = base + (k0 + i) * p.w_cols * kBitsPer / 8;
     for (int64_t b = first & ~int64_t{63}; b < last; b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
     if constexpr (F == kBFP8 || F == kBFP4) _mm_prefetch(reinterpret_cast<const char*>(p.exps + (k0 + i) * (p.w_cols / kFace) + c0 / kFace), _MM_HINT_T0);
@@ -350,7 +350,7 @@ enum DstMode : int { kDstFp32, kDstBf16, kDstTame };
 //
 // FMA: the tile's weight parts and the rows' activation parts keep every product normal (Exponents below), so a
 // fused multiply-add rounds exactly as the model's multiply then add: one instruction a product instead of two.
-template <int PH, int R, bool FMA, int DST>
+template <int PH, int R, bool FMA, DstMode DST>
 TTJAX_AVX512 void RowsEmulated(const Problem& p, const float* wa, const float* xb, int64_t r, float* dst) {
   constexpr int NV = kCols / 16;
 #pragma GCC unroll 4
@@ -465,11 +465,6 @@ TTJAX_AVX512 void StoreTile(const Problem& p, const Loader& load, float* wa, Exp
   }
 }
 
-template <int R>
-TTJAX_AVX512 void RowsExactFrom(const Problem& p, const float* wa, int64_t k0, int64_t r, float* dst) {
-  for (; r + R <= p.rows; r += R) RowsExact<R>(p, wa, k0, r, dst);
-  if constexpr (R > 1) RowsExactFrom<R - 1>(p, wa, k0, r, dst);
-}
 
 // The next weight tile of a strip piece, asked for a share at a time while the rows compute on this one: asked for
 // at once, its 32 lines (a row stride apart, each its own DRAM page) filled the core's line-fill buffers and the
@@ -483,7 +478,16 @@ struct Ahead {
   }
 };
 
-template <int PH, int R, bool FMA, int DST, WeightFormat F>
+template <int R, WeightFormat F>
+TTJAX_AVX512 void RowsExactFrom(const Problem& p, const float* wa, int64_t k0, int64_t r, float* dst, const Ahead<F>& ahead) {
+  for (; r + R <= p.rows; r += R) {
+    ahead.Rows(r, r + R);
+    RowsExact<R>(p, wa, k0, r, dst);
+  }
+  if constexpr (R > 1) RowsExactFrom<R - 1>(p, wa, k0, r, dst, ahead);
+}
+
+template <int PH, int R, bool FMA, DstMode DST, WeightFormat F>
 TTJAX_AVX512 void RowsEmulatedFrom(const Problem& p, const float* wa, const float* xb, int64_t r, float* dst,
                                    const Ahead<F>& ahead) {
   for (; r + R <= p.rows; r += R) {
@@ -543,8 +547,7 @@ TTJAX_AVX512 void Rows(const Problem& p, int64_t c0, int64_t nc, float* scratch)
       // tile's products: read on demand, the decode waited on memory for half as long as the products of 32 rows took.
       const Ahead<F> ahead{p, k0 + kTile, cs, ns};
       if (p.exact) {
-        ahead.Rows(0, p.rows);
-        RowsExactFrom<4>(p, wa, k0, 0, ds);
+        RowsExactFrom<4>(p, wa, k0, 0, ds, ahead);
         continue;
       }
       const bool normal = ProductsNormal(ea, eb);
