@@ -465,7 +465,6 @@ TTJAX_AVX512 void StoreTile(const Problem& p, const Loader& load, float* wa, Exp
   }
 }
 
-
 // The next weight tile of a strip piece, asked for a share at a time while the rows compute on this one: asked for
 // at once, its 32 lines (a row stride apart, each its own DRAM page) filled the core's line-fill buffers and the
 // prefetches stalled it for a tenth of a 32-row matmul.
